@@ -1,0 +1,24 @@
+//! seginf: segment influence functions for linear-chain CRF taggers.
+//!
+//! The math (sign conventions, factored gradients) follows `DESIGN.md` and Jain et al.,
+//! *Influence Functions for Sequence Tagging Models* (Findings of EMNLP 2022).
+//! The safe Rust API lives in [`crf`]; the C ABI (`include/seginf.h`) is a thin layer over it in
+//! the private `ffi` module, the only place where `unsafe` is allowed.
+
+// Links the system OpenBLAS that ndarray's `blas` feature calls into.
+extern crate blas_src;
+
+#[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
+pub mod crf;
+#[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
+pub mod error;
+
+mod ffi;
+
+pub use crf::{
+    ConstraintMask, Crf, LoadOptions, Marginals, SegmentGradient, SegmentMarginals, TagScheme,
+};
+pub use error::{Error, Result};
+
+/// The crate version, as in Cargo.toml (and the `SEGINF_VERSION_*` macros of the C header).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
