@@ -1,7 +1,5 @@
 //! Loading CRFs from safetensors files as pytorch-crf, AllenNLP and flair users export them.
 
-mod common;
-
 use half::{bf16, f16};
 use safetensors::tensor::{serialize, Dtype, TensorView};
 use seginf::{Crf, Error, LoadOptions};
