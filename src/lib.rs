@@ -12,6 +12,10 @@ extern crate blas_src;
 pub mod crf;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod error;
+#[deny(unsafe_code)] // one documented exception: memory-mapping a saved index (memmap2)
+pub mod index;
+#[deny(unsafe_code)]
+pub mod query;
 
 mod ffi;
 
@@ -19,6 +23,8 @@ pub use crf::{
     ConstraintMask, Crf, LoadOptions, Marginals, SegmentGradient, SegmentMarginals, TagScheme,
 };
 pub use error::{Error, Result};
+pub use index::{BuildOptions, Index, IndexBuilder, Storage};
+pub use query::{Granularity, Hessian, Hit, Normalization, Query, TestSegment, TopHits};
 
 /// The crate version, as in Cargo.toml (and the `SEGINF_VERSION_*` macros of the C header).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -216,6 +216,25 @@ impl Crf {
         out
     }
 
+    /// A 64-bit hash (xxh3) of the dimensions, which blocks are present, and every parameter's
+    /// bits: an index records it and refuses to be opened with another CRF.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"seginf-crf-v1");
+        for v in [self.num_labels(), self.feature_dim()] {
+            h.update(&(v as u64).to_le_bytes());
+        }
+        h.update(&[
+            self.bias.is_some() as u8,
+            self.start.is_some() as u8,
+            self.end.is_some() as u8,
+        ]);
+        for v in self.params() {
+            h.update(&v.to_le_bytes());
+        }
+        h.digest()
+    }
+
     /// Start score `s[j]`, zero when the model has no start vector.
     pub(crate) fn start_score(&self, j: usize) -> f64 {
         self.start.as_ref().map_or(0.0, |s| s[j])

@@ -86,7 +86,7 @@ impl SegmentGradient {
 }
 
 impl Crf {
-    fn check_segment(n: usize, first: usize, last: usize) -> Result<()> {
+    pub(crate) fn check_segment(n: usize, first: usize, last: usize) -> Result<()> {
         if first > last {
             return Err(Error::BadSegment(format!(
                 "first = {first} > last = {last}"

@@ -1,0 +1,144 @@
+//! The token-gradient index (DESIGN.md §3): for every training token what the factored
+//! influence formula needs (`f_k`, `r_k`, labels around it), never a `C × d` gradient.
+
+mod build;
+mod column;
+mod file;
+mod storage;
+
+use std::sync::Arc;
+
+pub use build::{BuildOptions, IndexBuilder, Progress, TrainingSequence};
+pub use storage::Storage;
+
+pub(crate) use column::Column;
+pub(crate) use storage::FeatureRows;
+
+use crate::crf::Crf;
+
+/// Marks "no previous/next label" (the first/last token of a sequence).
+pub const NO_LABEL: u32 = u32::MAX;
+
+/// Per training token (N rows).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenColumns {
+    /// N × C single-token error vectors `r_k = q_k − ȳ_k` (DESIGN.md §2).
+    pub errors: Column<f64>,
+    /// N × C whole-sequence error vectors `p(y_k|x) − ȳ_k` (instance influence).
+    pub instance_errors: Column<f64>,
+    pub labels: Column<u32>,
+    /// Label of the previous token, or [`NO_LABEL`] at position 0.
+    pub prev_labels: Column<u32>,
+    /// Label of the next token, or [`NO_LABEL`] at the last position.
+    pub next_labels: Column<u32>,
+    pub positions: Column<u32>,
+    /// Which sequence (0..S) the token belongs to.
+    pub sequences: Column<u32>,
+    /// `CL(k,k)`.
+    pub losses: Column<f64>,
+    /// Entropy of the model's marginal `p(y_k | x)` (nats).
+    pub entropies: Column<f64>,
+    /// `‖∇_θ CL(k,k)‖₂` over all parameters.
+    pub grad_norms: Column<f64>,
+    /// `‖f_k‖₂` of the features as given (before any compression).
+    pub feature_norms: Column<f64>,
+}
+
+/// Per training sequence (S rows).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SequenceColumns {
+    pub doc_ids: Column<u64>,
+    /// S + 1 token offsets: sequence `s` is tokens `offsets[s]..offsets[s+1]`.
+    pub offsets: Column<u64>,
+    /// S × C `∇_b` of the whole-sequence NLL (zeros when the model has no bias).
+    pub bias_grads: Column<f64>,
+    /// S × C × C `∇_A` of the whole-sequence NLL.
+    pub transition_grads: Column<f64>,
+    /// S × C `∇_s` (zeros when the model has no start scores).
+    pub start_grads: Column<f64>,
+    /// S × C `∇_e` (zeros when the model has no end scores).
+    pub end_grads: Column<f64>,
+    /// `−log p(y|x)`.
+    pub losses: Column<f64>,
+    /// `‖∇_θ −log p(y|x)‖₂`.
+    pub grad_norms: Column<f64>,
+}
+
+/// A token-gradient index over a training set, for one CRF. Read-only once built or opened:
+/// `Send + Sync`, shared by any number of queries.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub(crate) crf: Arc<Crf>,
+    pub(crate) features: FeatureRows,
+    pub(crate) tokens: TokenColumns,
+    pub(crate) seqs: SequenceColumns,
+}
+
+impl Index {
+    pub fn crf(&self) -> &Arc<Crf> {
+        &self.crf
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.labels.len()
+    }
+
+    pub fn num_sequences(&self) -> usize {
+        self.seqs.doc_ids.len()
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.features.storage()
+    }
+
+    /// Bytes a full scan reads: the features plus the per-token columns scoring touches.
+    pub fn scan_bytes(&self) -> usize {
+        let c = self.crf.num_labels();
+        let per_token = self.features.bytes_per_row(self.crf.feature_dim()) + 8 * c + 4 * 3;
+        per_token * self.num_tokens()
+    }
+
+    /// `(doc_id, position)` of token `k`.
+    pub fn token_id(&self, k: usize) -> (u64, u32) {
+        let s = self.tokens.sequences.as_slice()[k] as usize;
+        (
+            self.seqs.doc_ids.as_slice()[s],
+            self.tokens.positions.as_slice()[k],
+        )
+    }
+
+    pub fn token_label(&self, k: usize) -> u32 {
+        self.tokens.labels.as_slice()[k]
+    }
+
+    /// Per-token `CL(k,k)`, the model's label entropy, and `‖∇CL(k,k)‖` (noisy-label baselines).
+    pub fn token_losses(&self) -> &[f64] {
+        self.tokens.losses.as_slice()
+    }
+
+    pub fn token_entropies(&self) -> &[f64] {
+        self.tokens.entropies.as_slice()
+    }
+
+    pub fn token_grad_norms(&self) -> &[f64] {
+        self.tokens.grad_norms.as_slice()
+    }
+
+    pub fn sequence_doc_ids(&self) -> &[u64] {
+        self.seqs.doc_ids.as_slice()
+    }
+
+    pub fn sequence_losses(&self) -> &[f64] {
+        self.seqs.losses.as_slice()
+    }
+
+    pub fn sequence_grad_norms(&self) -> &[f64] {
+        self.seqs.grad_norms.as_slice()
+    }
+
+    /// Token range of sequence `s`.
+    pub fn sequence_tokens(&self, s: usize) -> std::ops::Range<usize> {
+        let o = self.seqs.offsets.as_slice();
+        o[s] as usize..o[s + 1] as usize
+    }
+}

@@ -1,0 +1,96 @@
+//! What a query computes: granularity, normalisation, Hessian, filters.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+
+/// What is scored against the test segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    /// Segment influence of every single training token (DESIGN.md §3): emission **and**
+    /// transition/start/end gradients.
+    Token,
+    /// Koh & Liang influence of every training sequence (whole-sequence NLL gradient).
+    Instance,
+    /// The paper's segment nearest neighbour: `−f_k · f̄` with `f̄` the mean feature vector of
+    /// the test segment (negative, so that "supporting" = most similar, as for influence).
+    NearestDot,
+    /// As `NearestDot` with cosine similarity.
+    NearestCosine,
+}
+
+/// How scores are scaled per training item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalization {
+    None,
+    /// Divide each training score by the norm of its gradient (RelatIF-style; DESIGN.md §3):
+    /// often ranks causes better, but buries noisy labels (they have large gradients).
+    GradientNorm,
+}
+
+/// The Hessian used in `−g_testᵀ H⁻¹ g_train`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Hessian {
+    /// `H = damping · I` (the paper uses `I`): scores are `−g_test·g_train / damping`.
+    Identity { damping: f64 },
+}
+
+/// A query's settings; validated by the setters of [`crate::query::Query`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryOptions {
+    pub granularity: Granularity,
+    pub normalization: Normalization,
+    pub hessian: Hessian,
+    /// Keep only training tokens with these labels (token and nearest granularities).
+    pub labels: Option<Vec<u32>>,
+    /// Skip training items whose doc id is here.
+    pub excluded_docs: HashSet<u64>,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            granularity: Granularity::Token,
+            normalization: Normalization::None,
+            hessian: Hessian::Identity { damping: 1.0 },
+            labels: None,
+            excluded_docs: HashSet::new(),
+        }
+    }
+}
+
+impl QueryOptions {
+    /// Checks the combination (called before every run, so a bad mix is an error, not a
+    /// silently ignored setting).
+    pub fn check(&self, num_labels: usize) -> Result<()> {
+        let Hessian::Identity { damping } = self.hessian;
+        if !(damping.is_finite() && damping > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "the Hessian damping must be finite and > 0, got {damping}"
+            )));
+        }
+        if let Some(labels) = &self.labels {
+            if let Some(l) = labels.iter().find(|&&l| l as usize >= num_labels) {
+                return Err(Error::LabelOutOfRange(format!(
+                    "label filter has {l}, the CRF has {num_labels} labels"
+                )));
+            }
+            if self.granularity == Granularity::Instance {
+                return Err(Error::InvalidArgument(
+                    "a label filter selects tokens; instance granularity scores whole sequences (clear the filter)".into(),
+                ));
+            }
+        }
+        if self.normalization == Normalization::GradientNorm
+            && matches!(
+                self.granularity,
+                Granularity::NearestDot | Granularity::NearestCosine
+            )
+        {
+            return Err(Error::InvalidArgument(
+                "gradient-norm normalisation applies to influence granularities; use nearest_cosine for normalised similarity".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Both ends of the score distribution in one pass: the k most negative (supporting) and the
+//! k most positive (opposing) scores, ties broken by `(doc_id, position)` and then by the
+//! index's own order, so results are deterministic and shard merges are exact.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+/// A scored training item (a token, or a sequence for instance influence).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub doc_id: u64,
+    /// Position in the training sequence; `u32::MAX` for a whole sequence.
+    pub position: u32,
+    /// The training token's label; `u32::MAX` for a whole sequence.
+    pub label: u32,
+    pub score: f64,
+}
+
+/// Total order on f64 (inputs are validated, so NaN never occurs; `total_cmp` keeps it safe).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Tie-break identity: caller ids first, then the index row (unique).
+type Id = (u64, u32, u64);
+
+/// Keeps the `k` smallest items of a max-heap (its top is the worst one kept).
+#[inline]
+fn push_bounded<T: Ord>(heap: &mut BinaryHeap<T>, item: T, k: usize) {
+    if heap.len() < k {
+        heap.push(item);
+    } else if heap.peek().is_some_and(|top| item < *top) {
+        heap.pop();
+        heap.push(item);
+    }
+}
+
+/// Max-heaps whose top is the worst entry kept, so a better candidate replaces it.
+pub(crate) struct TopK {
+    k: usize,
+    supporting: BinaryHeap<(Score, Id, u32)>,
+    opposing: BinaryHeap<(Reverse<Score>, Id, u32)>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            supporting: BinaryHeap::with_capacity(k + 1),
+            opposing: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    /// Offers one score to both ends.
+    #[inline]
+    pub fn offer(&mut self, score: f64, doc_id: u64, position: u32, row: u64, label: u32) {
+        let id = (doc_id, position, row);
+        push_bounded(&mut self.supporting, (Score(score), id, label), self.k);
+        push_bounded(
+            &mut self.opposing,
+            (Reverse(Score(score)), id, label),
+            self.k,
+        );
+    }
+
+    /// Merges another TopK (e.g. a shard's) into this one.
+    pub fn merge(&mut self, other: TopK) {
+        for entry in other.supporting {
+            push_bounded(&mut self.supporting, entry, self.k);
+        }
+        for entry in other.opposing {
+            push_bounded(&mut self.opposing, entry, self.k);
+        }
+    }
+
+    /// (supporting, opposing), each best first: most negative first, most positive first.
+    pub fn into_hits(self) -> (Vec<Hit>, Vec<Hit>) {
+        let hit = |score: f64, (doc_id, position, _): Id, label: u32| Hit {
+            doc_id,
+            position,
+            label,
+            score,
+        };
+        let supporting = self
+            .supporting
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(s, id, l)| hit(s.0, id, l))
+            .collect();
+        let opposing = self
+            .opposing
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(Reverse(s), id, l)| hit(s.0, id, l))
+            .collect();
+        (supporting, opposing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_both_ends_with_deterministic_ties() {
+        let mut top = TopK::new(3);
+        let scores = [0.5, -2.0, 3.0, -2.0, 0.0, 3.0, -1.0, 7.0];
+        for (i, &s) in scores.iter().enumerate() {
+            top.offer(s, 10 - i as u64, 0, i as u64, 0);
+        }
+        let (sup, opp) = top.into_hits();
+        let s: Vec<(f64, u64)> = sup.iter().map(|h| (h.score, h.doc_id)).collect();
+        let o: Vec<(f64, u64)> = opp.iter().map(|h| (h.score, h.doc_id)).collect();
+        // -2.0 twice: doc 7 (i = 3) before doc 9 (i = 1).
+        assert_eq!(s, vec![(-2.0, 7), (-2.0, 9), (-1.0, 4)]);
+        // 3.0 twice: doc 5 (i = 5) before doc 8 (i = 2).
+        assert_eq!(o, vec![(7.0, 3), (3.0, 5), (3.0, 8)]);
+    }
+
+    #[test]
+    fn merging_shards_equals_one_pass() {
+        let scores: Vec<f64> = (0..200)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 7.0)
+            .collect();
+        let mut whole = TopK::new(10);
+        let (mut a, mut b) = (TopK::new(10), TopK::new(10));
+        for (i, &s) in scores.iter().enumerate() {
+            whole.offer(s, i as u64 % 13, i as u32, i as u64, 1);
+            let shard = if i % 2 == 0 { &mut a } else { &mut b };
+            shard.offer(s, i as u64 % 13, i as u32, i as u64, 1);
+        }
+        a.merge(b);
+        assert_eq!(a.into_hits(), whole.into_hits());
+    }
+}

@@ -1,0 +1,370 @@
+//! The index and query against dense computations: every factored score equals
+//! `−g_test·g_train / damping` built from full gradient vectors (`segment_gradient_dense`).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ndarray::Array2;
+use seginf::{
+    BuildOptions, Crf, Granularity, Index, IndexBuilder, Normalization, Query, Storage, TestSegment,
+};
+
+/// A training or test sequence.
+struct Seq {
+    doc_id: u64,
+    x: Array2<f32>,
+    y: Vec<u32>,
+}
+
+/// Labels with finite score: Viterbi's path with some labels changed where that stays feasible.
+fn feasible_labels(rng: &mut Rng, crf: &Crf, x: &Array2<f32>) -> Vec<u32> {
+    let (mut y, _) = crf.viterbi(x.view()).expect("some labelling is allowed");
+    for t in 0..y.len() {
+        if rng.chance(0.4) {
+            let old = y[t];
+            y[t] = rng.below(crf.num_labels()) as u32;
+            if crf.score(x.view(), &y).unwrap() == f64::NEG_INFINITY {
+                y[t] = old;
+            }
+        }
+    }
+    y
+}
+
+fn corpus(rng: &mut Rng, crf: &Crf, sequences: usize, max_len: usize) -> Vec<Seq> {
+    (0..sequences)
+        .map(|i| {
+            let n = 1 + rng.below(max_len);
+            let x = random_features(rng, n, crf.feature_dim());
+            let y = feasible_labels(rng, crf, &x);
+            Seq {
+                doc_id: 1000 + 7 * i as u64,
+                x,
+                y,
+            }
+        })
+        .collect()
+}
+
+fn build(crf: &Arc<Crf>, train: &[Seq], storage: Storage) -> Index {
+    let mut b = IndexBuilder::new(
+        Arc::clone(crf),
+        BuildOptions {
+            storage,
+            expected_tokens: 0,
+        },
+    );
+    for s in train {
+        b.add(s.doc_id, s.x.view(), &s.y).unwrap();
+    }
+    b.finish().unwrap()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// `x / ‖g‖`, and 0 for a zero gradient (a token whose label the constraints force has
+/// `r_k = 0`: no influence, normalised or not).
+fn per_norm(x: f64, g: &[f64]) -> f64 {
+    match norm(g) {
+        0.0 => 0.0,
+        n => x / n,
+    }
+}
+
+/// |got − want| ≤ 1e-6·|want| (+1e-12 for exact zeros).
+fn assert_scores(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs() + 1e-12,
+            "{what}: item {i}: factored {g} vs dense {w}"
+        );
+    }
+}
+
+fn shapes() -> Vec<Shape> {
+    let mut v = Vec::new();
+    for (bias, start, end) in [
+        (false, false, false),
+        (true, true, true),
+        (true, false, true),
+        (false, true, false),
+    ] {
+        for forbid in [0.0, 0.2] {
+            v.push(Shape {
+                c: 4,
+                d: 6,
+                bias,
+                start,
+                end,
+                forbid,
+            });
+        }
+    }
+    v
+}
+
+#[test]
+fn factored_scores_equal_dense_gradients() {
+    let mut rng = Rng::new(11);
+    for shape in shapes() {
+        let crf = Arc::new(random_crf(&mut rng, shape));
+        let train = corpus(&mut rng, &crf, 25, 7);
+        let index = Arc::new(build(&crf, &train, Storage::F32));
+        // Dense gradients of every training token and sequence.
+        let mut token_grads = Vec::new();
+        let mut seq_grads = Vec::new();
+        for s in &train {
+            for t in 0..s.y.len() {
+                token_grads.push(crf.segment_gradient_dense(s.x.view(), &s.y, t, t).unwrap());
+            }
+            seq_grads.push(
+                crf.segment_gradient_dense(s.x.view(), &s.y, 0, s.y.len() - 1)
+                    .unwrap(),
+            );
+        }
+        let test = corpus(&mut rng, &crf, 6, 9);
+        let mut query = Query::new(Arc::clone(&index));
+        for s in &test {
+            let n = s.y.len();
+            // Single tokens, a 2-token entity, and the whole sequence (m > C when n > 4: the
+            // Σ r_t ⊗ f_t column path).
+            let a = rng.below(n);
+            for (first, last) in [(a, a), (a, (a + 1).min(n - 1)), (0, n - 1)] {
+                let ctx = format!("{shape:?} test doc {} [{first},{last}] of {n}", s.doc_id);
+                let seg = TestSegment {
+                    features: s.x.view(),
+                    labels: &s.y,
+                    first,
+                    last,
+                };
+                let g = crf
+                    .segment_gradient_dense(s.x.view(), &s.y, first, last)
+                    .unwrap();
+                let damping = 0.5 + rng.uniform();
+
+                query.options.granularity = Granularity::Token;
+                query.options.normalization = Normalization::None;
+                query.options.hessian = seginf::Hessian::Identity { damping };
+                let want: Vec<f64> = token_grads
+                    .iter()
+                    .map(|gk| -dot(&g, gk) / damping)
+                    .collect();
+                assert_scores(
+                    &format!("token, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+
+                query.options.normalization = Normalization::GradientNorm;
+                let want: Vec<f64> = token_grads
+                    .iter()
+                    .map(|gk| per_norm(-dot(&g, gk) / damping, gk))
+                    .collect();
+                assert_scores(
+                    &format!("token normalised, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+
+                query.options.granularity = Granularity::Instance;
+                let want: Vec<f64> = seq_grads
+                    .iter()
+                    .map(|gs| per_norm(-dot(&g, gs) / damping, gs))
+                    .collect();
+                assert_scores(
+                    &format!("instance normalised, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+                query.options.normalization = Normalization::None;
+                let want: Vec<f64> = seq_grads.iter().map(|gs| -dot(&g, gs) / damping).collect();
+                assert_scores(
+                    &format!("instance, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+
+                // Nearest neighbours: −f_k·f̄ and cosine.
+                let m = (last - first + 1) as f64;
+                let mean: Vec<f64> = (0..shape.d)
+                    .map(|j| (first..=last).map(|t| f64::from(s.x[[t, j]])).sum::<f64>() / m)
+                    .collect();
+                let feats: Vec<Vec<f64>> = train
+                    .iter()
+                    .flat_map(|t| {
+                        t.x.rows()
+                            .into_iter()
+                            .map(|r| r.iter().map(|&v| f64::from(v)).collect())
+                    })
+                    .collect();
+                query.options.granularity = Granularity::NearestDot;
+                let want: Vec<f64> = feats.iter().map(|f| -dot(f, &mean)).collect();
+                assert_scores(
+                    &format!("nearest dot, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+                query.options.granularity = Granularity::NearestCosine;
+                let want: Vec<f64> = feats
+                    .iter()
+                    .map(|f| -dot(f, &mean) / norm(f) / norm(&mean))
+                    .collect();
+                assert_scores(
+                    &format!("nearest cosine, {ctx}"),
+                    &query.scores(&seg).unwrap(),
+                    &want,
+                );
+            }
+        }
+    }
+}
+
+/// Sorts (score, doc, position) as the top-k must: by score, then caller ids.
+fn expected_top(index: &Index, scores: &[f64], k: usize, descending: bool) -> Vec<(f64, u64, u32)> {
+    let mut all: Vec<(f64, u64, u32)> = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_nan())
+        .map(|(i, &s)| {
+            let (doc, pos) = index.token_id(i);
+            (s, doc, pos)
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        let by_score = if descending {
+            b.0.total_cmp(&a.0)
+        } else {
+            a.0.total_cmp(&b.0)
+        };
+        by_score.then((a.1, a.2).cmp(&(b.1, b.2)))
+    });
+    all.truncate(k);
+    all
+}
+
+#[test]
+fn top_k_is_the_sorted_score_vector_with_filters() {
+    let mut rng = Rng::new(12);
+    let crf = Arc::new(random_crf(
+        &mut rng,
+        Shape {
+            c: 5,
+            d: 8,
+            bias: true,
+            start: true,
+            end: true,
+            forbid: 0.1,
+        },
+    ));
+    let train = corpus(&mut rng, &crf, 300, 12);
+    let index = Arc::new(build(&crf, &train, Storage::F32));
+    let test = corpus(&mut rng, &crf, 3, 8);
+    let mut query = Query::new(Arc::clone(&index));
+    for s in &test {
+        let seg = TestSegment {
+            features: s.x.view(),
+            labels: &s.y,
+            first: 0,
+            last: 0,
+        };
+        for (labels, excluded) in [(None, vec![]), (Some(vec![1, 3]), vec![1000, 1007, 1014])] {
+            query.options.labels = labels.clone();
+            query.options.excluded_docs = excluded.iter().copied().collect();
+            for k in [1, 7, 50, 10_000] {
+                let hits = query.run(&seg, k).unwrap();
+                let scores = query.scores(&seg).unwrap();
+                let got = |h: &[seginf::Hit]| {
+                    h.iter()
+                        .map(|h| (h.score, h.doc_id, h.position))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    got(&hits.supporting),
+                    expected_top(&index, &scores, k, false),
+                    "k = {k}"
+                );
+                assert_eq!(
+                    got(&hits.opposing),
+                    expected_top(&index, &scores, k, true),
+                    "k = {k}"
+                );
+                for h in hits.supporting.iter().chain(&hits.opposing) {
+                    assert!(labels.as_ref().is_none_or(|l| l.contains(&h.label)));
+                    assert!(!excluded.contains(&h.doc_id));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_equals_its_queries_run_one_by_one() {
+    let mut rng = Rng::new(13);
+    let crf = Arc::new(random_crf(
+        &mut rng,
+        Shape {
+            c: 4,
+            d: 10,
+            bias: true,
+            start: false,
+            end: true,
+            forbid: 0.0,
+        },
+    ));
+    let train = corpus(&mut rng, &crf, 200, 10);
+    let index = Arc::new(build(&crf, &train, Storage::F32));
+    let test = corpus(&mut rng, &crf, 10, 10);
+    let segments: Vec<TestSegment> = test
+        .iter()
+        .flat_map(|s| {
+            let n = s.y.len();
+            [(0, 0), (n / 2, n - 1)].map(|(first, last)| TestSegment {
+                features: s.x.view(),
+                labels: &s.y,
+                first,
+                last,
+            })
+        })
+        .collect();
+    for granularity in [
+        Granularity::Token,
+        Granularity::Instance,
+        Granularity::NearestDot,
+        Granularity::NearestCosine,
+    ] {
+        let mut query = Query::new(Arc::clone(&index));
+        query.options.granularity = granularity;
+        let batch = query.run_batch(&segments, 15).unwrap();
+        // The batch's dots come from one GEMM, a single query's from a fused kernel: the same
+        // items and order, scores equal to rounding.
+        for (seg, hits) in segments.iter().zip(&batch) {
+            let single = query.run(seg, 15).unwrap();
+            for (a, b) in [
+                (&single.supporting, &hits.supporting),
+                (&single.opposing, &hits.opposing),
+            ] {
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b.iter()) {
+                    assert_eq!(
+                        (x.doc_id, x.position, x.label),
+                        (y.doc_id, y.position, y.label),
+                        "{granularity:?}"
+                    );
+                    assert!(
+                        (x.score - y.score).abs() <= 1e-12 * y.score.abs().max(1e-300),
+                        "{granularity:?}"
+                    );
+                }
+            }
+        }
+    }
+}
