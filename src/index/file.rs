@@ -233,7 +233,7 @@ impl Index {
         let (c, d) = (number("num_labels")?, number("feature_dim")?);
         if (c, d) != (crf.num_labels(), crf.feature_dim()) {
             return Err(Error::ModelMismatch(format!(
-                "{} was built for a CRF with {c} labels and {d} features; this CRF has {} and {}",
+                "{} was built for a CRF with {c} labels and {d} features; this CRF has {} labels and {} features",
                 path.display(),
                 crf.num_labels(),
                 crf.feature_dim()
