@@ -23,6 +23,9 @@
 #define SEGINF_VERSION_MINOR 1
 #define SEGINF_VERSION_PATCH 0
 
+// Marks "no previous/next label" (the first/last token of a sequence).
+#define NO_LABEL UINT32_MAX
+
 // Result of every fallible call. Values are part of the ABI: they are never renumbered or
 // reused (a retired code stays listed here as a comment).
 enum seginf_status
@@ -108,14 +111,151 @@ typedef int32_t seginf_param;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Storage type of training features in an index (passed as int32_t).
+enum seginf_storage
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // 4 bytes per value; scores equal the dense computation up to rounding.
+  SEGINF_STORAGE_F32 = 0,
+  // 2 bytes per value (IEEE half); top-10 agree with f32 in tests.
+  SEGINF_STORAGE_F16 = 1,
+  // 1 byte per value plus a float scale per token; a quarter of the bytes.
+  SEGINF_STORAGE_INT8 = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_storage seginf_storage;
+#else
+typedef int32_t seginf_storage;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Per-token statistics stored in an index (passed as int32_t).
+enum seginf_token_stat
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // CL(k,k), the single-token conditional loss.
+  SEGINF_TOKEN_LOSS = 0,
+  // Entropy (nats) of the model's marginal p(y_k | x).
+  SEGINF_TOKEN_ENTROPY = 1,
+  // Norm of the gradient of CL(k,k) over all parameters.
+  SEGINF_TOKEN_GRAD_NORM = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_token_stat seginf_token_stat;
+#else
+typedef int32_t seginf_token_stat;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// What a query scores (passed as int32_t).
+enum seginf_granularity
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Segment influence of each training token (emission and transition gradients).
+  SEGINF_GRANULARITY_TOKEN = 0,
+  // Koh & Liang influence of each training sequence.
+  SEGINF_GRANULARITY_INSTANCE = 1,
+  // Segment nearest neighbour: score = -(f_k . mean test feature); most similar supports.
+  SEGINF_GRANULARITY_NEAREST_DOT = 2,
+  // As NEAREST_DOT with cosine similarity.
+  SEGINF_GRANULARITY_NEAREST_COSINE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_granularity seginf_granularity;
+#else
+typedef int32_t seginf_granularity;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Per-item score scaling (passed as int32_t).
+enum seginf_normalization
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  SEGINF_NORMALIZATION_NONE = 0,
+  // Divide by the norm of the training item's gradient (RelatIF-style).
+  SEGINF_NORMALIZATION_GRADIENT_NORM = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_normalization seginf_normalization;
+#else
+typedef int32_t seginf_normalization;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Hessian approximations (passed as int32_t). More modes will be added with new values.
+enum seginf_hessian
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // H = damping * I: scores are -g_test . g_train / damping (the paper uses damping = 1).
+  SEGINF_HESSIAN_IDENTITY = 0,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_hessian seginf_hessian;
+#else
+typedef int32_t seginf_hessian;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A linear-chain CRF (DESIGN.md section 1). Immutable once made: any number of threads may
 // use one handle at once. Made by seginf_crf_new, seginf_crf_load_safetensors or
 // seginf_crf_with_constraints; freed by seginf_crf_free.
 typedef struct seginf_crf seginf_crf;
 
+// A token-gradient index over a training set for one CRF. Read-only: any number of threads
+// may query it at once (one seginf_query per thread). It keeps its CRF alive. Made by
+// seginf_index_builder_finish or seginf_index_open; freed by seginf_index_free (queries made
+// from it keep it alive until they are freed).
+typedef struct seginf_index seginf_index;
+
+// An index under construction. One thread at a time. Made by seginf_index_builder_new;
+// consumed by seginf_index_builder_finish or freed by seginf_index_builder_free.
+typedef struct seginf_index_builder seginf_index_builder;
+
+// Options for building an index: storage type, expected size, progress callback. Made by
+// seginf_index_options_new, freed by seginf_index_options_free; copied by
+// seginf_index_builder_new, so it may be freed right after.
+typedef struct seginf_index_options seginf_index_options;
+
 // Options for seginf_crf_load_safetensors (tensor names, transition layout). Made by
 // seginf_load_options_new, freed by seginf_load_options_free. Not for concurrent mutation.
 typedef struct seginf_load_options seginf_load_options;
+
+// A prepared query over one index: options (granularity, normalisation, Hessian, filters)
+// and scratch space. Use from one thread at a time; make one per thread to query a shared
+// index concurrently. Made by seginf_query_new, freed by seginf_query_free.
+typedef struct seginf_query seginf_query;
+
+// Progress callback: `done` tokens indexed of `total` expected (see
+// seginf_index_options_set_expected_tokens); return non-zero to cancel the build. Called on
+// the thread that called seginf_index_builder_add*.
+typedef int32_t (*seginf_progress_fn)(uint64_t done,
+                                      uint64_t total,
+                                      void *user);
+
+// One ranked training item. `score` < 0 supports the test segment's labels (including the
+// training label lowered the test loss), > 0 opposes them. For instance granularity
+// `position` and `label` are UINT32_MAX (the hit is the whole sequence `doc_id`).
+typedef struct {
+  uint64_t doc_id;
+  uint32_t position;
+  uint32_t label;
+  double score;
+} seginf_hit;
 
 #ifdef __cplusplus
 extern "C" {
@@ -319,6 +459,200 @@ seginf_status seginf_load_options_set_tensor_name(seginf_load_options *opts,
 // Errors: NULL_ARGUMENT.
 seginf_status seginf_load_options_set_transitions_to_from(seginf_load_options *opts,
                                                           int32_t to_from);
+
+// New build options (f32 storage, no callback) into *out. Errors: NULL_ARGUMENT.
+seginf_status seginf_index_options_new(seginf_index_options **out);
+
+// Frees build options. NULL is a no-op.
+void seginf_index_options_free(seginf_index_options *opts);
+
+// Sets the feature storage type (a seginf_storage). Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_index_options_set_storage(seginf_index_options *opts,
+                                               int32_t storage);
+
+// Sets how many tokens the caller will add in all (only used as the progress `total`).
+// Errors: NULL_ARGUMENT.
+seginf_status seginf_index_options_set_expected_tokens(seginf_index_options *opts,
+                                                       uint64_t tokens);
+
+// Sets a progress callback (NULL to remove) and the pointer passed back to it.
+// Errors: NULL_ARGUMENT (opts).
+seginf_status seginf_index_options_set_progress(seginf_index_options *opts,
+                                                seginf_progress_fn callback,
+                                                void *user);
+
+// Starts an index for `crf` (which the index keeps alive). `opts` may be NULL for defaults.
+// Errors: NULL_ARGUMENT.
+seginf_status seginf_index_builder_new(const seginf_crf *crf,
+                                       const seginf_index_options *opts,
+                                       seginf_index_builder **out);
+
+// Frees a builder that will not be finished. NULL is a no-op.
+void seginf_index_builder_free(seginf_index_builder *builder);
+
+// Adds one training sequence: caller id `doc_id`, features n x d, gold labels n. On any error
+// (bad input, labels impossible under the constraints, cancel) nothing is added.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, NON_FINITE, LABEL_OUT_OF_RANGE,
+// IMPOSSIBLE_LABELS, CANCELLED.
+seginf_status seginf_index_builder_add(seginf_index_builder *builder,
+                                       uint64_t doc_id,
+                                       const float *features,
+                                       size_t n,
+                                       const uint32_t *labels);
+
+// Adds `num_seqs` sequences stored back to back: sequence i has seq_lengths[i] tokens, id
+// doc_ids[i]; `features` holds sum(seq_lengths) x d floats and `labels` sum(seq_lengths)
+// labels. Progress is reported after each sequence. On any error or a cancel, none of the
+// batch is added. Errors: as seginf_index_builder_add.
+seginf_status seginf_index_builder_add_batch(seginf_index_builder *builder,
+                                             const uint64_t *doc_ids,
+                                             const float *features,
+                                             const uint32_t *labels,
+                                             const size_t *seq_lengths,
+                                             size_t num_seqs);
+
+// Tokens added so far (0 for NULL).
+size_t seginf_index_builder_num_tokens(const seginf_index_builder *builder);
+
+// Finishes the index into *out. The builder is consumed (freed) whenever `builder` and `out`
+// are non-NULL, on success and on error alike; with a NULL `out` it is left untouched.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no tokens were added).
+seginf_status seginf_index_builder_finish(seginf_index_builder *builder,
+                                          seginf_index **out);
+
+// Writes the index to `path` as one safetensors file, atomically (temporary file in the same
+// directory, then rename): `path` is either the old file or the complete new one.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (path not UTF-8), IO.
+seginf_status seginf_index_save(const seginf_index *index,
+                                const char *path);
+
+// Opens a saved index memory-mapped, for `crf` (which must be the CRF it was built with).
+// Every header field, size, label range and a checksum of the data are validated first. Do
+// not modify the file while it is open.
+// Errors: NULL_ARGUMENT, IO, FORMAT (not an index, truncated, corrupted), MODEL_MISMATCH
+// (built for another CRF), UNSUPPORTED (a newer format version).
+seginf_status seginf_index_open(const char *path,
+                                const seginf_crf *crf,
+                                seginf_index **out);
+
+// Frees an index handle. NULL is a no-op.
+void seginf_index_free(seginf_index *index);
+
+// Number of training tokens N (0 for NULL).
+size_t seginf_index_num_tokens(const seginf_index *index);
+
+// Number of training sequences S (0 for NULL).
+size_t seginf_index_num_sequences(const seginf_index *index);
+
+// The storage type (a seginf_storage), or -1 for NULL.
+int32_t seginf_index_storage(const seginf_index *index);
+
+// Copies one per-token statistic (a seginf_token_stat) of every training token, in index
+// order, into `out` (`len` doubles; `len` must equal seginf_index_num_tokens).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown stat), DIMENSION_MISMATCH.
+seginf_status seginf_index_token_stats(const seginf_index *index,
+                                       int32_t stat,
+                                       double *out,
+                                       size_t len);
+
+// The caller ids and label of training token `k` (0 <= k < N): doc_id, position in its
+// sequence, gold label. Any output pointer may be NULL. Errors: NULL_ARGUMENT (index),
+// INVALID_ARGUMENT (k out of range).
+seginf_status seginf_index_token(const seginf_index *index,
+                                 size_t k,
+                                 uint64_t *doc_id,
+                                 uint32_t *position,
+                                 uint32_t *label);
+
+// A new query on `index` (kept alive by the query) with defaults: token granularity, no
+// normalisation, identity Hessian with damping 1, no filters. Errors: NULL_ARGUMENT.
+seginf_status seginf_query_new(const seginf_index *index,
+                               seginf_query **out);
+
+// Frees a query. NULL is a no-op.
+void seginf_query_free(seginf_query *query);
+
+// Sets the granularity (a seginf_granularity). Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_query_set_granularity(seginf_query *query,
+                                           int32_t granularity);
+
+// Sets the normalisation (a seginf_normalization). Gradient-norm normalisation applies to
+// token and instance granularity; running a nearest-neighbour query with it is an error.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_query_set_normalization(seginf_query *query,
+                                             int32_t normalization);
+
+// Sets the Hessian mode (a seginf_hessian) and its damping (finite, > 0).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNSUPPORTED (a mode this build lacks).
+seginf_status seginf_query_set_hessian(seginf_query *query,
+                                       int32_t mode,
+                                       double damping);
+
+// Keeps only training tokens whose gold label is one of `labels` (`len` of them); len = 0
+// (labels may then be NULL) removes the filter. Not valid with instance granularity.
+// Errors: NULL_ARGUMENT, LABEL_OUT_OF_RANGE.
+seginf_status seginf_query_set_label_filter(seginf_query *query,
+                                            const uint32_t *labels,
+                                            size_t len);
+
+// Skips training items whose doc id is one of `doc_ids` (`len`); len = 0 clears the set.
+// Errors: NULL_ARGUMENT.
+seginf_status seginf_query_set_excluded_docs(seginf_query *query,
+                                             const uint64_t *doc_ids,
+                                             size_t len);
+
+// Number of scores seginf_query_scores writes: N tokens, or S sequences for instance
+// granularity (0 for NULL).
+size_t seginf_query_num_items(const seginf_query *query);
+
+// Ranks training items against the segment [first, last] (inclusive, any length) of one test
+// sequence (features n x d, labels n: gold or predicted, the caller chooses). Writes up to
+// k_capacity hits into each of `supporting` (most negative score first) and `opposing` (most
+// positive first), found in one pass; *found = how many were written to each (fewer than
+// k_capacity only when the filters leave fewer items). Ties break by (doc_id, position).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (k_capacity = 0, a bad option mix), NON_FINITE,
+// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS.
+seginf_status seginf_query_run(seginf_query *query,
+                               const float *features,
+                               size_t n,
+                               const uint32_t *labels,
+                               size_t first,
+                               size_t last,
+                               seginf_hit *supporting,
+                               seginf_hit *opposing,
+                               size_t k_capacity,
+                               size_t *found);
+
+// Scores `num_segments` test segments in one pass over the index. The test sequences are
+// stored back to back: sequence i has seq_lengths[i] tokens (`features`: sum x d, `labels`:
+// sum). Segment j is [seg_first[j], seg_last[j]] of sequence seg_seq[j]. Its hits go to
+// supporting[j*k_capacity ...] and opposing[j*k_capacity ...], their count to found[j].
+// Errors: as seginf_query_run.
+seginf_status seginf_query_run_batch(seginf_query *query,
+                                     const float *features,
+                                     const uint32_t *labels,
+                                     const size_t *seq_lengths,
+                                     size_t num_seqs,
+                                     const size_t *seg_seq,
+                                     const size_t *seg_first,
+                                     const size_t *seg_last,
+                                     size_t num_segments,
+                                     seginf_hit *supporting,
+                                     seginf_hit *opposing,
+                                     size_t k_capacity,
+                                     size_t *found);
+
+// Every item's score against one test segment, in index order (tokens, or sequences for
+// instance granularity), into `scores_out` of `len` = seginf_query_num_items doubles. Items
+// the filters exclude get NaN. Errors: as seginf_query_run, DIMENSION_MISMATCH (len).
+seginf_status seginf_query_scores(seginf_query *query,
+                                  const float *features,
+                                  size_t n,
+                                  const uint32_t *labels,
+                                  size_t first,
+                                  size_t last,
+                                  double *scores_out,
+                                  size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

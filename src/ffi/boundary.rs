@@ -188,6 +188,23 @@ pub(crate) fn product(a: usize, b: usize, what: &str) -> FfiResult<usize> {
         .ok_or_else(|| Error::InvalidArgument(format!("{what}: {a} x {b} overflows")).into())
 }
 
+/// Decodes an int32_t enum argument through its table, or INVALID_ARGUMENT naming the type.
+pub(crate) fn from_code<T: Copy>(value: i32, table: &[(i32, T)], type_name: &str) -> FfiResult<T> {
+    table
+        .iter()
+        .find(|(code, _)| *code == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| Error::InvalidArgument(format!("{value} is not a {type_name}")).into())
+}
+
+/// The sum of sequence lengths of a batch, as an error instead of an overflow.
+pub(crate) fn total_length(lengths: &[usize]) -> FfiResult<usize> {
+    lengths
+        .iter()
+        .try_fold(0usize, |sum, n| sum.checked_add(*n))
+        .ok_or_else(|| Error::InvalidArgument("seq_lengths add up past SIZE_MAX".into()).into())
+}
+
 /// The library version, e.g. "0.1.0" (static string; do not free). Equals
 /// SEGINF_VERSION_MAJOR.MINOR.PATCH of the header the caller compiled against when the two
 /// match.

@@ -49,30 +49,27 @@ pub enum seginf_tag_scheme {
 
 fn param_from(value: i32) -> FfiResult<seginf_param> {
     use seginf_param::*;
-    Ok(match value {
-        0 => SEGINF_PARAM_WEIGHT,
-        1 => SEGINF_PARAM_BIAS,
-        2 => SEGINF_PARAM_TRANSITIONS,
-        3 => SEGINF_PARAM_START,
-        4 => SEGINF_PARAM_END,
-        _ => return Err(Error::InvalidArgument(format!("{value} is not a seginf_param")).into()),
-    })
+    let all = [
+        SEGINF_PARAM_WEIGHT,
+        SEGINF_PARAM_BIAS,
+        SEGINF_PARAM_TRANSITIONS,
+        SEGINF_PARAM_START,
+        SEGINF_PARAM_END,
+    ];
+    from_code(value, &all.map(|p| (p as i32, p)), "seginf_param")
 }
 
 fn scheme_from(value: i32) -> FfiResult<TagScheme> {
     use seginf_tag_scheme::*;
-    [
-        (SEGINF_TAG_SCHEME_BIO, TagScheme::Bio),
-        (SEGINF_TAG_SCHEME_IOB1, TagScheme::Iob1),
-        (SEGINF_TAG_SCHEME_BIOES, TagScheme::Bioes),
-    ]
-    .into_iter()
-    .find(|(code, _)| *code as i32 == value)
-    .map(|(_, scheme)| scheme)
-    .ok_or_else(|| Error::InvalidArgument(format!("{value} is not a seginf_tag_scheme")).into())
+    let table = [
+        (SEGINF_TAG_SCHEME_BIO as i32, TagScheme::Bio),
+        (SEGINF_TAG_SCHEME_IOB1 as i32, TagScheme::Iob1),
+        (SEGINF_TAG_SCHEME_BIOES as i32, TagScheme::Bioes),
+    ];
+    from_code(value, &table, "seginf_tag_scheme")
 }
 
-unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> FfiResult<&'a str> {
+pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> FfiResult<&'a str> {
     if ptr.is_null() {
         return Err(null(what));
     }

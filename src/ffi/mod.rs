@@ -6,5 +6,7 @@
 
 mod boundary;
 mod crf;
+mod index;
+mod query;
 
 // The exported symbols are the `#[no_mangle]` functions; nothing is re-exported to Rust.

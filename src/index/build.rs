@@ -94,6 +94,10 @@ impl IndexBuilder {
         }
     }
 
+    pub fn crf(&self) -> &Arc<Crf> {
+        &self.crf
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.labels.len()
     }

@@ -74,6 +74,7 @@ impl TopK {
     }
 
     /// Merges another TopK (e.g. a shard's) into this one.
+    #[allow(dead_code)] // for index shards and parallel scans; tested below
     pub fn merge(&mut self, other: TopK) {
         for entry in other.supporting {
             push_bounded(&mut self.supporting, entry, self.k);
