@@ -8,7 +8,8 @@ use std::path::PathBuf;
 fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
-    println!("cargo:rerun-if-changed=src/ffi");
+    // cbindgen reads the whole crate (a public constant anywhere would be exported).
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=SEGINF_UPDATE_HEADER");
 

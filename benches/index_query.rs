@@ -17,7 +17,10 @@ use seginf::{BuildOptions, Crf, Index, IndexBuilder, Query, Storage, TestSegment
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 }
@@ -37,14 +40,19 @@ fn stream(bytes: &[u8]) -> u64 {
     let mut acc = [0u64; 4];
     for chunk in bytes.chunks_exact(32) {
         for i in 0..4 {
-            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(chunk[i * 8..i * 8 + 8].try_into().unwrap()));
+            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(
+                chunk[i * 8..i * 8 + 8].try_into().unwrap(),
+            ));
         }
     }
     acc.iter().fold(0, |a, b| a.wrapping_add(*b))
 }
 
 fn main() {
-    let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let (c, d) = (9usize, 768usize);
     let mut rng = Rng(11);
     let crf = Arc::new(
@@ -58,19 +66,35 @@ fn main() {
         .unwrap(),
     );
     let features = Array2::from_shape_fn((tokens, d), |_| rng.next() as f32);
-    let labels: Vec<u32> = (0..tokens).map(|_| ((rng.next() + 1.0) * 4.5) as u32 % c as u32).collect();
+    let labels: Vec<u32> = (0..tokens)
+        .map(|_| ((rng.next() + 1.0) * 4.5) as u32 % c as u32)
+        .collect();
     let mut bounds = vec![0usize];
     while *bounds.last().unwrap() < tokens {
         let len = 1 + ((rng.next() + 1.0) * 14.0) as usize;
         bounds.push((bounds.last().unwrap() + len).min(tokens));
     }
-    println!("index: {tokens} tokens, {} sequences, C = {c}, d = {d}", bounds.len() - 1);
+    println!(
+        "index: {tokens} tokens, {} sequences, C = {c}, d = {d}",
+        bounds.len() - 1
+    );
 
     let build = |storage| {
         let t = Instant::now();
-        let mut b = IndexBuilder::new(Arc::clone(&crf), BuildOptions { storage, expected_tokens: tokens as u64 });
+        let mut b = IndexBuilder::new(
+            Arc::clone(&crf),
+            BuildOptions {
+                storage,
+                expected_tokens: tokens as u64,
+            },
+        );
         for (i, w) in bounds.windows(2).enumerate() {
-            b.add(i as u64, features.slice(s![w[0]..w[1], ..]), &labels[w[0]..w[1]]).unwrap();
+            b.add(
+                i as u64,
+                features.slice(s![w[0]..w[1], ..]),
+                &labels[w[0]..w[1]],
+            )
+            .unwrap();
         }
         let index = Arc::new(b.finish().unwrap());
         (index, t.elapsed().as_secs_f64())
@@ -78,20 +102,35 @@ fn main() {
     let mut indexes: Vec<(Storage, Arc<Index>)> = Vec::new();
     for storage in [Storage::F32, Storage::F16, Storage::Int8] {
         let (index, secs) = build(storage);
-        println!("build {:>4}: {:>7.0} ms  {:>9.0} tokens/s", storage.name(), secs * 1e3, tokens as f64 / secs);
+        println!(
+            "build {:>4}: {:>7.0} ms  {:>9.0} tokens/s",
+            storage.name(),
+            secs * 1e3,
+            tokens as f64 / secs
+        );
         indexes.push((storage, index));
     }
 
     // A test sentence; single-token query segment.
     let test = features.slice(s![0..12, ..]).to_owned();
     let test_labels = labels[0..12].to_vec();
-    let raw_bytes: Vec<u8> = features.as_slice().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let raw_bytes: Vec<u8> = features
+        .as_slice()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     println!("\nsingle query (one token, k = 10), 1 thread:");
     for (storage, index) in &indexes {
         let bytes = index.scan_bytes();
         let read = best_of(5, || stream(&raw_bytes[..bytes.min(raw_bytes.len())]));
         let mut q = Query::new(Arc::clone(index));
-        let seg = TestSegment { features: test.view(), labels: &test_labels, first: 3, last: 3 };
+        let seg = TestSegment {
+            features: test.view(),
+            labels: &test_labels,
+            first: 3,
+            last: 3,
+        };
         let secs = best_of(5, || q.run(&seg, 10).unwrap());
         println!(
             "  {:>4}: {:>7.1} ms  {:>5.1} GB/s of {:>4.0} MB   | streaming read of the same bytes {:>5.1} GB/s -> {:>3.0} % of ceiling",
@@ -108,7 +147,12 @@ fn main() {
     let index = &indexes[0].1;
     for qn in [64usize, 300] {
         let segs: Vec<TestSegment> = (0..qn)
-            .map(|i| TestSegment { features: test.view(), labels: &test_labels, first: i % 12, last: i % 12 })
+            .map(|i| TestSegment {
+                features: test.view(),
+                labels: &test_labels,
+                first: i % 12,
+                last: i % 12,
+            })
             .collect();
         let mut q = Query::new(Arc::clone(index));
         let secs = best_of(2, || q.run_batch(&segs, 10).unwrap());
@@ -151,7 +195,10 @@ print(best / {q})
     );
     match Command::new("python3").arg("-c").arg(&script).output() {
         Ok(out) if out.status.success() => {
-            let per_query: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::NAN);
+            let per_query: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN);
             println!(
                 "  NumPy factored scorer (paper), batched {q}: {:>7.3} ms/query | seginf {:>7.3} ms/query -> {:.1}x faster",
                 per_query * 1e3,
@@ -159,6 +206,8 @@ print(best / {q})
                 per_query / ours_per_query
             );
         }
-        _ => println!("  NumPy baseline skipped: python3 with numpy is not available (pip install numpy)"),
+        _ => println!(
+            "  NumPy baseline skipped: python3 with numpy is not available (pip install numpy)"
+        ),
     }
 }

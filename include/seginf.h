@@ -23,9 +23,6 @@
 #define SEGINF_VERSION_MINOR 1
 #define SEGINF_VERSION_PATCH 0
 
-// Marks "no previous/next label" (the first/last token of a sequence).
-#define NO_LABEL UINT32_MAX
-
 // Result of every fallible call. Values are part of the ABI: they are never renumbered or
 // reused (a retired code stays listed here as a comment).
 enum seginf_status
@@ -298,8 +295,8 @@ seginf_status seginf_crf_new(size_t num_labels,
 // Loads a CRF from a safetensors file. `opts` may be NULL for the defaults: pytorch-crf names
 // `transitions`, `start_transitions`, `end_transitions` plus a linear layer `weight` (C x d)
 // and `bias`; F32, F64, F16 and BF16 tensors are read.
-// Errors: NULL_ARGUMENT, IO, FORMAT (missing tensor, bad file), DIMENSION_MISMATCH,
-// NON_FINITE, UNSUPPORTED (dtype).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (path not UTF-8, a zero dimension), IO, FORMAT
+// (missing tensor, bad file), DIMENSION_MISMATCH, NON_FINITE, UNSUPPORTED (dtype).
 seginf_status seginf_crf_load_safetensors(const char *path,
                                           const seginf_load_options *opts,
                                           seginf_crf **out);

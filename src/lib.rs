@@ -5,6 +5,9 @@
 //! The safe Rust API lives in [`crf`]; the C ABI (`include/seginf.h`) is a thin layer over it in
 //! the private `ffi` module, the only place where `unsafe` is allowed.
 
+// Index loops mirror the formulas (t over positions, i/j over labels) and stay readable.
+#![allow(clippy::needless_range_loop)]
+
 // Links the system OpenBLAS that ndarray's `blas` feature calls into.
 extern crate blas_src;
 

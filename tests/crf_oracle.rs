@@ -2,6 +2,9 @@
 //! log Z, log p(y|x), Viterbi, marginals, pairwise marginals, CL(a,b) for every segment and its
 //! dense gradient (expected minus observed sufficient statistics), to 1e-9.
 
+// Index loops mirror the formulas (t over positions, j over labels).
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,9 @@
 //! whole-sequence conditional loss is the NLL, segment losses are non-negative and grow with the
 //! segment, error vectors sum to zero, and nothing is NaN even with large scores.
 
+// Index loops mirror the formulas (t over positions, j over labels).
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! Saving and opening indexes (bit-identical scores, clear errors on damaged files or the wrong
 //! model), compressed storage accuracy, and concurrent queries on one shared index.
 
+// Index loops mirror the formulas (t over positions, j over labels).
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
 //! The index and query against dense computations: every factored score equals
 //! `−g_test·g_train / damping` built from full gradient vectors (`segment_gradient_dense`).
 
+// Index loops mirror the formulas (t over positions, j over labels).
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Loading CRFs from safetensors files as pytorch-crf, AllenNLP and flair users export them.
 
+// Index loops mirror the formulas (t over positions, j over labels).
+#![allow(clippy::needless_range_loop)]
+
 use half::{bf16, f16};
 use safetensors::tensor::{serialize, Dtype, TensorView};
 use seginf::{Crf, Error, LoadOptions};

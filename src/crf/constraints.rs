@@ -36,7 +36,7 @@ pub struct ConstraintMask {
     end: Vec<bool>,
 }
 
-fn parse_tag<'a>(scheme: TagScheme, name: &'a str) -> Result<(Prefix, &'a str)> {
+fn parse_tag(scheme: TagScheme, name: &str) -> Result<(Prefix, &str)> {
     if name == "O" {
         return Ok((Prefix::Outside, ""));
     }

@@ -130,8 +130,8 @@ pub unsafe extern "C" fn seginf_crf_new(
 /// Loads a CRF from a safetensors file. `opts` may be NULL for the defaults: pytorch-crf names
 /// `transitions`, `start_transitions`, `end_transitions` plus a linear layer `weight` (C x d)
 /// and `bias`; F32, F64, F16 and BF16 tensors are read.
-/// Errors: NULL_ARGUMENT, IO, FORMAT (missing tensor, bad file), DIMENSION_MISMATCH,
-/// NON_FINITE, UNSUPPORTED (dtype).
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (path not UTF-8, a zero dimension), IO, FORMAT
+/// (missing tensor, bad file), DIMENSION_MISMATCH, NON_FINITE, UNSUPPORTED (dtype).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_crf_load_safetensors(
     path: *const c_char,
@@ -246,6 +246,9 @@ pub unsafe extern "C" fn seginf_crf_viterbi(
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
         let x = unsafe { sequence(crf, features, n) }?;
         out_ptr(labels_out, "labels_out")?;
+        if !score_out.is_null() {
+            out_ptr(score_out, "score_out")?;
+        }
         let (path, score) = crf.viterbi(x)?;
         unsafe { write_slice(labels_out, &path, "labels_out") }?;
         match score_out.is_null() {

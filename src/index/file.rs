@@ -340,7 +340,7 @@ impl Index {
                 grad_norms: col!("seq_grad_norms"),
             },
         };
-        index.check_structure().map_err(|m| format(m))?;
+        index.check_structure().map_err(format)?;
         Ok(index)
     }
 

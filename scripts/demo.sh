@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job, for now: build libseginf and run the C examples against include/seginf.h
+# (a CRF with BIO constraints: Viterbi, marginals, entity-level segment losses and gradients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release --lib
+lib=target/release
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for src in examples-c/*.c examples-c/*.cpp; do
+  [ "$(basename "$src")" = null_args.c ] && continue
+  exe="$out/$(basename "${src%.*}")"
+  case "$src" in
+    *.c) cc -std=c99 -O2 -Iinclude "$src" -L"$lib" -lseginf -Wl,-rpath,"$PWD/$lib" -lm -o "$exe" ;;
+    *.cpp) c++ -std=c++17 -O2 -Iinclude "$src" -L"$lib" -lseginf -Wl,-rpath,"$PWD/$lib" -o "$exe" ;;
+  esac
+  echo "== $src"
+  "$exe"
+done

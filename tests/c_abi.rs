@@ -1,0 +1,939 @@
+//! The C ABI, tested from C and C++ (DESIGN.md §4, STYLE.md "Tests").
+//!
+//! - `include/seginf.h` is what cbindgen makes today, and compiles alone as C99 and C++17 with
+//!   `-Wall -Wextra -Werror -pedantic`, and when included twice.
+//! - `SEGINF_VERSION_*` and `seginf_version()` match Cargo.toml.
+//! - Every program in `examples-c/` is built against the shared library and run under
+//!   AddressSanitizer + UBSan (LeakSanitizer included where it can run); what the programs print
+//!   is recomputed here through the Rust API and compared value by value.
+//!
+//! Cargo does not tell tests where the cdylib is, so the library is built once per run of this
+//! binary by a nested `cargo build --lib` into a target directory of its own
+//! (`<target>/ffi-tests`): the outer `cargo test` holds the lock on the usual one.
+//! Needs `cc` and `c++` (gcc or clang; `CC`/`CXX` override them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ndarray::{Array2, ArrayView2};
+use seginf::{ConstraintMask, Crf, Error, LoadOptions, TagScheme};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Sanitizers for every program compiled here; a first error aborts the run.
+const SANITIZE: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=all",
+    "-g",
+];
+
+/// Values printed with %.17g read back exactly, and the C programs run the same code as this
+/// test, so agreement is expected to the last bit. The tolerance only absorbs a different
+/// summation order (another BLAS build) in values that cancel to nearly zero.
+const REL_TOL: f64 = 1e-12;
+const ABS_FLOOR: f64 = 1e-15;
+
+// ---- building and running C/C++ programs ------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Lang {
+    C,
+    Cxx,
+}
+
+impl Lang {
+    fn of(path: &Path) -> Option<Lang> {
+        match path.extension()?.to_str()? {
+            "c" => Some(Lang::C),
+            "cpp" | "cc" | "cxx" => Some(Lang::Cxx),
+            _ => None,
+        }
+    }
+
+    fn compiler(self) -> String {
+        let (var, default) = match self {
+            Lang::C => ("CC", "cc"),
+            Lang::Cxx => ("CXX", "c++"),
+        };
+        std::env::var(var).unwrap_or_else(|_| default.to_string())
+    }
+
+    fn std_flag(self) -> &'static str {
+        match self {
+            Lang::C => "-std=c99",
+            Lang::Cxx => "-std=c++17",
+        }
+    }
+}
+
+fn strict_flags(lang: Lang) -> [&'static str; 5] {
+    [lang.std_flag(), "-Wall", "-Wextra", "-Werror", "-pedantic"]
+}
+
+/// Runs a command to completion; panics with its full output when it fails or cannot start.
+fn run_checked(cmd: &mut Command, what: &str) {
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{what}: cannot run {:?}: not found. The C ABI tests need a C and a C++ compiler \
+             (e.g. `apt-get install gcc g++`; set CC/CXX to use others).",
+            cmd.get_program()
+        ),
+        Err(e) => panic!("{what}: cannot run {cmd:?}: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {cmd:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A fresh scratch directory for one test, under cargo's per-test-target tmp dir.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("c_abi")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Builds the shared library (once per test binary) and returns the directory holding it.
+fn library_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // `<target>/tmp` is CARGO_TARGET_TMPDIR, so this honours a custom CARGO_TARGET_DIR.
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("CARGO_TARGET_TMPDIR has a parent")
+            .join("ffi-tests");
+        let release = !cfg!(debug_assertions);
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(MANIFEST_DIR)
+            .args(["build", "--lib", "--target-dir"])
+            .arg(&target)
+            // The nested build regenerates the header; it must not rewrite the committed one.
+            .env_remove("SEGINF_UPDATE_HEADER");
+        if release {
+            cmd.arg("--release");
+        }
+        run_checked(&mut cmd, "nested `cargo build --lib`");
+        let dir = target.join(if release { "release" } else { "debug" });
+        assert!(
+            dir.join("libseginf.so").exists() || dir.join("libseginf.dylib").exists(),
+            "no shared library in {}",
+            dir.display()
+        );
+        dir
+    })
+}
+
+/// Whether LeakSanitizer works here (it cannot under ptrace, e.g. in some sandboxes): a program
+/// that leaks must be reported. Otherwise the programs run with leak detection off, and a note
+/// says so.
+fn leak_detection_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let dir = scratch_dir("lsan_probe");
+        let src = dir.join("leak.c");
+        fs::write(
+            &src,
+            "#include <stdlib.h>\nvoid *volatile keep;\n\
+             int main(void) { keep = malloc(32); keep = 0; return 0; }\n",
+        )
+        .unwrap();
+        let exe = dir.join("leak");
+        run_checked(
+            Command::new(Lang::C.compiler())
+                .args(SANITIZE)
+                .arg(&src)
+                .arg("-o")
+                .arg(&exe),
+            "compiling the LeakSanitizer probe",
+        );
+        let out = Command::new(&exe)
+            .env("ASAN_OPTIONS", "detect_leaks=1")
+            .output()
+            .expect("run the LeakSanitizer probe");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let works = !out.status.success() && stderr.contains("detected memory leaks");
+        if !works {
+            eprintln!(
+                "note: LeakSanitizer cannot run here, so leaks are not checked \
+                 (ASan and UBSan still are). Probe said:\n{stderr}"
+            );
+        }
+        works
+    })
+}
+
+/// Compiles `source` against the library with the strict warnings and the sanitizers.
+fn compile(source: &Path, dir: &Path) -> PathBuf {
+    let lang = Lang::of(source).unwrap_or_else(|| panic!("not C or C++: {}", source.display()));
+    let lib = library_dir();
+    let exe = dir.join(source.file_stem().unwrap());
+    run_checked(
+        Command::new(lang.compiler())
+            .args(strict_flags(lang))
+            .args(SANITIZE)
+            .arg("-I")
+            .arg(Path::new(MANIFEST_DIR).join("include"))
+            .arg(source)
+            .arg("-o")
+            .arg(&exe)
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lseginf")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-lm"),
+        &format!("compiling {}", source.display()),
+    );
+    exe
+}
+
+/// What a program did: its exit status and output.
+struct Ran {
+    what: String,
+    /// The program's scratch directory (its working directory and first argument).
+    dir: PathBuf,
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    /// stdout, after checking that the program exited 0.
+    fn expect_success(self) -> String {
+        assert!(
+            self.success,
+            "{} failed\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.what, self.stdout, self.stderr
+        );
+        self.stdout
+    }
+}
+
+/// Compiles and runs one program (argument: its scratch directory) under the sanitizers.
+/// A sanitizer report fails the test here, whatever the exit status.
+fn build_and_run(source: &Path, name: &str) -> Ran {
+    let dir = scratch_dir(name);
+    let exe = compile(source, &dir);
+    let leaks = if leak_detection_works() { 1 } else { 0 };
+    let output = Command::new(&exe)
+        .arg(&dir)
+        .current_dir(&dir)
+        .env(
+            "ASAN_OPTIONS",
+            format!("detect_leaks={leaks}:halt_on_error=1:strict_string_checks=1"),
+        )
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let ran = Ran {
+        what: format!("running {}", exe.display()),
+        dir,
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(
+        !ran.stderr.contains("Sanitizer") && !ran.stderr.contains("runtime error"),
+        "{name}: sanitizer report\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    ran
+}
+
+fn example(file: &str) -> PathBuf {
+    Path::new(MANIFEST_DIR).join("examples-c").join(file)
+}
+
+// ---- reading what the programs print -----------------------------------------------------
+
+/// Lines of `key value value ...`; every line must be checked by someone (`finish`).
+struct Printed {
+    lines: Vec<(String, String)>,
+    checked: Vec<bool>,
+}
+
+impl Printed {
+    fn parse(stdout: &str) -> Printed {
+        let lines: Vec<(String, String)> = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| match l.split_once(' ') {
+                Some((k, rest)) => (k.to_string(), rest.to_string()),
+                None => (l.to_string(), String::new()),
+            })
+            .collect();
+        let checked = vec![false; lines.len()];
+        Printed { lines, checked }
+    }
+
+    /// The text after `key` on its (only) line.
+    fn rest(&mut self, key: &str) -> String {
+        let found: Vec<usize> = (0..self.lines.len())
+            .filter(|&i| self.lines[i].0 == key)
+            .collect();
+        assert_eq!(found.len(), 1, "want exactly one line `{key} ...`");
+        self.checked[found[0]] = true;
+        self.lines[found[0]].1.clone()
+    }
+
+    fn words(&mut self, key: &str) -> Vec<String> {
+        self.rest(key)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn f64s(&mut self, key: &str) -> Vec<f64> {
+        self.words(key)
+            .iter()
+            .map(|w| {
+                w.parse()
+                    .unwrap_or_else(|_| panic!("{key}: {w:?} is not a number"))
+            })
+            .collect()
+    }
+
+    fn integers(&mut self, key: &str) -> Vec<u64> {
+        self.words(key)
+            .iter()
+            .map(|w| {
+                w.parse()
+                    .unwrap_or_else(|_| panic!("{key}: {w:?} is not an integer"))
+            })
+            .collect()
+    }
+
+    fn expect_close(&mut self, key: &str, want: &[f64]) {
+        assert_close(key, &self.f64s(key), want);
+    }
+
+    fn expect_integers(&mut self, key: &str, want: &[u64]) {
+        assert_eq!(self.integers(key), want, "{key}");
+    }
+
+    /// An error line `key STATUS_NAME message` from a C++ exception.
+    fn expect_error(&mut self, key: &str, status: &str, message: &str) {
+        assert_eq!(self.rest(key), format!("{status} {message}"), "{key}");
+    }
+
+    fn finish(self) {
+        let unchecked: Vec<&str> = self
+            .lines
+            .iter()
+            .zip(&self.checked)
+            .filter(|(_, &c)| !c)
+            .map(|((k, _), _)| k.as_str())
+            .collect();
+        assert!(unchecked.is_empty(), "lines nobody checked: {unchecked:?}");
+    }
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, want {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let close = g == w || (g - w).abs() <= REL_TOL * g.abs().max(w.abs()).max(ABS_FLOOR);
+        assert!(close, "{what}[{i}]: C printed {g:e}, Rust computes {w:e}");
+    }
+}
+
+fn ints(values: &[u32]) -> Vec<u64> {
+    values.iter().map(|&v| u64::from(v)).collect()
+}
+
+fn flags(n: usize, allowed: impl Fn(usize) -> bool) -> Vec<u64> {
+    (0..n).map(|i| u64::from(allowed(i))).collect()
+}
+
+/// The status the C ABI reports for a core error (the mapping the header documents).
+fn status_name(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidArgument(_) => "SEGINF_ERR_INVALID_ARGUMENT",
+        Error::DimensionMismatch(_) => "SEGINF_ERR_DIMENSION_MISMATCH",
+        Error::LabelOutOfRange(_) => "SEGINF_ERR_LABEL_OUT_OF_RANGE",
+        Error::BadSegment(_) => "SEGINF_ERR_BAD_SEGMENT",
+        Error::NonFinite(_) => "SEGINF_ERR_NON_FINITE",
+        Error::ImpossibleLabels(_) => "SEGINF_ERR_IMPOSSIBLE_LABELS",
+        Error::Io(_) => "SEGINF_ERR_IO",
+        Error::Format(_) => "SEGINF_ERR_FORMAT",
+        Error::ModelMismatch(_) => "SEGINF_ERR_MODEL_MISMATCH",
+        Error::Unsupported(_) => "SEGINF_ERR_UNSUPPORTED",
+        Error::Cancelled(_) => "SEGINF_ERR_CANCELLED",
+    }
+}
+
+/// `k / denominator` as the C programs compute it: `(float)(int)k / denominator`.
+fn dyadic(k: usize, offset: i32, denominator: f32) -> f32 {
+    (k as i32 - offset) as f32 / denominator
+}
+
+// ---- the header ----------------------------------------------------------------------------
+
+#[test]
+fn header_matches_cbindgen() {
+    let committed_path = Path::new(MANIFEST_DIR).join("include/seginf.h");
+    let committed = fs::read_to_string(&committed_path).expect("read include/seginf.h");
+    let generated = fs::read_to_string(env!("SEGINF_GENERATED_HEADER"))
+        .expect("read the header build.rs generated");
+    if committed != generated {
+        let (line, (ours, theirs)) = committed
+            .lines()
+            .chain(std::iter::repeat("<end of file>"))
+            .zip(generated.lines().chain(std::iter::repeat("<end of file>")))
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .unwrap_or((0, ("", "")));
+        panic!(
+            "include/seginf.h is stale: it differs from what cbindgen generates from src/ffi/ \
+             ({}). Run `SEGINF_UPDATE_HEADER=1 cargo build` and commit the result.\n\
+             First difference, line {}:\n  committed: {ours}\n  generated: {theirs}",
+            env!("SEGINF_GENERATED_HEADER"),
+            line + 1
+        );
+    }
+}
+
+/// Compiles a translation unit made of `body` with the strict flags, syntax only.
+fn check_header_compiles(lang: Lang, name: &str, body: &str) {
+    let dir = scratch_dir(name);
+    let src = dir.join(match lang {
+        Lang::C => "tu.c",
+        Lang::Cxx => "tu.cpp",
+    });
+    fs::write(&src, body).unwrap();
+    run_checked(
+        Command::new(lang.compiler())
+            .args(strict_flags(lang))
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(Path::new(MANIFEST_DIR).join("include"))
+            .arg(&src),
+        &format!(
+            "{name}: compiling include/seginf.h ({lang:?}, {})",
+            lang.std_flag()
+        ),
+    );
+}
+
+/// The names a cbindgen header declares at file scope, read from its text (cbindgen's layout:
+/// declarations start in column 0; enumerators and fields are indented; an anonymous struct is
+/// named on its closing `} name;` line).
+#[derive(Debug, Default)]
+struct Declarations {
+    functions: Vec<String>,
+    /// Types, typedefs and enumerators.
+    others: Vec<String>,
+}
+
+fn header_declarations(header: &str) -> Declarations {
+    let mut found = Declarations::default();
+    let mut in_enum = false;
+    let ident = |s: &str| -> String {
+        s.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .to_string()
+    };
+    for line in header.lines() {
+        let code = line.split("//").next().unwrap_or("").trim_end();
+        let first = code.split_whitespace().next().unwrap_or("");
+        if in_enum {
+            if code.starts_with('}') {
+                in_enum = false;
+            } else if first.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                found.others.push(ident(first.split('=').next().unwrap()));
+            }
+        } else if code.starts_with(' ') || code.starts_with('#') || code.starts_with('*') {
+            // Parameters, preprocessor lines (macros are checked by the preprocessor), comments.
+        } else if let Some(rest) = code.strip_prefix("enum ") {
+            in_enum = true;
+            found.others.push(ident(rest));
+        } else if let Some(name) = code.strip_prefix('}') {
+            // The end of `typedef struct { ... } name;` (or of `extern "C" {`).
+            found
+                .others
+                .extend(Some(ident(name)).filter(|n| !n.is_empty()));
+        } else if code.starts_with("typedef") && code.ends_with('{') {
+            // Named at its closing brace.
+        } else if code.starts_with("typedef") {
+            // `typedef struct x x;`, or a function pointer `typedef r (*x)(...);`.
+            let name = match code.split_once("(*") {
+                Some((_, rest)) => rest.split(')').next().unwrap_or(""),
+                None => code.rsplit(' ').next().unwrap_or(""),
+            };
+            found.others.push(ident(name));
+        } else if let Some((head, _)) = code.split_once('(') {
+            let name = head.split_whitespace().last().unwrap_or("");
+            found.functions.push(ident(name));
+        }
+    }
+    found
+}
+
+/// `#define`s that `header` adds beyond what its own `#include`s bring, by the preprocessor.
+fn header_macros(header: &Path, scratch: &Path) -> Vec<String> {
+    let defines = |body: &str, file: &str| -> std::collections::BTreeSet<String> {
+        let src = scratch.join(file);
+        fs::write(&src, body).unwrap();
+        let out = Command::new(Lang::C.compiler())
+            .args(["-std=c99", "-dM", "-E", "-I"])
+            .arg(header.parent().unwrap())
+            .arg(&src)
+            .output()
+            .expect("run the C preprocessor");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .map(|l| l.split([' ', '(']).next().unwrap().to_string())
+            .collect()
+    };
+    let base = defines("#include <stddef.h>\n#include <stdint.h>\n", "base.c");
+    let with = defines("#include \"seginf.h\"\n", "with_header.c");
+    with.difference(&base).cloned().collect()
+}
+
+/// DESIGN.md §4: one prefix (`seginf_`/`SEGINF_`) for every symbol of the C API. Checked on the
+/// committed header and on the one cbindgen makes now (a `pub const` anywhere in the crate
+/// lands in the latter).
+#[test]
+fn header_declares_only_prefixed_names() {
+    let scratch = scratch_dir("header_names");
+    for header in [
+        Path::new(MANIFEST_DIR).join("include/seginf.h"),
+        PathBuf::from(env!("SEGINF_GENERATED_HEADER")),
+    ] {
+        let text = fs::read_to_string(&header).unwrap();
+        let declared = header_declarations(&text);
+        let has = |names: &[String], name: &str| names.iter().any(|n| n == name);
+        assert!(
+            declared.functions.len() >= 20
+                && has(&declared.functions, "seginf_crf_new")
+                && has(&declared.others, "seginf_crf")
+                && has(&declared.others, "SEGINF_ERR_PANIC"),
+            "could not read the declarations of {}: {declared:?}",
+            header.display()
+        );
+        let unprefixed: Vec<String> = declared
+            .functions
+            .into_iter()
+            .chain(declared.others)
+            .chain(header_macros(&header, &scratch))
+            .filter(|n| !n.starts_with("seginf_") && !n.starts_with("SEGINF_"))
+            .collect();
+        assert!(
+            unprefixed.is_empty(),
+            "{} declares names without the seginf_/SEGINF_ prefix: {unprefixed:?}",
+            header.display()
+        );
+    }
+}
+
+#[test]
+fn header_compiles_alone_as_c99() {
+    check_header_compiles(Lang::C, "header_c99", "#include \"seginf.h\"\n");
+}
+
+#[test]
+fn header_compiles_alone_as_cxx17() {
+    check_header_compiles(Lang::Cxx, "header_cxx17", "#include \"seginf.h\"\n");
+}
+
+#[test]
+fn header_compiles_when_included_twice() {
+    let twice = "#include \"seginf.h\"\n#include \"seginf.h\"\n";
+    check_header_compiles(Lang::C, "header_twice_c99", twice);
+    check_header_compiles(Lang::Cxx, "header_twice_cxx17", twice);
+}
+
+#[test]
+fn version_macros_and_seginf_version_match_cargo_toml() {
+    let dir = scratch_dir("version");
+    let src = dir.join("version.c");
+    fs::write(
+        &src,
+        "#include \"seginf.h\"\n#include <stdio.h>\n\
+         int main(void) {\n\
+         \x20   printf(\"%d %d %d %s\\n\", SEGINF_VERSION_MAJOR, SEGINF_VERSION_MINOR,\n\
+         \x20          SEGINF_VERSION_PATCH, seginf_version());\n\
+         \x20   return 0;\n}\n",
+    )
+    .unwrap();
+    let stdout = build_and_run(&src, "version_run").expect_success();
+    let want = format!(
+        "{} {} {} {}",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(stdout.trim(), want, "header macros / seginf_version()");
+    assert_eq!(seginf::VERSION, env!("CARGO_PKG_VERSION"));
+}
+
+// ---- examples-c/crf_basic.c ------------------------------------------------------------------
+
+/// The model and sequence of crf_basic.c, by its formulas.
+fn crf_basic_model() -> (Crf, Array2<f32>, Vec<u32>) {
+    const C: usize = 4;
+    const D: usize = 5;
+    const N: usize = 6;
+    let mut weights = vec![0f32; C * D];
+    let mut transitions = vec![0f32; C * C];
+    let (mut bias, mut start, mut end) = (vec![0f32; C], vec![0f32; C], vec![0f32; C]);
+    for i in 0..C {
+        for j in 0..D {
+            weights[i * D + j] = dyadic((i * 7 + j * 5 + 3) % 13, 6, 8.0);
+        }
+        for j in 0..C {
+            transitions[i * C + j] = dyadic((i * 3 + j * 5) % 7, 3, 8.0);
+        }
+        bias[i] = dyadic(i % 3, 1, 4.0);
+        start[i] = dyadic(2 * i, 3, 8.0);
+        end[i] = dyadic((3 * i) % 5, 2, 8.0);
+    }
+    transitions[2] = f32::NEG_INFINITY; // O -> I-PER
+    let features = Array2::from_shape_fn((N, D), |(t, k)| dyadic((t * 5 + k * 2 + 1) % 9, 4, 4.0));
+    let crf = Crf::from_f32(
+        C,
+        D,
+        &weights,
+        Some(&bias),
+        &transitions,
+        Some(&start),
+        Some(&end),
+    )
+    .unwrap();
+    (crf, features, vec![1, 2, 0, 3, 0, 0])
+}
+
+fn offsets(crf: &Crf) -> Vec<u64> {
+    let l = crf.layout();
+    [Some(l.weights), l.bias, Some(l.transitions), l.start, l.end]
+        .iter()
+        .map(|o| o.map_or(u64::MAX, |v| v as u64))
+        .collect()
+}
+
+#[test]
+fn crf_basic_prints_what_rust_computes() {
+    let stdout = build_and_run(&example("crf_basic.c"), "crf_basic").expect_success();
+    let mut p = Printed::parse(&stdout);
+    let (crf, features, gold) = crf_basic_model();
+    let x: ArrayView2<f32> = features.view();
+    let (c, n) = (crf.num_labels(), gold.len());
+
+    assert_eq!(p.rest("version"), seginf::VERSION);
+    p.expect_integers(
+        "dims",
+        &[c as u64, crf.feature_dim() as u64, crf.num_params() as u64],
+    );
+    p.expect_integers("param_offsets", &offsets(&crf));
+    // The parameters first: if these differ, the formulas above drifted from the C program.
+    p.expect_close("params", &crf.params());
+
+    let (path, score) = crf.viterbi(x).unwrap();
+    p.expect_integers("viterbi_path", &ints(&path));
+    p.expect_close("viterbi_score", &[score]);
+    p.expect_close("log_likelihood", &[crf.log_likelihood(x, &gold).unwrap()]);
+    p.expect_close("log_partition", &[crf.log_partition(x).unwrap()]);
+    let marginals = crf.marginals(x).unwrap();
+    for t in 0..n {
+        p.expect_close(&format!("marginals_{t}"), &marginals.unary.row(t).to_vec());
+    }
+
+    let (a, b) = (1, 2);
+    p.expect_close("segment_loss", &[crf.segment_loss(x, &gold, a, b).unwrap()]);
+    let q = crf.segment_marginals(x, &gold, a, b).unwrap();
+    p.expect_close(
+        "segment_marginals",
+        &q.unary.iter().copied().collect::<Vec<_>>(),
+    );
+    let g = crf.segment_gradient(x, &gold, a, b).unwrap();
+    p.expect_close(
+        "segment_error_vectors",
+        &g.error_vectors.iter().copied().collect::<Vec<_>>(),
+    );
+    p.expect_close(
+        "segment_gradient",
+        &crf.segment_gradient_dense(x, &gold, a, b).unwrap(),
+    );
+
+    let mask =
+        ConstraintMask::from_labels(TagScheme::Bio, &["O", "B-PER", "I-PER", "B-LOC"]).unwrap();
+    p.expect_integers(
+        "mask_transitions",
+        &flags(c * c, |k| mask.transition_allowed(k / c, k % c)),
+    );
+    p.expect_integers("mask_start", &flags(c, |j| mask.start_allowed(j)));
+    p.expect_integers("mask_end", &flags(c, |j| mask.end_allowed(j)));
+
+    let constrained = crf.with_constraints(&mask).unwrap();
+    p.expect_integers("constrained_num_params", &[constrained.num_params() as u64]);
+    let (path, score) = constrained.viterbi(x).unwrap();
+    p.expect_integers("constrained_viterbi_path", &ints(&path));
+    p.expect_close("constrained_viterbi_score", &[score]);
+    p.expect_close(
+        "constrained_log_likelihood",
+        &[constrained.log_likelihood(x, &gold).unwrap()],
+    );
+    p.expect_close(
+        "constrained_log_partition",
+        &[constrained.log_partition(x).unwrap()],
+    );
+    p.expect_close(
+        "constrained_segment_loss",
+        &[constrained.segment_loss(x, &gold, a, b).unwrap()],
+    );
+    p.finish();
+}
+
+// ---- examples-c/crf_raii.cpp -----------------------------------------------------------------
+
+const RAII_LABELS: [&str; 5] = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"];
+
+/// The unconstrained model (no bias, no end scores) and sequence of crf_raii.cpp.
+fn crf_raii_model() -> (Crf, Array2<f32>, Vec<u32>) {
+    const C: usize = 5;
+    const D: usize = 3;
+    const N: usize = 7;
+    let weights: Vec<f32> = (0..C * D)
+        .map(|i| dyadic(((i / D) * 5 + (i % D) * 7 + 2) % 11, 5, 16.0))
+        .collect();
+    let transitions: Vec<f32> = (0..C * C)
+        .map(|i| dyadic(((i / C) * 7 + (i % C) * 3 + 1) % 9, 4, 8.0))
+        .collect();
+    let start: Vec<f32> = (0..C).map(|j| dyadic(j % 4, 1, 8.0)).collect();
+    let features = Array2::from_shape_fn((N, D), |(t, k)| dyadic((t * 7 + k * 4 + 3) % 11, 5, 8.0));
+    let crf = Crf::from_f32(C, D, &weights, None, &transitions, Some(&start), None).unwrap();
+    (crf, features, vec![0, 1, 2, 2, 0, 3, 4])
+}
+
+#[test]
+fn crf_raii_prints_what_rust_computes() {
+    let ran = build_and_run(&example("crf_raii.cpp"), "crf_raii");
+    let scratch = ran.dir.clone();
+    let stdout = ran.expect_success();
+    let mut p = Printed::parse(&stdout);
+    let (plain, features, gold) = crf_raii_model();
+    let x = features.view();
+    let n = gold.len();
+    let mask = ConstraintMask::from_labels(TagScheme::Bio, &RAII_LABELS).unwrap();
+    let crf = plain.with_constraints(&mask).unwrap();
+
+    p.expect_integers("num_params", &[plain.num_params() as u64]);
+    p.expect_integers("constrained_num_params", &[crf.num_params() as u64]);
+    p.expect_close("constrained_params", &crf.params());
+    let (path, score) = crf.viterbi(x).unwrap();
+    p.expect_integers("viterbi_path", &ints(&path));
+    p.expect_close("viterbi_score", &[score]);
+    p.expect_close("log_likelihood", &[crf.log_likelihood(x, &gold).unwrap()]);
+    let m = crf.marginals(x).unwrap();
+    for t in 0..n {
+        p.expect_close(&format!("marginals_{t}"), &m.unary.row(t).to_vec());
+    }
+    for t in 1..n {
+        let pair = m.pairwise.index_axis(ndarray::Axis(0), t - 1);
+        p.expect_close(
+            &format!("pairwise_marginals_{t}"),
+            &pair.iter().copied().collect::<Vec<_>>(),
+        );
+    }
+    for a in 0..n {
+        for b in a..n {
+            p.expect_close(
+                &format!("segment_loss_{a}_{b}"),
+                &[crf.segment_loss(x, &gold, a, b).unwrap()],
+            );
+        }
+    }
+
+    // The file the program wrote, read back by the Rust loader with the same options.
+    let options = LoadOptions {
+        weight: "emission.weight".into(),
+        bias: String::new(),
+        transitions: "crf.transitions".into(),
+        start: "crf.start".into(),
+        end: String::new(),
+        transitions_to_from: true,
+    };
+    let loaded = Crf::load_safetensors(&scratch.join("crf_raii_model.safetensors"), &options)
+        .expect("load the safetensors file crf_raii wrote");
+    assert_eq!(
+        loaded, plain,
+        "the safetensors round trip changed the model"
+    );
+    p.expect_close("loaded_params", &loaded.params());
+    p.expect_integers("loaded_equals_plain", &[1]);
+    p.expect_integers("moved_num_labels", &[RAII_LABELS.len() as u64]);
+
+    // Each exception carries the status and the message the Rust API gives for the same call.
+    let expect_rust_error =
+        |p: &mut Printed, key: &str, e: Error| p.expect_error(key, status_name(&e), &e.to_string());
+    expect_rust_error(
+        &mut p,
+        "error_bad_segment",
+        crf.segment_loss(x, &gold, 5, 2).unwrap_err(),
+    );
+    expect_rust_error(
+        &mut p,
+        "error_segment_past_end",
+        crf.segment_loss(x, &gold, 3, n).unwrap_err(),
+    );
+    let mut bad = gold.clone();
+    bad[4] = RAII_LABELS.len() as u32;
+    expect_rust_error(
+        &mut p,
+        "error_label_out_of_range",
+        crf.log_likelihood(x, &bad).unwrap_err(),
+    );
+    expect_rust_error(
+        &mut p,
+        "error_bad_label_name",
+        ConstraintMask::from_labels(TagScheme::Bio, &["O", "B-PER", "I-PER", "B-LOC", "X-LOC"])
+            .unwrap_err(),
+    );
+    expect_rust_error(
+        &mut p,
+        "error_missing_file",
+        Crf::load_safetensors(&scratch.join("no_such_model.safetensors"), &options).unwrap_err(),
+    );
+    // These two come from the C layer itself, not the Rust API.
+    let required = p.rest("error_required_tensor_name");
+    assert!(
+        required.starts_with("SEGINF_ERR_INVALID_ARGUMENT invalid argument: ")
+            && required.contains("required"),
+        "error_required_tensor_name: {required}"
+    );
+    p.expect_error(
+        "error_moved_from",
+        "SEGINF_ERR_NULL_ARGUMENT",
+        "`crf` is NULL",
+    );
+    p.expect_integers("errors_caught", &[7]);
+    p.finish();
+}
+
+// ---- examples-c/null_args.c ------------------------------------------------------------------
+
+#[test]
+fn null_args_gets_the_right_error_from_every_function() {
+    let ran = build_and_run(&example("null_args.c"), "null_args");
+    let failures: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "null_args: {} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let stdout = ran.expect_success();
+    let summary = stdout.lines().last().unwrap_or("");
+    let passed: usize = summary
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("null_args: bad summary line {summary:?}\n{stdout}"));
+    let ok_lines = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(passed, ok_lines, "summary disagrees with the lines printed");
+    assert!(passed >= 200, "null_args ran only {passed} checks");
+
+    // Every entry point of its scope is exercised: each function exported from those files
+    // and declared in the header is named in the program.
+    let header = fs::read_to_string(Path::new(MANIFEST_DIR).join("include/seginf.h")).unwrap();
+    let declared = header_declarations(&header).functions;
+    let program = fs::read_to_string(example("null_args.c")).unwrap();
+    let mut in_scope = Vec::new();
+    for file in NULL_ARGS_SCOPE {
+        let source = fs::read_to_string(Path::new(MANIFEST_DIR).join(file)).unwrap();
+        in_scope.extend(exported_functions(&source));
+    }
+    assert!(
+        in_scope.len() >= 20,
+        "found only {in_scope:?} in {NULL_ARGS_SCOPE:?}"
+    );
+    let undeclared: Vec<&String> = in_scope.iter().filter(|f| !declared.contains(f)).collect();
+    assert!(
+        undeclared.is_empty(),
+        "not in include/seginf.h: {undeclared:?}"
+    );
+    let missing: Vec<&String> = in_scope
+        .iter()
+        .filter(|name| !mentions(&program, name))
+        .collect();
+    assert!(missing.is_empty(), "null_args.c does not call {missing:?}");
+}
+
+/// The C entry points null_args.c covers: the status/error functions and the CRF handle with its
+/// loader options. The index and query entry points (src/ffi/index.rs, src/ffi/query.rs) need
+/// a bad-input program of their own.
+const NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/boundary.rs", "src/ffi/crf.rs"];
+
+/// Names of the `extern "C" fn`s defined in a Rust source file.
+fn exported_functions(source: &str) -> Vec<String> {
+    source
+        .split("extern \"C\" fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// Whether `text` contains the identifier `name` (not only as part of a longer one).
+fn mentions(text: &str, name: &str) -> bool {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(name).any(|(at, _)| {
+        !ident(text[..at].chars().next_back()) && !ident(text[at + name.len()..].chars().next())
+    })
+}
+
+// ---- every program in examples-c/ ------------------------------------------------------------
+
+/// Programs with a test above that checks their output.
+const CHECKED_PROGRAMS: [&str; 3] = ["crf_basic.c", "crf_raii.cpp", "null_args.c"];
+
+#[test]
+fn every_program_in_examples_c_builds_and_runs() {
+    let dir = Path::new(MANIFEST_DIR).join("examples-c");
+    let mut programs: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("read examples-c/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| Lang::of(p).is_some())
+        .collect();
+    programs.sort();
+    let names: Vec<String> = programs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".c")) && names.iter().any(|n| n.ends_with(".cpp")),
+        "examples-c/ needs a C and a C++ program, has {names:?}"
+    );
+    for name in CHECKED_PROGRAMS {
+        assert!(names.iter().any(|n| n == name), "examples-c/{name} is gone");
+    }
+    // The others (new programs) must at least build and run cleanly under the sanitizers.
+    for (path, name) in programs.iter().zip(&names) {
+        if !CHECKED_PROGRAMS.contains(&name.as_str()) {
+            build_and_run(path, &format!("other_{name}")).expect_success();
+        }
+    }
+}
