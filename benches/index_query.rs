@@ -48,6 +48,26 @@ fn stream(bytes: &[u8]) -> u64 {
     acc.iter().fold(0, |a, b| a.wrapping_add(*b))
 }
 
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The streaming read on all cores, as the query scan runs.
+fn stream_parallel(bytes: &[u8]) -> u64 {
+    let parts = rayon_threads();
+    let size = bytes.len().div_ceil(parts).next_multiple_of(32);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bytes
+            .chunks(size)
+            .map(|c| s.spawn(move || stream(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold(0, u64::wrapping_add)
+    })
+}
+
 fn main() {
     let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS")
         .ok()
@@ -120,10 +140,15 @@ fn main() {
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    println!("\nsingle query (one token, k = 10), 1 thread:");
+    println!(
+        "\nsingle query (one token, k = 10), {} threads:",
+        rayon_threads()
+    );
     for (storage, index) in &indexes {
         let bytes = index.scan_bytes();
-        let read = best_of(5, || stream(&raw_bytes[..bytes.min(raw_bytes.len())]));
+        let read = best_of(5, || {
+            stream_parallel(&raw_bytes[..bytes.min(raw_bytes.len())])
+        });
         let mut q = Query::new(Arc::clone(index));
         let seg = TestSegment {
             features: test.view(),
@@ -156,6 +181,7 @@ fn main() {
             .collect();
         let mut q = Query::new(Arc::clone(index));
         let secs = best_of(2, || q.run_batch(&segs, 10).unwrap());
+        let fallbacks = q.exact_fallbacks();
         let flops = 2.0 * tokens as f64 * d as f64 * qn as f64;
         let cols = Array2::from_shape_fn((d, qn), |(i, j)| ((i + j) % 7) as f32 * 0.1);
         let sgemm = best_of(2, || features.dot(&cols));
@@ -167,6 +193,7 @@ fn main() {
             flops / sgemm / 1e9,
             100.0 * sgemm / secs
         );
+        println!("          ({fallbacks} of {qn} queries needed the exact fallback scan)");
         if qn == 300 {
             numpy_baseline(tokens, d, c, qn, secs / qn as f64);
         }

@@ -347,27 +347,65 @@ fn a_batch_equals_its_queries_run_one_by_one() {
         let mut query = Query::new(Arc::clone(&index));
         query.options.granularity = granularity;
         let batch = query.run_batch(&segments, 15).unwrap();
-        // The batch's dots come from one GEMM, a single query's from a fused kernel: the same
-        // items and order, scores equal to rounding.
         for (seg, hits) in segments.iter().zip(&batch) {
-            let single = query.run(seg, 15).unwrap();
-            for (a, b) in [
-                (&single.supporting, &hits.supporting),
-                (&single.opposing, &hits.opposing),
-            ] {
-                assert_eq!(a.len(), b.len());
-                for (x, y) in a.iter().zip(b.iter()) {
-                    assert_eq!(
-                        (x.doc_id, x.position, x.label),
-                        (y.doc_id, y.position, y.label),
-                        "{granularity:?}"
-                    );
-                    assert!(
-                        (x.score - y.score).abs() <= 1e-12 * y.score.abs().max(1e-300),
-                        "{granularity:?}"
-                    );
-                }
-            }
+            assert_eq!(&query.run(seg, 15).unwrap(), hits, "{granularity:?}");
         }
+    }
+}
+
+#[test]
+fn ties_at_the_cut_fall_back_to_the_exact_scan() {
+    let mut rng = Rng::new(14);
+    let crf = Arc::new(random_crf(
+        &mut rng,
+        Shape {
+            c: 3,
+            d: 5,
+            bias: true,
+            start: true,
+            end: true,
+            forbid: 0.0,
+        },
+    ));
+    // 40 copies of the same 3-token sentence: every token has 39 exact twins.
+    let base = corpus(&mut rng, &crf, 1, 1).pop().unwrap();
+    let x = random_features(&mut rng, 3, 5);
+    let y = feasible_labels(&mut rng, &crf, &x);
+    let train: Vec<Seq> = (0..40)
+        .map(|i| Seq {
+            doc_id: 40 - i,
+            x: x.clone(),
+            y: y.clone(),
+        })
+        .collect();
+    let index = Arc::new(build(&crf, &train, Storage::F32));
+    let mut query = Query::new(Arc::clone(&index));
+    let seg = TestSegment {
+        features: base.x.view(),
+        labels: &base.y,
+        first: 0,
+        last: 0,
+    };
+    // k + max(k, 32) candidates: for k = 1 and 5 the 40 twins straddle the candidate cut (no
+    // f32 proof possible), for k = 39 all twins of the best token fit and the proof holds.
+    for (k, fallbacks) in [(1, 1), (5, 1), (39, 0)] {
+        let hits = query.run(&seg, k).unwrap();
+        let scores = query.scores(&seg).unwrap();
+        let got = |h: &[seginf::Hit]| {
+            h.iter()
+                .map(|h| (h.score, h.doc_id, h.position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            got(&hits.supporting),
+            expected_top(&index, &scores, k, false),
+            "k = {k}"
+        );
+        assert_eq!(
+            got(&hits.opposing),
+            expected_top(&index, &scores, k, true),
+            "k = {k}"
+        );
+        assert_eq!(query.exact_fallbacks(), fallbacks, "k = {k}");
     }
 }

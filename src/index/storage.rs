@@ -140,6 +140,19 @@ impl FeatureRows {
         }
     }
 
+    /// An upper bound on `‖decoded row k‖` from the norm of the row as given (`stored_norm`):
+    /// int8 moves each value by at most scale/2, f16 by a relative 2^-11 (plus 2^-25 near 0).
+    pub fn decoded_norm_bound(&self, k: usize, stored_norm: f64, d: usize) -> f64 {
+        let root_d = (d as f64).sqrt();
+        match self {
+            FeatureRows::F32(_) => stored_norm,
+            FeatureRows::F16(_) => stored_norm * (1.0 + 2f64.powi(-11)) + root_d * 2f64.powi(-25),
+            FeatureRows::Int8 { scales, .. } => {
+                stored_norm + root_d * f64::from(scales.as_slice()[k]) * 0.5
+            }
+        }
+    }
+
     /// Bytes of feature storage per row (what a query streams).
     pub fn bytes_per_row(&self, d: usize) -> usize {
         match self {

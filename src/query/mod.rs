@@ -13,7 +13,6 @@ pub use topk::Hit;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
-use score::Scratch;
 use topk::TopK;
 
 /// Supporting (most negative first) and opposing (most positive first) hits of one segment.
@@ -28,7 +27,7 @@ pub struct TopHits {
 pub struct Query {
     index: Arc<Index>,
     pub options: QueryOptions,
-    scratch: Scratch,
+    fallbacks: usize,
 }
 
 impl Query {
@@ -36,7 +35,7 @@ impl Query {
         Query {
             index,
             options: QueryOptions::default(),
-            scratch: Scratch::default(),
+            fallbacks: 0,
         }
     }
 
@@ -51,6 +50,12 @@ impl Query {
             Granularity::Instance => self.index.num_sequences(),
             _ => self.index.num_tokens(),
         }
+    }
+
+    /// How many segments of the last `run`/`run_batch` needed the exact fallback scan (the
+    /// f32 ranking pass could not prove its top k; ties at the cut are the usual reason).
+    pub fn exact_fallbacks(&self) -> usize {
+        self.fallbacks
     }
 
     /// The `k` most supporting and `k` most opposing training items for one test segment.
@@ -73,8 +78,7 @@ impl Query {
         let index = Arc::clone(&self.index);
         let options = &self.options;
         options.check(index.crf().num_labels())?;
-        let (sides, columns) = score::prepare(index.crf(), options, segments)?;
-        let mut tops: Vec<TopK> = segments.iter().map(|_| TopK::new(k)).collect();
+        let prep = score::prepare(index.crf(), options, segments)?;
         let keep = filter(&index, options);
         let instance = options.granularity == Granularity::Instance;
         let (seq_of, positions, labels) = (
@@ -83,25 +87,18 @@ impl Query {
             index.tokens.labels.as_slice(),
         );
         let doc_ids = index.seqs.doc_ids.as_slice();
-        score::scan(
-            &index,
-            options,
-            &sides,
-            &columns,
-            &mut self.scratch,
-            |q, item, score| {
-                if !keep(item) {
-                    return;
-                }
-                match instance {
-                    true => tops[q].offer(score, doc_ids[item], u32::MAX, item as u64, u32::MAX),
-                    false => {
-                        let doc = doc_ids[seq_of[item] as usize];
-                        tops[q].offer(score, doc, positions[item], item as u64, labels[item])
-                    }
-                }
-            },
-        );
+        let offer = |top: &mut TopK, item: usize, score: f64| match instance {
+            true => top.offer(score, doc_ids[item], u32::MAX, item as u64, u32::MAX),
+            false => top.offer(
+                score,
+                doc_ids[seq_of[item] as usize],
+                positions[item],
+                item as u64,
+                labels[item],
+            ),
+        };
+        let (tops, fallbacks) = score::top_k(&index, options, &prep, k, &keep, &offer);
+        self.fallbacks = fallbacks;
         Ok(tops
             .into_iter()
             .map(|t| {
@@ -114,33 +111,24 @@ impl Query {
             .collect())
     }
 
-    /// Every item's score (tokens in index order, or sequences for instance granularity);
-    /// items the filters exclude get NaN.
+    /// Every item's exact score (tokens in index order, or sequences for instance
+    /// granularity); items the filters exclude get NaN.
     pub fn scores(&mut self, segment: &TestSegment) -> Result<Vec<f64>> {
         let index = Arc::clone(&self.index);
         self.options.check(index.crf().num_labels())?;
-        let (sides, columns) =
-            score::prepare(index.crf(), &self.options, std::slice::from_ref(segment))?;
-        let mut out = vec![f64::NAN; self.num_items()];
+        let prep = score::prepare(index.crf(), &self.options, std::slice::from_ref(segment))?;
         let keep = filter(&index, &self.options);
-        score::scan(
-            &index,
-            &self.options,
-            &sides,
-            &columns,
-            &mut self.scratch,
-            |_, item, score| {
-                if keep(item) {
-                    out[item] = score;
-                }
-            },
-        );
+        let mut out = score::exact_scores(&index, &self.options, &prep, 0);
+        out.iter_mut()
+            .enumerate()
+            .filter(|(i, _)| !keep(*i))
+            .for_each(|(_, v)| *v = f64::NAN);
         Ok(out)
     }
 }
 
 /// Whether an item passes the label and doc-id filters.
-fn filter<'a>(index: &'a Index, options: &'a QueryOptions) -> impl Fn(usize) -> bool + 'a {
+fn filter<'a>(index: &'a Index, options: &'a QueryOptions) -> impl Fn(usize) -> bool + Sync + 'a {
     let c = index.crf().num_labels();
     let allowed: Option<Vec<bool>> = options.labels.as_ref().map(|ls| {
         let mut v = vec![false; c];

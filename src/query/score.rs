@@ -11,13 +11,24 @@
 //! where the test "columns" `l` are the segment's feature rows `f_t` with coefficients
 //! `c_l = r_t` (m ≤ C tokens), or for long segments the C rows of `Σ_t r_t ⊗ f_t` with
 //! `c_l = e_l` — whichever needs fewer columns.
+//!
+//! Two passes share these formulas. The **exact** pass computes `dots` in f64 (f32 × f64 with
+//! f64 accumulation); [`Query::scores`](crate::query::Query::scores) uses it. The **ranking**
+//! pass of `run`/`run_batch` computes `dots` with an OpenBLAS sgemm (f32), keeps a few more
+//! candidates than asked for together with a rigorous bound on each score's f32 error, rescores
+//! the candidates exactly, and proves that no other item can enter the top k (else it falls
+//! back to the exact pass). Reported hits therefore carry exact scores and ranks.
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use std::ops::Range;
+
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
 use crate::crf::Crf;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
+use crate::query::topk::TopK;
 
 /// One test segment of a query.
 #[derive(Debug, Clone, Copy)]
@@ -31,26 +42,67 @@ pub struct TestSegment<'a> {
     pub last: usize,
 }
 
-/// The test side of one query, prepared once: its columns' coefficients and the dense blocks.
+/// The test side of one query: its columns' coefficients and the dense gradient blocks, as
+/// flat row-major vectors (the per-item loop runs millions of times per query).
 pub(crate) struct TestSide {
-    /// Where this query's columns start in the batch's column matrix, and how many.
-    pub cols: std::ops::Range<usize>,
+    /// This query's columns in the batch's column matrix.
+    pub cols: Range<usize>,
     /// num_cols × C coefficients `c_l`.
-    pub coefs: Array2<f64>,
-    pub bias: Option<Array1<f64>>,
-    pub transitions: Array2<f64>,
-    pub start: Option<Array1<f64>>,
-    pub end: Option<Array1<f64>>,
+    coefs: Vec<f64>,
+    /// `‖col_l‖ ` of this query's columns (error bounds).
+    col_norms: Vec<f64>,
+    bias: Option<Vec<f64>>,
+    /// `G_A` (C × C) and its transpose, so both a row and a column are contiguous.
+    transitions: Vec<f64>,
+    transitions_t: Vec<f64>,
+    start: Option<Vec<f64>>,
+    end: Option<Vec<f64>>,
     /// `‖f̄‖` for nearest-neighbour cosine.
-    pub mean_norm: f64,
+    mean_norm: f64,
 }
 
-/// Builds every query's test side and the stacked column matrix (L × d, f64).
+impl TestSide {
+    fn new(
+        cols: Range<usize>,
+        coefs: Array2<f64>,
+        g: Option<crate::crf::SegmentGradient>,
+        mean_norm: f64,
+        c: usize,
+    ) -> TestSide {
+        let flat = |v: Option<Array1<f64>>| v.map(|v| v.to_vec());
+        let (bias, transitions, start, end) = match g {
+            Some(g) => (flat(g.bias), g.transitions, flat(g.start), flat(g.end)),
+            None => (None, Array2::zeros((c, c)), None, None),
+        };
+        TestSide {
+            cols,
+            coefs: coefs.iter().copied().collect(),
+            col_norms: Vec::new(),
+            bias,
+            transitions_t: transitions.t().iter().copied().collect(),
+            transitions: transitions.iter().copied().collect(),
+            start,
+            end,
+            mean_norm,
+        }
+    }
+}
+
+/// All queries of a batch, prepared once.
+pub(crate) struct Prepared {
+    pub sides: Vec<TestSide>,
+    /// L × d test columns, exact (f64).
+    pub columns: Array2<f64>,
+    /// The same rounded to f32, for the sgemm ranking pass.
+    pub columns32: Array2<f32>,
+}
+
+/// Builds every query's test side and the stacked column matrix.
 pub(crate) fn prepare(
     crf: &Crf,
     options: &QueryOptions,
     segments: &[TestSegment],
-) -> Result<(Vec<TestSide>, Array2<f64>)> {
+) -> Result<Prepared> {
     let (c, d) = (crf.num_labels(), crf.feature_dim());
     let mut sides = Vec::with_capacity(segments.len());
     let mut rows: Vec<f64> = Vec::new();
@@ -63,23 +115,14 @@ pub(crate) fn prepare(
                     .features
                     .slice(s![seg.first..=seg.last, ..])
                     .mapv(f64::from);
-                let m = x.nrows();
-                let coefs = if m <= c {
+                let coefs = if x.nrows() <= c {
                     rows.extend(x.iter());
                     g.error_vectors.clone()
                 } else {
                     rows.extend(g.error_vectors.t().dot(&x).iter()); // Σ_t r_t ⊗ f_t, C × d
                     Array2::eye(c)
                 };
-                TestSide {
-                    cols: at..at + coefs.nrows(),
-                    coefs,
-                    bias: g.bias,
-                    transitions: g.transitions,
-                    start: g.start,
-                    end: g.end,
-                    mean_norm: 0.0,
-                }
+                TestSide::new(at..at + coefs.nrows(), coefs, Some(g), 0.0, c)
             }
             Granularity::NearestDot | Granularity::NearestCosine => {
                 crf.check_sequence(seg.features, Some(seg.labels))?;
@@ -91,31 +134,235 @@ pub(crate) fn prepare(
                     .mean_axis(Axis(0))
                     .unwrap_or_else(|| Array1::zeros(d));
                 rows.extend(mean.iter());
-                TestSide {
-                    cols: at..at + 1,
-                    coefs: Array2::zeros((1, c)),
-                    bias: None,
-                    transitions: Array2::zeros((c, c)),
-                    start: None,
-                    end: None,
-                    mean_norm: mean.dot(&mean).sqrt(),
-                }
+                TestSide::new(
+                    at..at + 1,
+                    Array2::zeros((1, c)),
+                    None,
+                    mean.dot(&mean).sqrt(),
+                    c,
+                )
             }
         };
         sides.push(side);
     }
     let num_cols = rows.len() / d;
     let columns = Array2::from_shape_vec((num_cols, d), rows)
-        .map_err(|e| crate::Error::InvalidArgument(format!("test columns: {e}")))?;
-    Ok((sides, columns))
+        .map_err(|e| Error::InvalidArgument(format!("test columns: {e}")))?;
+    let col_norms: Vec<f64> = columns.outer_iter().map(|c| c.dot(&c).sqrt()).collect();
+    for side in &mut sides {
+        side.col_norms = col_norms[side.cols.clone()].to_vec();
+    }
+    Ok(Prepared {
+        columns32: columns.mapv(|v| v as f32),
+        columns,
+        sides,
+    })
 }
 
-/// Rows per block: the block's f64 copy (256 × d × 8 bytes) stays in L2 for d ≤ 768.
-const BLOCK: usize = 256;
+/// Everything the per-item formulas read from the index and the options, as plain slices.
+pub(crate) struct Ctx<'a> {
+    index: &'a Index,
+    c: usize,
+    d: usize,
+    granularity: Granularity,
+    normalize: bool,
+    /// `−1 / damping`.
+    scale: f64,
+    /// `γ` of [`gamma32`] for this `d`.
+    gamma: f64,
+    errors: &'a [f64],
+    prev: &'a [u32],
+    next: &'a [u32],
+    grad_norms: &'a [f64],
+    feature_norms: &'a [f64],
+    seq_of: &'a [u32],
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(index: &'a Index, options: &QueryOptions) -> Ctx<'a> {
+        let Hessian::Identity { damping } = options.hessian;
+        let t = &index.tokens;
+        let instance = options.granularity == Granularity::Instance;
+        let d = index.crf().feature_dim();
+        Ctx {
+            index,
+            c: index.crf().num_labels(),
+            d,
+            granularity: options.granularity,
+            normalize: options.normalization == Normalization::GradientNorm,
+            scale: -1.0 / damping,
+            gamma: gamma32(d),
+            // Instance influence uses the whole-sequence error vectors.
+            errors: if instance {
+                t.instance_errors.as_slice()
+            } else {
+                t.errors.as_slice()
+            },
+            prev: t.prev_labels.as_slice(),
+            next: t.next_labels.as_slice(),
+            grad_norms: if instance {
+                index.seqs.grad_norms.as_slice()
+            } else {
+                t.grad_norms.as_slice()
+            },
+            feature_norms: t.feature_norms.as_slice(),
+            seq_of: t.sequences.as_slice(),
+        }
+    }
+
+    fn nearest(&self) -> bool {
+        matches!(
+            self.granularity,
+            Granularity::NearestDot | Granularity::NearestCosine
+        )
+    }
+
+    pub fn instance(&self) -> bool {
+        self.granularity == Granularity::Instance
+    }
+
+    fn r(&self, k: usize) -> &[f64] {
+        &self.errors[k * self.c..(k + 1) * self.c]
+    }
+
+    /// Score of a token (token or nearest granularity) from its dots with the query's columns.
+    #[inline]
+    fn token_score(&self, side: &TestSide, k: usize, dots: &[f64], w: &mut [f64]) -> f64 {
+        if self.nearest() {
+            let mut sim = dots[0];
+            if self.granularity == Granularity::NearestCosine {
+                let norm = self.feature_norms[k] * side.mean_norm;
+                sim = if norm > 0.0 { sim / norm } else { 0.0 };
+            }
+            return -sim;
+        }
+        let c = self.c;
+        side.emission_part(dots, w, c);
+        // v_k: the transition/start/end terms of this training token.
+        let (prev, next) = (self.prev[k], self.next[k]);
+        if prev != NO_LABEL {
+            let p = prev as usize;
+            add(w, &side.transitions[p * c..(p + 1) * c]);
+        } else if let Some(gs) = &side.start {
+            add(w, gs);
+        }
+        if next != NO_LABEL {
+            let n = next as usize;
+            add(w, &side.transitions_t[n * c..(n + 1) * c]);
+        } else if let Some(ge) = &side.end {
+            add(w, ge);
+        }
+        self.finish(dot64(w, self.r(k)), self.grad_norms[k])
+    }
+
+    /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.
+    #[inline]
+    fn instance_part(&self, side: &TestSide, k: usize, dots: &[f64], w: &mut [f64]) -> f64 {
+        side.emission_part(dots, w, self.c);
+        dot64(w, self.r(k))
+    }
+
+    /// The sequence-level terms of instance influence: `G_A·∇_A + G_s·∇_s + G_e·∇_e`.
+    fn sequence_part(&self, side: &TestSide, s: usize) -> f64 {
+        let (c, q) = (self.c, &self.index.seqs);
+        let mut raw = dot64(
+            &side.transitions,
+            &q.transition_grads.as_slice()[s * c * c..(s + 1) * c * c],
+        );
+        if let Some(v) = &side.start {
+            raw += dot64(v, &q.start_grads.as_slice()[s * c..(s + 1) * c]);
+        }
+        if let Some(v) = &side.end {
+            raw += dot64(v, &q.end_grads.as_slice()[s * c..(s + 1) * c]);
+        }
+        raw
+    }
+
+    fn sequence_score(&self, side: &TestSide, s: usize, token_parts: f64) -> f64 {
+        self.finish(
+            token_parts + self.sequence_part(side, s),
+            self.grad_norms[s],
+        )
+    }
+
+    /// `−raw / damping`, divided by the item's gradient norm when normalising (0 for a zero
+    /// gradient: such an item has no influence).
+    #[inline]
+    fn finish(&self, raw: f64, grad_norm: f64) -> f64 {
+        let score = self.scale * raw;
+        match self.normalize {
+            false => score,
+            true if grad_norm > 0.0 => score / grad_norm,
+            true => 0.0,
+        }
+    }
+
+    /// Bound on |score error| from f32 dots: `|Δdots_l| ≤ γ ‖f_k‖ ‖col_l‖` (γ covers d
+    /// products and sums in f32 and the rounding of the columns), propagated through the
+    /// formula (for instance granularity, the raw token share before `finish`).
+    #[inline]
+    fn token_bound(&self, side: &TestSide, k: usize) -> f64 {
+        let f = self
+            .index
+            .features
+            .decoded_norm_bound(k, self.feature_norms[k], self.d);
+        if self.nearest() {
+            let bound = self.gamma * f * side.col_norms[0];
+            if self.granularity == Granularity::NearestCosine {
+                let norm = self.feature_norms[k] * side.mean_norm;
+                return if norm > 0.0 { bound / norm } else { 0.0 };
+            }
+            return bound;
+        }
+        let (c, r) = (self.c, self.r(k));
+        let mut raw = 0.0;
+        for (l, norm) in side.col_norms.iter().enumerate() {
+            raw += norm * dot64(&side.coefs[l * c..(l + 1) * c], r).abs();
+        }
+        raw *= self.gamma * f;
+        match self.instance() {
+            true => raw,
+            false => self.finish(raw, self.grad_norms[k]).abs(),
+        }
+    }
+}
+
+impl TestSide {
+    /// `w = Σ_l dots_l c_l + G_b`.
+    #[inline]
+    fn emission_part(&self, dots: &[f64], w: &mut [f64], c: usize) {
+        w.iter_mut().for_each(|v| *v = 0.0);
+        for (x, coef) in dots.iter().zip(self.coefs.chunks_exact(c)) {
+            for (wj, cj) in w.iter_mut().zip(coef) {
+                *wj += x * cj;
+            }
+        }
+        if let Some(gb) = &self.bias {
+            add(w, gb);
+        }
+    }
+}
+
+#[inline]
+fn add(w: &mut [f64], v: &[f64]) {
+    w.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+}
+
+#[inline]
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 2 to cover the products, the sums
+/// and the rounding of the test columns to f32 (Higham, Accuracy and Stability, §3.1).
+fn gamma32(d: usize) -> f64 {
+    let nu = (d + 2) as f64 * 2f64.powi(-24);
+    nu / (1.0 - nu)
+}
 
 /// `Σ_i a_i b_i` in f64 over f32 × f64, with independent partial sums so it vectorises.
 #[inline]
-fn dot(a: &[f32], b: &[f64]) -> f64 {
+fn dot_exact(a: &[f32], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
@@ -128,173 +375,255 @@ fn dot(a: &[f32], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Reusable buffers of one scan.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    decoded: Vec<f32>,
-    widened: Vec<f64>,
+/// Rows per block: a block of decoded rows and its dots stay in cache.
+const BLOCK: usize = 256;
+/// Tokens per parallel chunk (whole sequences, so per-sequence sums stay in one chunk).
+const CHUNK_TOKENS: usize = 16_384;
+
+/// The index split into chunks of whole sequences: fixed by the index, not the thread count,
+/// so results do not depend on scheduling.
+fn chunks(index: &Index) -> Vec<(Range<usize>, Range<usize>)> {
+    let offsets = index.seqs.offsets.as_slice();
+    let mut out = Vec::new();
+    let mut first_seq = 0;
+    for s in 0..index.num_sequences() {
+        let end = offsets[s + 1] as usize;
+        if end - offsets[first_seq] as usize >= CHUNK_TOKENS || s + 1 == index.num_sequences() {
+            out.push((offsets[first_seq] as usize..end, first_seq..s + 1));
+            first_seq = s + 1;
+        }
+    }
+    out
 }
 
-/// Scores every training item against every prepared query; calls `emit(query, item, score)`
-/// once per pair, items being tokens (token/nearest granularity) or sequences (instance).
-/// `emit` sees items in index order.
-pub(crate) fn scan(
+/// Dots of rows `[start, end)` with the given columns: exact (f64) or by sgemm (f32).
+fn block_dots(
+    index: &Index,
+    prep: &Prepared,
+    rows: Range<usize>,
+    exact: bool,
+    decoded: &mut Vec<f32>,
+    out: &mut Array2<f64>,
+) {
+    let d = index.crf().feature_dim();
+    let rb = rows.len();
+    let x = index.features.rows(rows.start, rows.end, d, decoded);
+    let mut dots: ArrayViewMut2<f64> = out.slice_mut(s![..rb, ..]);
+    if exact {
+        for (i, row) in x.chunks_exact(d).enumerate() {
+            for (l, col) in prep.columns.outer_iter().enumerate() {
+                dots[[i, l]] = dot_exact(row, col.as_slice().unwrap_or(&[]));
+            }
+        }
+    } else {
+        let Ok(x) = ArrayView2::from_shape((rb, d), x) else {
+            return; // cannot happen: `rows` returns rb × d values
+        };
+        let product = x.dot(&prep.columns32.t());
+        dots.zip_mut_with(&product, |o, &v| *o = f64::from(v));
+    }
+}
+
+/// Exact scores of every item (tokens, or sequences for instance granularity) against query
+/// `q`, in index order; parallel over chunks.
+pub(crate) fn exact_scores(
     index: &Index,
     options: &QueryOptions,
-    sides: &[TestSide],
-    columns: &Array2<f64>,
-    scratch: &mut Scratch,
-    mut emit: impl FnMut(usize, usize, f64),
-) {
-    let crf = index.crf();
-    let (c, d) = (crf.num_labels(), crf.feature_dim());
-    let n = index.num_tokens();
-    let num_cols = columns.nrows();
-    let Hessian::Identity { damping } = options.hessian;
-    let scale = -1.0 / damping;
-    let t = &index.tokens;
-    let (errors, inst_errors) = (t.errors.as_slice(), t.instance_errors.as_slice());
-    let (prev, next) = (t.prev_labels.as_slice(), t.next_labels.as_slice());
-    let (grad_norms, feature_norms) = (t.grad_norms.as_slice(), t.feature_norms.as_slice());
-    let token_seq = t.sequences.as_slice();
-    let instance = options.granularity == Granularity::Instance;
-    let nearest = matches!(
-        options.granularity,
-        Granularity::NearestDot | Granularity::NearestCosine
-    );
-    let mut per_seq = if instance {
-        Array2::<f64>::zeros((sides.len(), index.num_sequences()))
-    } else {
-        Array2::zeros((0, 0))
+    prep: &Prepared,
+    q: usize,
+) -> Vec<f64> {
+    let ctx = Ctx::new(index, options);
+    let side = &prep.sides[q];
+    let pieces: Vec<Vec<f64>> = chunks(index)
+        .into_par_iter()
+        .map(|(tokens, seqs)| {
+            let mut decoded = Vec::new();
+            let mut dots = Array2::<f64>::zeros((BLOCK, prep.columns.nrows()));
+            let mut w = vec![0.0; ctx.c];
+            let mut out = Vec::with_capacity(if ctx.instance() {
+                seqs.len()
+            } else {
+                tokens.len()
+            });
+            let mut seq_sum = 0.0;
+            let seq_of = index.tokens.sequences.as_slice();
+            for start in tokens.clone().step_by(BLOCK) {
+                let end = (start + BLOCK).min(tokens.end);
+                block_dots(index, prep, start..end, true, &mut decoded, &mut dots);
+                for k in start..end {
+                    let row = dots.row(k - start);
+                    let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
+                    if !ctx.instance() {
+                        out.push(ctx.token_score(side, k, dk, &mut w));
+                        continue;
+                    }
+                    seq_sum += ctx.instance_part(side, k, dk, &mut w);
+                    let s = seq_of[k] as usize;
+                    if k + 1 == index.sequence_tokens(s).end {
+                        out.push(ctx.sequence_score(side, s, seq_sum));
+                        seq_sum = 0.0;
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    pieces.concat()
+}
+
+/// Exact score of one item (a token, or a sequence for instance granularity).
+fn exact_item(
+    ctx: &Ctx,
+    prep: &Prepared,
+    side: &TestSide,
+    item: usize,
+    decoded: &mut Vec<f32>,
+    w: &mut [f64],
+) -> f64 {
+    let index = ctx.index;
+    let d = ctx.d;
+    let dots_of = |k: usize, decoded: &mut Vec<f32>| -> Vec<f64> {
+        let row = index.features.rows(k, k + 1, d, decoded);
+        side.cols
+            .clone()
+            .map(|l| dot_exact(row, prep.columns.row(l).as_slice().unwrap_or(&[])))
+            .collect()
     };
-    let mut dots = Array2::<f64>::zeros((BLOCK, num_cols));
-    let mut w = vec![0.0f64; c];
+    if !ctx.instance() {
+        let dots = dots_of(item, decoded);
+        return ctx.token_score(side, item, &dots, w);
+    }
+    let mut sum = 0.0;
+    for k in index.sequence_tokens(item) {
+        let dots = dots_of(k, decoded);
+        sum += ctx.instance_part(side, k, &dots, w);
+    }
+    ctx.sequence_score(side, item, sum)
+}
 
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let rb = end - start;
-        let rows = index.features.rows(start, end, d, &mut scratch.decoded);
-        let mut block_dots = dots.slice_mut(s![..rb, ..]);
-        if num_cols <= 4 {
-            for (i, row) in rows.chunks_exact(d).enumerate() {
-                for (l, col) in columns.outer_iter().enumerate() {
-                    block_dots[[i, l]] = dot(row, col.as_slice().unwrap_or(&col.to_vec()));
+/// Per chunk of the ranking pass: each query's candidates, the largest error bound seen.
+struct ChunkResult {
+    tops: Vec<TopK>,
+    max_bound: f64,
+}
+
+/// The top `k` supporting and opposing items of every prepared query, with exact scores.
+pub(crate) fn top_k(
+    index: &Index,
+    options: &QueryOptions,
+    prep: &Prepared,
+    k: usize,
+    keep: &(dyn Fn(usize) -> bool + Sync),
+    offer: &(dyn Fn(&mut TopK, usize, f64) + Sync),
+) -> (Vec<TopK>, usize) {
+    let ctx = Ctx::new(index, options);
+    let nq = prep.sides.len();
+    // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
+    let k_ext = k + k.max(32);
+    let results: Vec<ChunkResult> = chunks(index)
+        .into_par_iter()
+        .map(|(tokens, seqs)| {
+            let mut decoded = Vec::new();
+            let mut dots = Array2::<f64>::zeros((BLOCK, prep.columns.nrows()));
+            let mut w = vec![0.0; ctx.c];
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
+            // Instance granularity: per query and sequence, (approximate token shares, bound).
+            let mut seq_parts =
+                vec![vec![(0.0, 0.0); if ctx.instance() { seqs.len() } else { 0 }]; nq];
+            let mut max_bound = 0.0f64;
+            let seq_of = ctx.seq_of;
+            for start in tokens.clone().step_by(BLOCK) {
+                let end = (start + BLOCK).min(tokens.end);
+                block_dots(index, prep, start..end, false, &mut decoded, &mut dots);
+                for (q, side) in prep.sides.iter().enumerate() {
+                    for k in start..end {
+                        let row = dots.row(k - start);
+                        let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
+                        let bound = ctx.token_bound(side, k);
+                        if ctx.instance() {
+                            let part = &mut seq_parts[q][seq_of[k] as usize - seqs.start];
+                            part.0 += ctx.instance_part(side, k, dk, &mut w);
+                            part.1 += bound;
+                            continue;
+                        }
+                        if keep(k) {
+                            max_bound = max_bound.max(bound);
+                            offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
+                        }
+                    }
                 }
             }
-        } else {
-            scratch.widened.clear();
-            scratch.widened.extend(rows.iter().map(|&v| f64::from(v)));
-            let widened = ArrayView2::from_shape((rb, d), &scratch.widened[..])
-                .expect("rb × d by construction");
-            ndarray::linalg::general_mat_mul(1.0, &widened, &columns.t(), 0.0, &mut block_dots);
-        }
-        for (q, side) in sides.iter().enumerate() {
-            for i in 0..rb {
-                let k = start + i;
-                let dk = block_dots.row(i);
-                if nearest {
-                    let mut sim = dk[side.cols.start];
-                    if options.granularity == Granularity::NearestCosine {
-                        let norm = feature_norms[k] * side.mean_norm;
-                        sim = if norm > 0.0 { sim / norm } else { 0.0 };
-                    }
-                    emit(q, k, -sim);
-                    continue;
-                }
-                // w = Σ_l dots[k,l] c_l (+ G_b): the emission part, shared by both granularities.
-                w.iter_mut().for_each(|v| *v = 0.0);
-                for (l, coef) in side.cols.clone().zip(side.coefs.outer_iter()) {
-                    let x = dk[l];
-                    for j in 0..c {
-                        w[j] += x * coef[j];
+            if ctx.instance() {
+                for (q, side) in prep.sides.iter().enumerate() {
+                    for (i, &(part, bound)) in seq_parts[q].iter().enumerate() {
+                        let s = seqs.start + i;
+                        if keep(s) {
+                            let scaled = ctx.finish(bound, ctx.grad_norms[s]).abs();
+                            max_bound = max_bound.max(scaled);
+                            offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
+                        }
                     }
                 }
-                if let Some(gb) = &side.bias {
-                    for j in 0..c {
-                        w[j] += gb[j];
-                    }
-                }
-                if instance {
-                    let r = &inst_errors[k * c..(k + 1) * c];
-                    per_seq[[q, token_seq[k] as usize]] += (0..c).map(|j| w[j] * r[j]).sum::<f64>();
-                    continue;
-                }
-                // v_k: the transition/start/end terms of this training token.
-                if prev[k] != NO_LABEL {
-                    let row = side.transitions.row(prev[k] as usize);
-                    for j in 0..c {
-                        w[j] += row[j];
-                    }
-                } else if let Some(gs) = &side.start {
-                    for j in 0..c {
-                        w[j] += gs[j];
-                    }
-                }
-                if next[k] != NO_LABEL {
-                    let col = side.transitions.column(next[k] as usize);
-                    for j in 0..c {
-                        w[j] += col[j];
-                    }
-                } else if let Some(ge) = &side.end {
-                    for j in 0..c {
-                        w[j] += ge[j];
-                    }
-                }
-                let r = &errors[k * c..(k + 1) * c];
-                let mut score = scale * (0..c).map(|j| w[j] * r[j]).sum::<f64>();
-                if options.normalization == Normalization::GradientNorm {
-                    score = if grad_norms[k] > 0.0 {
-                        score / grad_norms[k]
-                    } else {
-                        0.0
-                    };
-                }
-                emit(q, k, score);
             }
+            ChunkResult { tops, max_bound }
+        })
+        .collect();
+
+    let max_bound = results.iter().map(|r| r.max_bound).fold(0.0, f64::max);
+    let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
+    for r in results {
+        for (m, t) in merged.iter_mut().zip(r.tops) {
+            m.merge(t);
         }
     }
-
-    if instance {
-        let sq = &index.seqs;
-        let (ga, gs, ge) = (
-            sq.transition_grads.as_slice(),
-            sq.start_grads.as_slice(),
-            sq.end_grads.as_slice(),
-        );
-        let norms = sq.grad_norms.as_slice();
-        for (q, side) in sides.iter().enumerate() {
-            for s in 0..index.num_sequences() {
-                let mut raw = per_seq[[q, s]];
-                raw += side
-                    .transitions
-                    .iter()
-                    .zip(&ga[s * c * c..(s + 1) * c * c])
-                    .map(|(a, b)| a * b)
-                    .sum::<f64>();
-                if let Some(v) = &side.start {
-                    raw += v
-                        .iter()
-                        .zip(&gs[s * c..(s + 1) * c])
-                        .map(|(a, b)| a * b)
-                        .sum::<f64>();
-                }
-                if let Some(v) = &side.end {
-                    raw += v
-                        .iter()
-                        .zip(&ge[s * c..(s + 1) * c])
-                        .map(|(a, b)| a * b)
-                        .sum::<f64>();
-                }
-                let mut score = scale * raw;
-                if options.normalization == Normalization::GradientNorm {
-                    score = if norms[s] > 0.0 {
-                        score / norms[s]
-                    } else {
-                        0.0
-                    };
-                }
-                emit(q, s, score);
+    let mut fallbacks = 0;
+    let tops = merged
+        .into_iter()
+        .enumerate()
+        .map(|(q, approx)| {
+            let side = &prep.sides[q];
+            let (mut decoded, mut w) = (Vec::new(), vec![0.0; ctx.c]);
+            let full = approx.is_full();
+            let (worst_low, worst_high) = (approx.worst_supporting(), approx.worst_opposing());
+            let mut exact = TopK::new(k);
+            for item in approx.items() {
+                offer(
+                    &mut exact,
+                    item,
+                    exact_item(&ctx, prep, side, item, &mut decoded, &mut w),
+                );
             }
-        }
-    }
+            // Proof: any other item scored at least worst_low (at most worst_high) in f32, so
+            // exactly at least worst_low − max_bound; if that is past the k-th exact score
+            // (with a relative slack for the f64 part), it cannot enter the top k.
+            let slack = |x: f64| 1e-9 * x.abs() + f64::MIN_POSITIVE;
+            let proven = !full
+                || match (
+                    exact.kth_supporting(),
+                    exact.kth_opposing(),
+                    worst_low,
+                    worst_high,
+                ) {
+                    (Some(ks), Some(ko), Some(wl), Some(wh)) => {
+                        wl - max_bound - slack(wl) > ks && wh + max_bound + slack(wh) < ko
+                    }
+                    _ => false,
+                };
+            if proven {
+                return exact;
+            }
+            fallbacks += 1;
+            let mut fallback = TopK::new(k);
+            for (item, score) in exact_scores(index, options, prep, q)
+                .into_iter()
+                .enumerate()
+            {
+                if keep(item) {
+                    offer(&mut fallback, item, score);
+                }
+            }
+            fallback
+        })
+        .collect();
+    (tops, fallbacks)
 }

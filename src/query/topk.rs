@@ -74,7 +74,6 @@ impl TopK {
     }
 
     /// Merges another TopK (e.g. a shard's) into this one.
-    #[allow(dead_code)] // for index shards and parallel scans; tested below
     pub fn merge(&mut self, other: TopK) {
         for entry in other.supporting {
             push_bounded(&mut self.supporting, entry, self.k);
@@ -82,6 +81,48 @@ impl TopK {
         for entry in other.opposing {
             push_bounded(&mut self.opposing, entry, self.k);
         }
+    }
+
+    /// Whether both ends hold k entries.
+    pub fn is_full(&self) -> bool {
+        self.supporting.len() == self.k && self.opposing.len() == self.k
+    }
+
+    /// The largest score kept at the supporting end (its k-th best when full).
+    pub fn worst_supporting(&self) -> Option<f64> {
+        self.supporting.peek().map(|e| e.0 .0)
+    }
+
+    /// The smallest score kept at the opposing end.
+    pub fn worst_opposing(&self) -> Option<f64> {
+        self.opposing.peek().map(|e| e.0 .0 .0)
+    }
+
+    /// The k-th best supporting score, when k are kept.
+    pub fn kth_supporting(&self) -> Option<f64> {
+        (self.supporting.len() == self.k)
+            .then(|| self.worst_supporting())
+            .flatten()
+    }
+
+    /// The k-th best opposing score, when k are kept.
+    pub fn kth_opposing(&self) -> Option<f64> {
+        (self.opposing.len() == self.k)
+            .then(|| self.worst_opposing())
+            .flatten()
+    }
+
+    /// The index rows kept at either end (each once).
+    pub fn items(&self) -> Vec<usize> {
+        let mut rows: Vec<usize> = self
+            .supporting
+            .iter()
+            .map(|e| e.1 .2 as usize)
+            .chain(self.opposing.iter().map(|e| e.1 .2 as usize))
+            .collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
     }
 
     /// (supporting, opposing), each best first: most negative first, most positive first.
