@@ -297,32 +297,47 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Bound on |score error| from f32 dots: `|Δdots_l| ≤ γ ‖f_k‖ ‖col_l‖` (γ covers d
-    /// products and sums in f32 and the rounding of the columns), propagated through the
-    /// formula (for instance granularity, the raw token share before `finish`).
-    #[inline]
-    fn token_bound(&self, side: &TestSide, k: usize) -> f64 {
+    /// The item's share of the f32 error bound: `|Δdots_l| ≤ γ ‖f_k‖ ‖col_l‖` (Higham §3.1),
+    /// so `|Δ raw| ≤ γ ‖f_k‖ ‖r_k‖ Σ_l ‖col_l‖ ‖c_l‖`: this returns `‖f_k‖ ‖r_k‖` (over the
+    /// gradient norm when normalising), or `‖f_k‖` (over the stored norm for cosine) for
+    /// nearest neighbours. `‖f_k‖` is bounded for the decoded (f16/int8) row.
+    fn token_factor(&self, k: usize) -> f64 {
         let f = self
             .index
             .features
             .decoded_norm_bound(k, self.feature_norms[k], self.d);
-        if self.nearest() {
-            let bound = self.gamma * f * side.col_norms[0];
-            if self.granularity == Granularity::NearestCosine {
-                let norm = self.feature_norms[k] * side.mean_norm;
-                return if norm > 0.0 { bound / norm } else { 0.0 };
+        match self.granularity {
+            Granularity::NearestDot => f,
+            Granularity::NearestCosine if self.feature_norms[k] > 0.0 => f / self.feature_norms[k],
+            Granularity::NearestCosine => 0.0,
+            Granularity::Token | Granularity::Instance => {
+                let r = self.r(k);
+                let factor = f * dot64(r, r).sqrt();
+                match (self.instance(), self.normalize) {
+                    (false, true) if self.grad_norms[k] > 0.0 => factor / self.grad_norms[k],
+                    (false, true) => 0.0,
+                    _ => factor,
+                }
             }
-            return bound;
         }
-        let (c, r) = (self.c, self.r(k));
-        let mut raw = 0.0;
-        for (l, norm) in side.col_norms.iter().enumerate() {
-            raw += norm * dot64(&side.coefs[l * c..(l + 1) * c], r).abs();
-        }
-        raw *= self.gamma * f;
-        match self.instance() {
-            true => raw,
-            false => self.finish(raw, self.grad_norms[k]).abs(),
+    }
+
+    /// The query's share of the bound: `γ |scale| Σ_l ‖col_l‖ ‖c_l‖`, or `γ ‖f̄‖` (`γ` alone
+    /// for cosine, whose `‖f̄‖` cancels).
+    fn query_factor(&self, side: &TestSide) -> f64 {
+        match self.granularity {
+            Granularity::NearestDot => self.gamma * side.col_norms[0],
+            Granularity::NearestCosine => self.gamma,
+            Granularity::Token | Granularity::Instance => {
+                let coef_norms = side.coefs.chunks_exact(self.c).map(|c| dot64(c, c).sqrt());
+                let sum: f64 = side
+                    .col_norms
+                    .iter()
+                    .zip(coef_norms)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                self.gamma * self.scale.abs() * sum
+            }
         }
     }
 }
@@ -501,37 +516,60 @@ fn exact_item(
     ctx.sequence_score(side, item, sum)
 }
 
-/// Per chunk of the ranking pass: each query's candidates, the largest error bound seen.
-struct ChunkResult {
-    tops: Vec<TopK>,
-    max_bound: f64,
+/// The largest item factor of the error bound ([`Ctx::token_factor`]) over the items `keep`
+/// lets through; for instance granularity summed per sequence (then over its gradient norm
+/// when normalising).
+fn max_item_factor(ctx: &Ctx, keep: &(impl Fn(usize) -> bool + Sync)) -> f64 {
+    let index = ctx.index;
+    chunks(index)
+        .into_par_iter()
+        .map(|(tokens, seqs)| match ctx.instance() {
+            false => tokens
+                .filter(|&k| keep(k))
+                .map(|k| ctx.token_factor(k))
+                .fold(0.0, f64::max),
+            true => seqs
+                .filter(|&s| keep(s))
+                .map(|s| {
+                    let sum: f64 = index.sequence_tokens(s).map(|k| ctx.token_factor(k)).sum();
+                    match ctx.normalize {
+                        false => sum,
+                        true if ctx.grad_norms[s] > 0.0 => sum / ctx.grad_norms[s],
+                        true => 0.0,
+                    }
+                })
+                .fold(0.0, f64::max),
+        })
+        .reduce(|| 0.0, f64::max)
 }
 
-/// The top `k` supporting and opposing items of every prepared query, with exact scores.
-pub(crate) fn top_k(
+/// The top `k` supporting and opposing items of every prepared query, with exact scores, and
+/// how many queries needed the exact fallback.
+pub(crate) fn top_k<K, O>(
     index: &Index,
     options: &QueryOptions,
     prep: &Prepared,
     k: usize,
-    keep: &(dyn Fn(usize) -> bool + Sync),
-    offer: &(dyn Fn(&mut TopK, usize, f64) + Sync),
-) -> (Vec<TopK>, usize) {
+    keep: &K,
+    offer: &O,
+) -> (Vec<TopK>, usize)
+where
+    K: Fn(usize) -> bool + Sync,
+    O: Fn(&mut TopK, usize, f64) + Sync,
+{
     let ctx = Ctx::new(index, options);
     let nq = prep.sides.len();
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
     let k_ext = k + k.max(32);
-    let results: Vec<ChunkResult> = chunks(index)
+    let results: Vec<Vec<TopK>> = chunks(index)
         .into_par_iter()
         .map(|(tokens, seqs)| {
             let mut decoded = Vec::new();
             let mut dots = Array2::<f64>::zeros((BLOCK, prep.columns.nrows()));
             let mut w = vec![0.0; ctx.c];
             let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
-            // Instance granularity: per query and sequence, (approximate token shares, bound).
-            let mut seq_parts =
-                vec![vec![(0.0, 0.0); if ctx.instance() { seqs.len() } else { 0 }]; nq];
-            let mut max_bound = 0.0f64;
-            let seq_of = ctx.seq_of;
+            // Instance granularity: per query, the approximate token shares of each sequence.
+            let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
             for start in tokens.clone().step_by(BLOCK) {
                 let end = (start + BLOCK).min(tokens.end);
                 block_dots(index, prep, start..end, false, &mut decoded, &mut dots);
@@ -539,40 +577,31 @@ pub(crate) fn top_k(
                     for k in start..end {
                         let row = dots.row(k - start);
                         let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
-                        let bound = ctx.token_bound(side, k);
                         if ctx.instance() {
-                            let part = &mut seq_parts[q][seq_of[k] as usize - seqs.start];
-                            part.0 += ctx.instance_part(side, k, dk, &mut w);
-                            part.1 += bound;
-                            continue;
-                        }
-                        if keep(k) {
-                            max_bound = max_bound.max(bound);
+                            seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
+                                ctx.instance_part(side, k, dk, &mut w);
+                        } else if keep(k) {
                             offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
                         }
                     }
                 }
             }
-            if ctx.instance() {
-                for (q, side) in prep.sides.iter().enumerate() {
-                    for (i, &(part, bound)) in seq_parts[q].iter().enumerate() {
-                        let s = seqs.start + i;
-                        if keep(s) {
-                            let scaled = ctx.finish(bound, ctx.grad_norms[s]).abs();
-                            max_bound = max_bound.max(scaled);
-                            offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
-                        }
+            for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
+                for (i, &part) in seq_parts[q].iter().enumerate() {
+                    let s = seqs.start + i;
+                    if keep(s) {
+                        offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
                     }
                 }
             }
-            ChunkResult { tops, max_bound }
+            tops
         })
         .collect();
 
-    let max_bound = results.iter().map(|r| r.max_bound).fold(0.0, f64::max);
+    let item_factor = max_item_factor(&ctx, keep);
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
-    for r in results {
-        for (m, t) in merged.iter_mut().zip(r.tops) {
+    for tops in results {
+        for (m, t) in merged.iter_mut().zip(tops) {
             m.merge(t);
         }
     }
@@ -582,6 +611,7 @@ pub(crate) fn top_k(
         .enumerate()
         .map(|(q, approx)| {
             let side = &prep.sides[q];
+            let max_bound = ctx.query_factor(side) * item_factor;
             let (mut decoded, mut w) = (Vec::new(), vec![0.0; ctx.c]);
             let full = approx.is_full();
             let (worst_low, worst_high) = (approx.worst_supporting(), approx.worst_opposing());

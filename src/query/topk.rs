@@ -48,6 +48,9 @@ fn push_bounded<T: Ord>(heap: &mut BinaryHeap<T>, item: T, k: usize) {
 /// Max-heaps whose top is the worst entry kept, so a better candidate replaces it.
 pub(crate) struct TopK {
     k: usize,
+    /// Once an end is full: scores strictly past both cuts cannot enter either end.
+    low_cut: f64,
+    high_cut: f64,
     supporting: BinaryHeap<(Score, Id, u32)>,
     opposing: BinaryHeap<(Reverse<Score>, Id, u32)>,
 }
@@ -56,6 +59,8 @@ impl TopK {
     pub fn new(k: usize) -> TopK {
         TopK {
             k,
+            low_cut: f64::INFINITY,
+            high_cut: f64::NEG_INFINITY,
             supporting: BinaryHeap::with_capacity(k + 1),
             opposing: BinaryHeap::with_capacity(k + 1),
         }
@@ -64,6 +69,9 @@ impl TopK {
     /// Offers one score to both ends.
     #[inline]
     pub fn offer(&mut self, score: f64, doc_id: u64, position: u32, row: u64, label: u32) {
+        if score > self.low_cut && score < self.high_cut {
+            return; // the common case once both ends are full
+        }
         let id = (doc_id, position, row);
         push_bounded(&mut self.supporting, (Score(score), id, label), self.k);
         push_bounded(
@@ -71,6 +79,16 @@ impl TopK {
             (Reverse(Score(score)), id, label),
             self.k,
         );
+        self.update_cuts();
+    }
+
+    fn update_cuts(&mut self) {
+        if let Some(s) = self.kth_supporting() {
+            self.low_cut = s;
+        }
+        if let Some(s) = self.kth_opposing() {
+            self.high_cut = s;
+        }
     }
 
     /// Merges another TopK (e.g. a shard's) into this one.
@@ -81,6 +99,7 @@ impl TopK {
         for entry in other.opposing {
             push_bounded(&mut self.opposing, entry, self.k);
         }
+        self.update_cuts();
     }
 
     /// Whether both ends hold k entries.
