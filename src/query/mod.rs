@@ -127,27 +127,21 @@ impl Query {
     }
 }
 
-/// Whether an item passes the label and doc-id filters.
+/// Whether an item passes the label and doc-id filters, decided once per run for all items.
 fn filter<'a>(index: &'a Index, options: &'a QueryOptions) -> impl Fn(usize) -> bool + Sync + 'a {
-    let c = index.crf().num_labels();
-    let allowed: Option<Vec<bool>> = options.labels.as_ref().map(|ls| {
-        let mut v = vec![false; c];
-        ls.iter().for_each(|&l| v[l as usize] = true);
-        v
-    });
-    let excluded = &options.excluded_docs;
     let instance = options.granularity == Granularity::Instance;
-    move |item| {
-        let seq = if instance {
-            item
-        } else {
-            index.tokens.sequences.as_slice()[item] as usize
-        };
-        if !excluded.is_empty() && excluded.contains(&index.seqs.doc_ids.as_slice()[seq]) {
-            return false;
+    let mask: Option<Vec<bool>> = (options.labels.is_some() || !options.excluded_docs.is_empty()).then(|| {
+        let c = index.crf().num_labels();
+        let mut allowed = vec![options.labels.is_none(); c];
+        options.labels.iter().flatten().for_each(|&l| allowed[l as usize] = true);
+        let doc_ok: Vec<bool> = index.sequence_doc_ids().iter().map(|d| !options.excluded_docs.contains(d)).collect();
+        match instance {
+            true => doc_ok,
+            false => {
+                let (seq_of, labels) = (index.tokens.sequences.as_slice(), index.tokens.labels.as_slice());
+                (0..index.num_tokens()).map(|k| doc_ok[seq_of[k] as usize] && allowed[labels[k] as usize]).collect()
+            }
         }
-        allowed
-            .as_ref()
-            .is_none_or(|a| a[index.tokens.labels.as_slice()[item] as usize])
-    }
+    });
+    move |item| mask.as_ref().is_none_or(|m| m[item])
 }

@@ -227,9 +227,9 @@ impl<'a> Ctx<'a> {
 
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
-    fn token_score(&self, side: &TestSide, k: usize, dots: &[f64], w: &mut [f64]) -> f64 {
+    fn token_score<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D], w: &mut [f64]) -> f64 {
         if self.nearest() {
-            let mut sim = dots[0];
+            let mut sim: f64 = dots[0].into();
             if self.granularity == Granularity::NearestCosine {
                 let norm = self.feature_norms[k] * side.mean_norm;
                 sim = if norm > 0.0 { sim / norm } else { 0.0 };
@@ -257,7 +257,7 @@ impl<'a> Ctx<'a> {
 
     /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.
     #[inline]
-    fn instance_part(&self, side: &TestSide, k: usize, dots: &[f64], w: &mut [f64]) -> f64 {
+    fn instance_part<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D], w: &mut [f64]) -> f64 {
         side.emission_part(dots, w, self.c);
         dot64(w, self.r(k))
     }
@@ -345,9 +345,10 @@ impl<'a> Ctx<'a> {
 impl TestSide {
     /// `w = Σ_l dots_l c_l + G_b`.
     #[inline]
-    fn emission_part(&self, dots: &[f64], w: &mut [f64], c: usize) {
+    fn emission_part<D: Copy + Into<f64>>(&self, dots: &[D], w: &mut [f64], c: usize) {
         w.iter_mut().for_each(|v| *v = 0.0);
-        for (x, coef) in dots.iter().zip(self.coefs.chunks_exact(c)) {
+        for (&x, coef) in dots.iter().zip(self.coefs.chunks_exact(c)) {
+            let x: f64 = x.into();
             for (wj, cj) in w.iter_mut().zip(coef) {
                 *wj += x * cj;
             }
@@ -411,31 +412,56 @@ fn chunks(index: &Index) -> Vec<(Range<usize>, Range<usize>)> {
     out
 }
 
-/// Dots of rows `[start, end)` with the given columns: exact (f64) or by sgemm (f32).
-fn block_dots(
-    index: &Index,
-    prep: &Prepared,
-    rows: Range<usize>,
-    exact: bool,
-    decoded: &mut Vec<f32>,
-    out: &mut Array2<f64>,
-) {
+/// Exact dots (f64) of rows `[start, end)` with every column, into `out` (rb × L).
+fn exact_block_dots(index: &Index, prep: &Prepared, rows: Range<usize>, decoded: &mut Vec<f32>, out: &mut Array2<f64>) {
     let d = index.crf().feature_dim();
-    let rb = rows.len();
     let x = index.features.rows(rows.start, rows.end, d, decoded);
-    let mut dots: ArrayViewMut2<f64> = out.slice_mut(s![..rb, ..]);
-    if exact {
-        for (i, row) in x.chunks_exact(d).enumerate() {
-            for (l, col) in prep.columns.outer_iter().enumerate() {
-                dots[[i, l]] = dot_exact(row, col.as_slice().unwrap_or(&[]));
+    for (i, row) in x.chunks_exact(d).enumerate() {
+        for (l, col) in prep.columns.outer_iter().enumerate() {
+            out[[i, l]] = dot_exact(row, col.as_slice().unwrap_or(&[]));
+        }
+    }
+}
+
+/// `Σ_i a_i b_i` in f32 with 16 independent partial sums (vectorises; its rounding error is
+/// within the `γ` bound of recursive summation).
+#[inline]
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Rows per block of the ranking pass: larger, to amortise sgemm's packing of the columns.
+const RANK_BLOCK: usize = 256;
+
+/// f32 dots of rows `[start, end)` with every column by OpenBLAS (sgemv for one column,
+/// sgemm otherwise), into `out` (rb × L, row-major).
+fn ranking_block_dots(index: &Index, prep: &Prepared, rows: Range<usize>, decoded: &mut Vec<f32>, out: &mut [f32]) {
+    let d = index.crf().feature_dim();
+    let (rb, l) = (rows.len(), prep.columns32.nrows());
+    let x = index.features.rows(rows.start, rows.end, d, decoded);
+    let (Ok(x), Ok(mut y)) = (ArrayView2::from_shape((rb, d), x), ArrayViewMut2::from_shape((rb, l), &mut out[..rb * l])) else {
+        return; // cannot happen: `rows` returns rb × d values and `out` holds RANK_BLOCK × L
+    };
+    if l <= 4 {
+        // A few columns: a streaming kernel beats a GEMM call per block (and does not start
+        // OpenBLAS threads inside our own).
+        for (i, row) in x.outer_iter().enumerate() {
+            let row = row.as_slice().unwrap_or(&[]);
+            for (j, col) in prep.columns32.outer_iter().enumerate() {
+                y[[i, j]] = dot_f32(row, col.as_slice().unwrap_or(&[]));
             }
         }
     } else {
-        let Ok(x) = ArrayView2::from_shape((rb, d), x) else {
-            return; // cannot happen: `rows` returns rb × d values
-        };
-        let product = x.dot(&prep.columns32.t());
-        dots.zip_mut_with(&product, |o, &v| *o = f64::from(v));
+        ndarray::linalg::general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut y);
     }
 }
 
@@ -464,7 +490,7 @@ pub(crate) fn exact_scores(
             let seq_of = index.tokens.sequences.as_slice();
             for start in tokens.clone().step_by(BLOCK) {
                 let end = (start + BLOCK).min(tokens.end);
-                block_dots(index, prep, start..end, true, &mut decoded, &mut dots);
+                exact_block_dots(index, prep, start..end, &mut decoded, &mut dots);
                 for k in start..end {
                     let row = dots.row(k - start);
                     let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
@@ -516,6 +542,171 @@ fn exact_item(
     ctx.sequence_score(side, item, sum)
 }
 
+/// Ranking pass for a few columns: streaming dot kernels and the per-pair formulas, parallel
+/// over chunks of whole sequences. One TopK per query per chunk.
+fn scan_few<K, O>(ctx: &Ctx, prep: &Prepared, k_ext: usize, keep: &K, offer: &O) -> Vec<Vec<TopK>>
+where
+    K: Fn(usize) -> bool + Sync,
+    O: Fn(&mut TopK, usize, f64) + Sync,
+{
+    let index = ctx.index;
+    let nq = prep.sides.len();
+    chunks(index)
+        .into_par_iter()
+        .map(|(tokens, seqs)| {
+            let mut decoded = Vec::new();
+            let num_cols = prep.columns32.nrows();
+            let mut dots = vec![0.0f32; RANK_BLOCK * num_cols];
+            let mut w = vec![0.0; ctx.c];
+            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
+            // Instance granularity: per query, the approximate token shares of each sequence.
+            let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
+            for start in tokens.clone().step_by(RANK_BLOCK) {
+                let end = (start + RANK_BLOCK).min(tokens.end);
+                ranking_block_dots(index, prep, start..end, &mut decoded, &mut dots);
+                for k in start..end {
+                    let at = (k - start) * num_cols;
+                    let (row, kept) = (&dots[at..at + num_cols], ctx.instance() || keep(k));
+                    for (q, side) in prep.sides.iter().enumerate().filter(|_| kept) {
+                        let dk = &row[side.cols.clone()];
+                        if ctx.instance() {
+                            seq_parts[q][ctx.seq_of[k] as usize - seqs.start] += ctx.instance_part(side, k, dk, &mut w);
+                        } else {
+                            offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
+                        }
+                    }
+                }
+            }
+            for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
+                for (i, &part) in seq_parts[q].iter().enumerate() {
+                    let s = seqs.start + i;
+                    if keep(s) {
+                        offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
+                    }
+                }
+            }
+            tops
+        })
+        .collect()
+}
+
+/// Rows per block of the GEMM ranking pass.
+const GEMM_BLOCK: usize = 2048;
+
+/// Ranking pass for many columns (batches): everything per pair is a GEMM too (DESIGN.md §3's
+/// O(C) per pair, regrouped). With `E = R·Coefᵀ` (E[k,l] = c_l·r_k) and the token's dense
+/// terms as one vector `a_k = [vec(ȳ_p ⊗ r_k + r_k ⊗ ȳ_n), r_k, [first] r_k, [last] r_k]`
+/// against `G_q = [vec(G_A), G_b, G_s, G_e]`:
+/// `g_test·g_k = Σ_{l∈q} dots[k,l] E[k,l] + a_k·G_q`, so a pair costs a few flops after three
+/// GEMMs (OpenBLAS threads them; this loop is sequential). Instance granularity keeps only
+/// `a_k = R_k`, `G_q = G_b` per token.
+fn scan_gemm<K, O>(ctx: &Ctx, prep: &Prepared, k_ext: usize, keep: &K, offer: &O) -> TopKs
+where
+    K: Fn(usize) -> bool + Sync,
+    O: Fn(&mut TopK, usize, f64) + Sync,
+{
+    let index = ctx.index;
+    let (c, d, n) = (ctx.c, ctx.d, index.num_tokens());
+    let nq = prep.sides.len();
+    let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
+    let mut seq_parts = vec![vec![0.0; if ctx.instance() { index.num_sequences() } else { 0 }]; nq];
+    let coefs = Array2::from_shape_vec(
+        (prep.columns32.nrows(), c),
+        prep.sides.iter().flat_map(|s| s.coefs.iter().copied()).collect(),
+    )
+    .unwrap_or_else(|_| Array2::zeros((prep.columns32.nrows(), c)));
+    let width = if ctx.instance() { c } else { c * c + 3 * c };
+    let g = Array2::from_shape_fn((nq, width), |(q, j)| {
+        let side = &prep.sides[q];
+        let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
+        match (ctx.instance(), j) {
+            (true, j) => at(&side.bias, j),
+            (false, j) if j < c * c => side.transitions[j],
+            (false, j) if j < c * c + c => at(&side.bias, j - c * c),
+            (false, j) if j < c * c + 2 * c => at(&side.start, j - c * c - c),
+            (false, j) => at(&side.end, j - c * c - 2 * c),
+        }
+    });
+    let mut decoded = Vec::new();
+    let mut aux = Array2::<f64>::zeros((GEMM_BLOCK, width));
+    let mut w = vec![0.0; c];
+    for start in (0..n).step_by(GEMM_BLOCK) {
+        let end = (start + GEMM_BLOCK).min(n);
+        let rb = end - start;
+        let x = index.features.rows(start, end, d, &mut decoded);
+        let (Ok(x), Ok(r)) = (
+            ArrayView2::from_shape((rb, d), x),
+            ArrayView2::from_shape((rb, c), &ctx.errors[start * c..end * c]),
+        ) else {
+            continue; // cannot happen: both slices have exactly these sizes
+        };
+        let dots = x.dot(&prep.columns32.t()); // rb × L, sgemm
+        if ctx.nearest() {
+            for (i, row) in dots.outer_iter().enumerate().filter(|(i, _)| keep(start + i)) {
+                let row = row.as_slice().unwrap_or(&[]);
+                for (q, side) in prep.sides.iter().enumerate() {
+                    offer(&mut tops[q], start + i, ctx.token_score(side, start + i, &row[side.cols.clone()], &mut w));
+                }
+            }
+            continue;
+        }
+        let e = r.dot(&coefs.t()); // rb × L, dgemm (K = C)
+        let mut a = aux.slice_mut(s![..rb, ..]);
+        a.fill(0.0);
+        if ctx.instance() {
+            a.assign(&r);
+        } else {
+            for (i, mut row) in a.outer_iter_mut().enumerate() {
+                let (k, rk) = (start + i, r.row(i));
+                let (p, nx) = (ctx.prev[k], ctx.next[k]);
+                for j in 0..c {
+                    if p != NO_LABEL {
+                        row[p as usize * c + j] += rk[j];
+                    }
+                    if nx != NO_LABEL {
+                        row[j * c + nx as usize] += rk[j];
+                    }
+                    row[c * c + j] = rk[j];
+                    if p == NO_LABEL {
+                        row[c * c + c + j] = rk[j];
+                    }
+                    if nx == NO_LABEL {
+                        row[c * c + 2 * c + j] = rk[j];
+                    }
+                }
+            }
+        }
+        let v = a.dot(&g.t()); // rb × Q, dgemm
+        for i in 0..rb {
+            let k = start + i;
+            if !ctx.instance() && !keep(k) {
+                continue;
+            }
+            let (dots_k, e_k) = (dots.row(i), e.row(i));
+            for (q, side) in prep.sides.iter().enumerate() {
+                let mut raw = v[[i, q]];
+                for l in side.cols.clone() {
+                    raw += f64::from(dots_k[l]) * e_k[l];
+                }
+                match ctx.instance() {
+                    true => seq_parts[q][ctx.seq_of[k] as usize] += raw,
+                    false => offer(&mut tops[q], k, ctx.finish(raw, ctx.grad_norms[k])),
+                }
+            }
+        }
+    }
+    for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
+        for (s, &part) in seq_parts[q].iter().enumerate() {
+            if keep(s) {
+                offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
+            }
+        }
+    }
+    tops
+}
+
+type TopKs = Vec<TopK>;
+
 /// The largest item factor of the error bound ([`Ctx::token_factor`]) over the items `keep`
 /// lets through; for instance granularity summed per sequence (then over its gradient norm
 /// when normalising).
@@ -561,45 +752,13 @@ where
     let nq = prep.sides.len();
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
     let k_ext = k + k.max(32);
-    let results: Vec<Vec<TopK>> = chunks(index)
-        .into_par_iter()
-        .map(|(tokens, seqs)| {
-            let mut decoded = Vec::new();
-            let mut dots = Array2::<f64>::zeros((BLOCK, prep.columns.nrows()));
-            let mut w = vec![0.0; ctx.c];
-            let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
-            // Instance granularity: per query, the approximate token shares of each sequence.
-            let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
-            for start in tokens.clone().step_by(BLOCK) {
-                let end = (start + BLOCK).min(tokens.end);
-                block_dots(index, prep, start..end, false, &mut decoded, &mut dots);
-                for (q, side) in prep.sides.iter().enumerate() {
-                    for k in start..end {
-                        let row = dots.row(k - start);
-                        let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
-                        if ctx.instance() {
-                            seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
-                                ctx.instance_part(side, k, dk, &mut w);
-                        } else if keep(k) {
-                            offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
-                        }
-                    }
-                }
-            }
-            for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
-                for (i, &part) in seq_parts[q].iter().enumerate() {
-                    let s = seqs.start + i;
-                    if keep(s) {
-                        offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
-                    }
-                }
-            }
-            tops
-        })
-        .collect();
-
+    let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= 4 {
+        true => scan_few(&ctx, prep, k_ext, keep, offer),
+        false => vec![scan_gemm(&ctx, prep, k_ext, keep, offer)],
+    };
     let item_factor = max_item_factor(&ctx, keep);
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
+    let index = ctx.index;
     for tops in results {
         for (m, t) in merged.iter_mut().zip(tops) {
             m.merge(t);
