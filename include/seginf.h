@@ -500,7 +500,8 @@ seginf_status seginf_index_builder_add(seginf_index_builder *builder,
 // Adds `num_seqs` sequences stored back to back: sequence i has seq_lengths[i] tokens, id
 // doc_ids[i]; `features` holds sum(seq_lengths) x d floats and `labels` sum(seq_lengths)
 // labels. Progress is reported after each sequence. On any error or a cancel, none of the
-// batch is added. Errors: as seginf_index_builder_add.
+// batch is added; num_seqs = 0 adds nothing and succeeds. Errors: as
+// seginf_index_builder_add.
 seginf_status seginf_index_builder_add_batch(seginf_index_builder *builder,
                                              const uint64_t *doc_ids,
                                              const float *features,
@@ -512,8 +513,9 @@ seginf_status seginf_index_builder_add_batch(seginf_index_builder *builder,
 size_t seginf_index_builder_num_tokens(const seginf_index_builder *builder);
 
 // Finishes the index into *out. The builder is consumed (freed) whenever `builder` and `out`
-// are non-NULL, on success and on error alike; with a NULL `out` it is left untouched.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no tokens were added).
+// are non-NULL, on success and on error alike (a misaligned `out` included); with a NULL
+// `out` it is left untouched.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no tokens were added, misaligned `out`).
 seginf_status seginf_index_builder_finish(seginf_index_builder *builder,
                                           seginf_index **out);
 
@@ -605,8 +607,9 @@ size_t seginf_query_num_items(const seginf_query *query);
 // Ranks training items against the segment [first, last] (inclusive, any length) of one test
 // sequence (features n x d, labels n: gold or predicted, the caller chooses). Writes up to
 // k_capacity hits into each of `supporting` (most negative score first) and `opposing` (most
-// positive first), found in one pass; *found = how many were written to each (fewer than
-// k_capacity only when the filters leave fewer items). Ties break by (doc_id, position).
+// positive first; the two buffers must not overlap), found in one pass; *found = how many were
+// written to each (fewer than k_capacity only when the filters leave fewer items). Ties break
+// by (doc_id, position). Reported scores are exact (f64), as seginf_query_scores gives them.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (k_capacity = 0, a bad option mix), NON_FINITE,
 // DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS.
 seginf_status seginf_query_run(seginf_query *query,
@@ -624,7 +627,8 @@ seginf_status seginf_query_run(seginf_query *query,
 // stored back to back: sequence i has seq_lengths[i] tokens (`features`: sum x d, `labels`:
 // sum). Segment j is [seg_first[j], seg_last[j]] of sequence seg_seq[j]. Its hits go to
 // supporting[j*k_capacity ...] and opposing[j*k_capacity ...], their count to found[j].
-// Errors: as seginf_query_run.
+// Results equal those of seginf_query_run on each segment. Error messages name the failing
+// segment. Errors: as seginf_query_run; INVALID_ARGUMENT when num_segments = 0.
 seginf_status seginf_query_run_batch(seginf_query *query,
                                      const float *features,
                                      const uint32_t *labels,

@@ -5,7 +5,12 @@
 //! - `SEGINF_VERSION_*` and `seginf_version()` match Cargo.toml.
 //! - Every program in `examples-c/` is built against the shared library and run under
 //!   AddressSanitizer + UBSan (LeakSanitizer included where it can run); what the programs print
-//!   is recomputed here through the Rust API and compared value by value.
+//!   is recomputed here through the Rust API and compared value by value: the CRF
+//!   (`crf_basic.c`, `crf_raii.cpp`) and the index and queries (`index_query.c`,
+//!   `index_query.cpp`, the latter with F16 storage).
+//! - `null_args.c` and `index_null_args.c` feed every entry point bad input and check the exact
+//!   status, the message and that outputs stay untouched; between them they call every
+//!   exported function.
 //!
 //! Cargo does not tell tests where the cdylib is, so the library is built once per run of this
 //! binary by a nested `cargo build --lib` into a target directory of its own
@@ -17,8 +22,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use ndarray::{Array2, ArrayView2};
-use seginf::{ConstraintMask, Crf, Error, LoadOptions, TagScheme};
+use seginf::index::TrainingSequence;
+use seginf::{
+    BuildOptions, ConstraintMask, Crf, Error, Granularity, Hessian, Index, IndexBuilder,
+    LoadOptions, Normalization, Query, Storage, TagScheme, TestSegment, TopHits,
+};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -830,11 +842,428 @@ fn crf_raii_prints_what_rust_computes() {
     p.finish();
 }
 
-// ---- examples-c/null_args.c ------------------------------------------------------------------
+// ---- examples-c/index_query.c ---------------------------------------------------------------
+
+/// A labelled sequence as the index programs make them: caller id, features (n × d), labels.
+struct Sequence {
+    doc_id: u64,
+    features: Array2<f32>,
+    labels: Vec<u32>,
+}
+
+impl Sequence {
+    fn segment(&self, first: usize, last: usize) -> TestSegment<'_> {
+        TestSegment {
+            features: self.features.view(),
+            labels: &self.labels,
+            first,
+            last,
+        }
+    }
+
+    fn training(&self) -> TrainingSequence<'_> {
+        TrainingSequence {
+            doc_id: self.doc_id,
+            features: self.features.view(),
+            labels: &self.labels,
+        }
+    }
+}
+
+/// The model of index_query.c: 4 labels, 5 features, bias, start and end, no -inf anywhere.
+fn index_query_model() -> Crf {
+    const C: usize = 4;
+    const D: usize = 5;
+    let weights: Vec<f32> = (0..C * D)
+        .map(|k| dyadic(((k / D) * 7 + (k % D) * 3 + 2) % 11, 5, 8.0))
+        .collect();
+    let transitions: Vec<f32> = (0..C * C)
+        .map(|k| dyadic(((k / C) * 5 + (k % C) * 3 + 1) % 9, 4, 8.0))
+        .collect();
+    let bias: Vec<f32> = (0..C).map(|i| dyadic((i * 5 + 1) % 4, 2, 8.0)).collect();
+    let start: Vec<f32> = (0..C).map(|i| dyadic((2 * i + 1) % 5, 2, 8.0)).collect();
+    let end: Vec<f32> = (0..C).map(|i| dyadic((3 * i + 2) % 5, 2, 8.0)).collect();
+    Crf::from_f32(
+        C,
+        D,
+        &weights,
+        Some(&bias),
+        &transitions,
+        Some(&start),
+        Some(&end),
+    )
+    .unwrap()
+}
+
+/// The 12 training sequences of index_query.c (docs 100..112, 3 to 7 tokens).
+fn index_query_training() -> Vec<Sequence> {
+    (0..12)
+        .map(|i| {
+            let n = 3 + (3 * i) % 5;
+            Sequence {
+                doc_id: 100 + i as u64,
+                features: Array2::from_shape_fn((n, 5), |(t, j)| {
+                    dyadic((i * 7 + t * 5 + j * 3 + i * t + 1) % 17, 8, 4.0)
+                }),
+                labels: (0..n)
+                    .map(|t| ((i + 2 * t + (i * t) % 3) % 4) as u32)
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The two test sequences of index_query.c.
+fn index_query_tests() -> Vec<Sequence> {
+    [vec![0, 1, 2, 0, 3, 0], vec![1, 2, 2, 0, 3]]
+        .into_iter()
+        .enumerate()
+        .map(|(s, labels)| Sequence {
+            doc_id: s as u64,
+            features: Array2::from_shape_fn((labels.len(), 5), |(t, j)| {
+                dyadic((s * 11 + t * 3 + j * 7 + s * t + 4) % 15, 7, 4.0)
+            }),
+            labels,
+        })
+        .collect()
+}
+
+/// The `seginf_storage` value the C ABI reports for a storage type.
+fn storage_code(storage: Storage) -> u64 {
+    match storage {
+        Storage::F32 => 0,
+        Storage::F16 => 1,
+        Storage::Int8 => 2,
+    }
+}
+
+/// Checks the lines `<key>_found`, `<key>_supporting` and `<key>_opposing` (hits printed as
+/// `doc_id position label score`) against hits computed here.
+fn expect_hits(p: &mut Printed, key: &str, want: &TopHits) {
+    assert_eq!(want.supporting.len(), want.opposing.len(), "{key}");
+    p.expect_integers(&format!("{key}_found"), &[want.supporting.len() as u64]);
+    for (end, hits) in [
+        ("supporting", &want.supporting),
+        ("opposing", &want.opposing),
+    ] {
+        let line = format!("{key}_{end}");
+        let words = p.words(&line);
+        assert_eq!(
+            words.len(),
+            4 * hits.len(),
+            "{line}: {} words for {} hits",
+            words.len(),
+            hits.len()
+        );
+        let ids: Vec<u64> = words
+            .chunks(4)
+            .flat_map(|w| &w[..3])
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{line}: {v:?} is not an integer"))
+            })
+            .collect();
+        let want_ids: Vec<u64> = hits
+            .iter()
+            .flat_map(|h| [h.doc_id, u64::from(h.position), u64::from(h.label)])
+            .collect();
+        assert_eq!(
+            ids, want_ids,
+            "{line}: (doc_id, position, label) of each hit"
+        );
+        let scores: Vec<f64> = words
+            .chunks(4)
+            .map(|w| {
+                w[3].parse()
+                    .unwrap_or_else(|_| panic!("{line}: {:?} is not a number", w[3]))
+            })
+            .collect();
+        let want_scores: Vec<f64> = hits.iter().map(|h| h.score).collect();
+        assert_close(&line, &scores, &want_scores);
+    }
+}
 
 #[test]
-fn null_args_gets_the_right_error_from_every_function() {
-    let ran = build_and_run(&example("null_args.c"), "null_args");
+fn index_query_prints_what_rust_computes() {
+    let ran = build_and_run(&example("index_query.c"), "index_query_c");
+    let scratch = ran.dir.clone();
+    let stdout = ran.expect_success();
+    let mut p = Printed::parse(&stdout);
+    let crf = Arc::new(index_query_model());
+    let train = index_query_training();
+    let tests = index_query_tests();
+    let total: usize = train.iter().map(|s| s.labels.len()).sum();
+
+    // Built as the C program builds it: 5 sequences one at a time, then a batch of 7, each call
+    // reporting progress against the announced total.
+    let mut builder = IndexBuilder::new(
+        Arc::clone(&crf),
+        BuildOptions {
+            storage: Storage::F32,
+            expected_tokens: total as u64,
+        },
+    );
+    let (mut calls, mut last) = (0u64, (0u64, 0u64));
+    let mut report = |done: u64, total: u64| {
+        calls += 1;
+        last = (done, total);
+        true
+    };
+    for seq in &train[..5] {
+        builder
+            .add_batch(&[seq.training()], Some(&mut report))
+            .unwrap();
+    }
+    let one_by_one = builder.num_tokens() as u64;
+    let batch: Vec<TrainingSequence> = train[5..].iter().map(Sequence::training).collect();
+    builder.add_batch(&batch, Some(&mut report)).unwrap();
+    p.expect_integers("tokens_one_by_one", &[one_by_one]);
+    p.expect_integers("tokens_built", &[builder.num_tokens() as u64]);
+    p.expect_integers("progress", &[calls, last.0, last.1]);
+    let index = Arc::new(builder.finish().unwrap());
+    let n = index.num_tokens();
+    assert_eq!(n, total);
+    p.expect_integers(
+        "reopened",
+        &[
+            n as u64,
+            index.num_sequences() as u64,
+            storage_code(index.storage()),
+        ],
+    );
+    let ids: Vec<u64> = (0..n)
+        .flat_map(|k| {
+            let (doc, position) = index.token_id(k);
+            [doc, u64::from(position), u64::from(index.token_label(k))]
+        })
+        .collect();
+    p.expect_integers("token_ids", &ids);
+    p.expect_close("token_loss", index.token_losses());
+    p.expect_close("token_entropy", index.token_entropies());
+    p.expect_close("token_grad_norm", index.token_grad_norms());
+
+    // The same query object throughout, its options changed between runs as in the program.
+    let (t0, t1) = (&tests[0], &tests[1]);
+    let mut q = Query::new(Arc::clone(&index));
+    p.expect_integers("num_items_token", &[q.num_items() as u64]);
+    expect_hits(
+        &mut p,
+        "token_single",
+        &q.run(&t0.segment(3, 3), 5).unwrap(),
+    );
+    expect_hits(
+        &mut p,
+        "token_entity",
+        &q.run(&t0.segment(1, 2), 5).unwrap(),
+    );
+    q.options.granularity = Granularity::Instance;
+    p.expect_integers("num_items_instance", &[q.num_items() as u64]);
+    expect_hits(&mut p, "instance", &q.run(&t0.segment(1, 2), 3).unwrap());
+    q.options.granularity = Granularity::NearestCosine;
+    expect_hits(
+        &mut p,
+        "nearest_cosine",
+        &q.run(&t0.segment(1, 2), 5).unwrap(),
+    );
+    q.options.granularity = Granularity::Token;
+    q.options.normalization = Normalization::GradientNorm;
+    expect_hits(
+        &mut p,
+        "gradient_norm",
+        &q.run(&t0.segment(1, 2), 5).unwrap(),
+    );
+    q.options.normalization = Normalization::None;
+    q.options.labels = Some(vec![0, 3]);
+    q.options.excluded_docs = HashSet::from([106]);
+    let filtered = q.run(&t0.segment(1, 2), 5).unwrap();
+    assert!(
+        filtered
+            .supporting
+            .iter()
+            .chain(&filtered.opposing)
+            .all(|h| h.doc_id != 106 && (h.label == 0 || h.label == 3)),
+        "the filters let through {filtered:?}"
+    );
+    expect_hits(&mut p, "filtered", &filtered);
+    q.options.labels = None;
+    q.options.excluded_docs.clear();
+    let segments = [t0.segment(0, 0), t0.segment(1, 2), t1.segment(0, 2)];
+    for (j, hits) in q.run_batch(&segments, 5).unwrap().iter().enumerate() {
+        expect_hits(&mut p, &format!("batch_{j}"), hits);
+    }
+    let scores = q.scores(&t1.segment(0, 2)).unwrap();
+    p.expect_close("scores", &scores);
+    q.options.hessian = Hessian::Identity { damping: 0.5 };
+    let damped = q.scores(&t1.segment(0, 2)).unwrap();
+    p.expect_close("scores_damped", &damped);
+
+    // The file the program saved holds the same index.
+    let saved = Index::open(&scratch.join("index_query.seginf"), Arc::clone(&crf))
+        .expect("open the index index_query.c saved");
+    assert_eq!(
+        (saved.num_tokens(), saved.num_sequences(), saved.storage()),
+        (n, index.num_sequences(), Storage::F32)
+    );
+    assert_eq!(saved.token_grad_norms(), index.token_grad_norms());
+    let mut from_file = Query::new(Arc::new(saved));
+    from_file.options.hessian = Hessian::Identity { damping: 0.5 };
+    assert_close(
+        "scores from the saved file",
+        &from_file.scores(&t1.segment(0, 2)).unwrap(),
+        &damped,
+    );
+
+    // A build cancelled from its progress callback at the second report.
+    let mut cancelled = IndexBuilder::new(Arc::clone(&crf), BuildOptions::default());
+    let mut calls = 0u32;
+    let mut stop_at_second = |_: u64, _: u64| {
+        calls += 1;
+        calls < 2
+    };
+    cancelled
+        .add_batch(&[train[0].training()], Some(&mut stop_at_second))
+        .unwrap();
+    let before = cancelled.num_tokens() as u64;
+    let batch: Vec<TrainingSequence> = train[1..4].iter().map(Sequence::training).collect();
+    let e = cancelled
+        .add_batch(&batch, Some(&mut stop_at_second))
+        .unwrap_err();
+    assert!(matches!(e, Error::Cancelled(_)), "{e:?}");
+    assert_eq!(p.rest("cancel_status"), status_name(&e));
+    assert_eq!(p.rest("cancel_message"), e.to_string());
+    p.expect_integers("cancel_tokens", &[before, cancelled.num_tokens() as u64]);
+    p.expect_integers("cancel_progress_calls", &[u64::from(calls)]);
+    p.finish();
+}
+
+// ---- examples-c/index_query.cpp --------------------------------------------------------------
+
+/// The model of index_query.cpp (5 labels, 4 features, no end scores); `weight_shift` is added
+/// to the first weight (0.125 makes the "other" CRF of its model-mismatch check).
+fn index_query_cpp_model(weight_shift: f32) -> Crf {
+    const C: usize = 5;
+    const D: usize = 4;
+    let mut weights: Vec<f32> = (0..C * D)
+        .map(|k| dyadic(((k / D) * 3 + (k % D) * 5 + 1) % 10, 5, 8.0))
+        .collect();
+    let transitions: Vec<f32> = (0..C * C)
+        .map(|k| dyadic(((k / C) * 4 + (k % C) * 7 + 3) % 10, 5, 8.0))
+        .collect();
+    let bias: Vec<f32> = (0..C).map(|i| dyadic(i % 3, 1, 8.0)).collect();
+    let start: Vec<f32> = (0..C).map(|i| dyadic((2 * i) % 5, 2, 8.0)).collect();
+    weights[0] += weight_shift;
+    Crf::from_f32(
+        C,
+        D,
+        &weights,
+        Some(&bias),
+        &transitions,
+        Some(&start),
+        None,
+    )
+    .unwrap()
+}
+
+/// Training and test sequences of index_query.cpp. Features are sevenths: not exact in half
+/// precision (so F16 storage really rounds), but a single correctly rounded division, so the
+/// C++ program and this test get the same float bits.
+fn index_query_cpp_data() -> (Vec<Sequence>, Vec<Sequence>) {
+    let train = (0..10)
+        .map(|i| {
+            let n = 2 + (2 * i) % 5;
+            Sequence {
+                doc_id: 500 + 3 * i as u64,
+                features: Array2::from_shape_fn((n, 4), |(t, k)| {
+                    dyadic((i * 5 + t * 3 + k * 11 + 2) % 19, 9, 7.0)
+                }),
+                labels: (0..n)
+                    .map(|t| ((i + 3 * t + (i * t) % 2) % 5) as u32)
+                    .collect(),
+            }
+        })
+        .collect();
+    let tests = [vec![0, 1, 2, 0, 3], vec![3, 4, 0, 1]]
+        .into_iter()
+        .enumerate()
+        .map(|(s, labels)| Sequence {
+            doc_id: s as u64,
+            features: Array2::from_shape_fn((labels.len(), 4), |(t, k)| {
+                dyadic((s * 13 + t * 5 + k * 3 + 1) % 17, 8, 7.0)
+            }),
+            labels,
+        })
+        .collect();
+    (train, tests)
+}
+
+#[test]
+fn index_query_cpp_prints_what_rust_computes() {
+    let ran = build_and_run(&example("index_query.cpp"), "index_query_cpp");
+    let scratch = ran.dir.clone();
+    let stdout = ran.expect_success();
+    let mut p = Printed::parse(&stdout);
+    let crf = Arc::new(index_query_cpp_model(0.0));
+    let (train, tests) = index_query_cpp_data();
+
+    let mut builder = IndexBuilder::new(
+        Arc::clone(&crf),
+        BuildOptions {
+            storage: Storage::F16,
+            expected_tokens: 0,
+        },
+    );
+    let batch: Vec<TrainingSequence> = train.iter().map(Sequence::training).collect();
+    builder.add_batch(&batch, None).unwrap();
+    p.expect_integers("built_tokens", &[builder.num_tokens() as u64]);
+    let index = Arc::new(builder.finish().unwrap());
+    let dims = [
+        index.num_tokens() as u64,
+        index.num_sequences() as u64,
+        storage_code(Storage::F16),
+    ];
+    assert_eq!(index.storage(), Storage::F16);
+    p.expect_integers("built", &dims);
+    p.expect_integers("reopened", &dims);
+
+    let mut q = Query::new(Arc::clone(&index));
+    let entity = q.run(&tests[0].segment(1, 2), 4).unwrap();
+    expect_hits(&mut p, "entity", &entity);
+    let segments = [
+        tests[0].segment(3, 3),
+        tests[1].segment(0, 1),
+        tests[1].segment(2, 3),
+    ];
+    for (j, hits) in q.run_batch(&segments, 4).unwrap().iter().enumerate() {
+        expect_hits(&mut p, &format!("batch_{j}"), hits);
+    }
+    q.options.granularity = Granularity::Instance;
+    expect_hits(
+        &mut p,
+        "instance",
+        &q.run(&tests[1].segment(0, 1), 2).unwrap(),
+    );
+
+    // The saved F16 file ranks the same, and refuses a CRF it was not built for.
+    let path = scratch.join("index_query_f16.seginf");
+    let saved = Index::open(&path, Arc::clone(&crf)).expect("open the index index_query.cpp saved");
+    assert_eq!(saved.storage(), Storage::F16);
+    let mut from_file = Query::new(Arc::new(saved));
+    assert_eq!(from_file.run(&tests[0].segment(1, 2), 4).unwrap(), entity);
+    let other = Arc::new(index_query_cpp_model(0.125));
+    let e = Index::open(&path, other).unwrap_err();
+    assert!(matches!(e, Error::ModelMismatch(_)), "{e:?}");
+    p.expect_error("error_model_mismatch", status_name(&e), &e.to_string());
+    p.finish();
+}
+
+// ---- examples-c/null_args.c and examples-c/index_null_args.c ------------------------------
+
+/// Runs a bad-input program (one `ok ...`/`FAIL ...` line per check, then "N passed, M failed"),
+/// requires every check to pass, at least `min_checks` of them, and every C function exported
+/// from the `scope` files to be named in the program.
+fn check_bad_input_program(file: &str, scope: &[&str], min_checks: usize) {
+    let name = file.trim_end_matches(".c");
+    let ran = build_and_run(&example(file), name);
     let failures: Vec<&str> = ran
         .stdout
         .lines()
@@ -842,7 +1271,7 @@ fn null_args_gets_the_right_error_from_every_function() {
         .collect();
     assert!(
         failures.is_empty(),
-        "null_args: {} checks failed:\n{}",
+        "{file}: {} checks failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
@@ -851,25 +1280,26 @@ fn null_args_gets_the_right_error_from_every_function() {
     let passed: usize = summary
         .strip_suffix(" passed, 0 failed")
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("null_args: bad summary line {summary:?}\n{stdout}"));
+        .unwrap_or_else(|| panic!("{file}: bad summary line {summary:?}\n{stdout}"));
     let ok_lines = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(passed, ok_lines, "summary disagrees with the lines printed");
-    assert!(passed >= 200, "null_args ran only {passed} checks");
+    assert_eq!(
+        passed, ok_lines,
+        "{file}: summary disagrees with the lines printed"
+    );
+    assert!(passed >= min_checks, "{file} ran only {passed} checks");
 
     // Every entry point of its scope is exercised: each function exported from those files
     // and declared in the header is named in the program.
     let header = fs::read_to_string(Path::new(MANIFEST_DIR).join("include/seginf.h")).unwrap();
     let declared = header_declarations(&header).functions;
-    let program = fs::read_to_string(example("null_args.c")).unwrap();
+    let program = fs::read_to_string(example(file)).unwrap();
     let mut in_scope = Vec::new();
-    for file in NULL_ARGS_SCOPE {
-        let source = fs::read_to_string(Path::new(MANIFEST_DIR).join(file)).unwrap();
-        in_scope.extend(exported_functions(&source));
+    for source_file in scope {
+        let source = fs::read_to_string(Path::new(MANIFEST_DIR).join(source_file)).unwrap();
+        let found = exported_functions(&source);
+        assert!(!found.is_empty(), "no extern \"C\" fn in {source_file}");
+        in_scope.extend(found);
     }
-    assert!(
-        in_scope.len() >= 20,
-        "found only {in_scope:?} in {NULL_ARGS_SCOPE:?}"
-    );
     let undeclared: Vec<&String> = in_scope.iter().filter(|f| !declared.contains(f)).collect();
     assert!(
         undeclared.is_empty(),
@@ -879,13 +1309,65 @@ fn null_args_gets_the_right_error_from_every_function() {
         .iter()
         .filter(|name| !mentions(&program, name))
         .collect();
-    assert!(missing.is_empty(), "null_args.c does not call {missing:?}");
+    assert!(missing.is_empty(), "{file} does not call {missing:?}");
+}
+
+#[test]
+fn null_args_gets_the_right_error_from_every_function() {
+    check_bad_input_program("null_args.c", &NULL_ARGS_SCOPE, 200);
+    let mut in_scope = Vec::new();
+    for file in NULL_ARGS_SCOPE {
+        in_scope.extend(exported_functions(
+            &fs::read_to_string(Path::new(MANIFEST_DIR).join(file)).unwrap(),
+        ));
+    }
+    assert!(
+        in_scope.len() >= 20,
+        "found only {in_scope:?} in {NULL_ARGS_SCOPE:?}"
+    );
+}
+
+#[test]
+fn index_null_args_gets_the_right_error_from_every_function() {
+    check_bad_input_program("index_null_args.c", &INDEX_NULL_ARGS_SCOPE, 200);
 }
 
 /// The C entry points null_args.c covers: the status/error functions and the CRF handle with its
-/// loader options. The index and query entry points (src/ffi/index.rs, src/ffi/query.rs) need
-/// a bad-input program of their own.
+/// loader options.
 const NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/boundary.rs", "src/ffi/crf.rs"];
+
+/// The C entry points index_null_args.c covers: index options, builder, index, query.
+const INDEX_NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/index.rs", "src/ffi/query.rs"];
+
+/// Every file of src/ffi/ that exports C functions is in one of the scopes above, so a new
+/// entry point cannot go untested by the bad-input programs.
+#[test]
+fn bad_input_programs_cover_every_ffi_file() {
+    let dir = Path::new(MANIFEST_DIR).join("src/ffi");
+    let mut files: Vec<String> = fs::read_dir(&dir)
+        .expect("read src/ffi/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "rs")
+                && !exported_functions(&fs::read_to_string(p).unwrap()).is_empty()
+        })
+        .map(|p| format!("src/ffi/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    files.sort();
+    let covered: Vec<&str> = NULL_ARGS_SCOPE
+        .iter()
+        .chain(&INDEX_NULL_ARGS_SCOPE)
+        .copied()
+        .collect();
+    let uncovered: Vec<&String> = files
+        .iter()
+        .filter(|f| !covered.contains(&f.as_str()))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "no bad-input program covers {uncovered:?}"
+    );
+}
 
 /// Names of the `extern "C" fn`s defined in a Rust source file.
 fn exported_functions(source: &str) -> Vec<String> {
@@ -908,7 +1390,14 @@ fn mentions(text: &str, name: &str) -> bool {
 // ---- every program in examples-c/ ------------------------------------------------------------
 
 /// Programs with a test above that checks their output.
-const CHECKED_PROGRAMS: [&str; 3] = ["crf_basic.c", "crf_raii.cpp", "null_args.c"];
+const CHECKED_PROGRAMS: [&str; 6] = [
+    "crf_basic.c",
+    "crf_raii.cpp",
+    "null_args.c",
+    "index_query.c",
+    "index_query.cpp",
+    "index_null_args.c",
+];
 
 #[test]
 fn every_program_in_examples_c_builds_and_runs() {

@@ -223,7 +223,8 @@ pub unsafe extern "C" fn seginf_index_builder_add(
 /// Adds `num_seqs` sequences stored back to back: sequence i has seq_lengths[i] tokens, id
 /// doc_ids[i]; `features` holds sum(seq_lengths) x d floats and `labels` sum(seq_lengths)
 /// labels. Progress is reported after each sequence. On any error or a cancel, none of the
-/// batch is added. Errors: as seginf_index_builder_add.
+/// batch is added; num_seqs = 0 adds nothing and succeeds. Errors: as
+/// seginf_index_builder_add.
 #[no_mangle]
 pub unsafe extern "C" fn seginf_index_builder_add_batch(
     builder: *mut seginf_index_builder,
@@ -268,8 +269,9 @@ pub unsafe extern "C" fn seginf_index_builder_num_tokens(
 }
 
 /// Finishes the index into *out. The builder is consumed (freed) whenever `builder` and `out`
-/// are non-NULL, on success and on error alike; with a NULL `out` it is left untouched.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no tokens were added).
+/// are non-NULL, on success and on error alike (a misaligned `out` included); with a NULL
+/// `out` it is left untouched.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no tokens were added, misaligned `out`).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_index_builder_finish(
     builder: *mut seginf_index_builder,
@@ -277,9 +279,12 @@ pub unsafe extern "C" fn seginf_index_builder_finish(
 ) -> seginf_status {
     guard(|| {
         unsafe { borrow(builder, "builder") }?;
-        out_ptr(out, "out")?;
+        if out.is_null() {
+            return Err(null("out"));
+        }
         // SAFETY: non-NULL, made by seginf_index_builder_new; ownership passes to this call.
         let b = unsafe { Box::from_raw(builder) };
+        out_ptr(out, "out")?;
         let index = b.builder.finish()?;
         let handle = Box::into_raw(Box::new(seginf_index {
             index: Arc::new(index),

@@ -281,14 +281,24 @@ fn check_hit_buffers(
     unsafe { slice(supporting as *const seginf_hit, total, "supporting") }?;
     unsafe { slice(opposing as *const seginf_hit, total, "opposing") }?;
     unsafe { slice(found as *const usize, segments, "found") }?;
+    // The two hit buffers are written as separate slices: they must not overlap.
+    let bytes = total * std::mem::size_of::<seginf_hit>();
+    let (a, b) = (supporting as usize, opposing as usize);
+    if a < b.saturating_add(bytes) && b < a.saturating_add(bytes) {
+        return Err(Error::InvalidArgument(
+            "`supporting` and `opposing` overlap; pass two distinct buffers".into(),
+        )
+        .into());
+    }
     Ok(())
 }
 
 /// Ranks training items against the segment [first, last] (inclusive, any length) of one test
 /// sequence (features n x d, labels n: gold or predicted, the caller chooses). Writes up to
 /// k_capacity hits into each of `supporting` (most negative score first) and `opposing` (most
-/// positive first), found in one pass; *found = how many were written to each (fewer than
-/// k_capacity only when the filters leave fewer items). Ties break by (doc_id, position).
+/// positive first; the two buffers must not overlap), found in one pass; *found = how many were
+/// written to each (fewer than k_capacity only when the filters leave fewer items). Ties break
+/// by (doc_id, position). Reported scores are exact (f64), as seginf_query_scores gives them.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (k_capacity = 0, a bad option mix), NON_FINITE,
 /// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS.
 #[no_mangle]
@@ -325,7 +335,8 @@ pub unsafe extern "C" fn seginf_query_run(
 /// stored back to back: sequence i has seq_lengths[i] tokens (`features`: sum x d, `labels`:
 /// sum). Segment j is [seg_first[j], seg_last[j]] of sequence seg_seq[j]. Its hits go to
 /// supporting[j*k_capacity ...] and opposing[j*k_capacity ...], their count to found[j].
-/// Errors: as seginf_query_run.
+/// Results equal those of seginf_query_run on each segment. Error messages name the failing
+/// segment. Errors: as seginf_query_run; INVALID_ARGUMENT when num_segments = 0.
 #[no_mangle]
 pub unsafe extern "C" fn seginf_query_run_batch(
     query: *mut seginf_query,

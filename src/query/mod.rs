@@ -76,6 +76,8 @@ impl Query {
             return Err(Error::InvalidArgument("no test segments given".into()));
         }
         let index = Arc::clone(&self.index);
+        // More than every item is every item (and keeps the heaps' sizes sane).
+        let k = k.min(self.num_items());
         let options = &self.options;
         options.check(index.crf().num_labels())?;
         let prep = score::prepare(index.crf(), options, segments)?;
@@ -130,18 +132,32 @@ impl Query {
 /// Whether an item passes the label and doc-id filters, decided once per run for all items.
 fn filter<'a>(index: &'a Index, options: &'a QueryOptions) -> impl Fn(usize) -> bool + Sync + 'a {
     let instance = options.granularity == Granularity::Instance;
-    let mask: Option<Vec<bool>> = (options.labels.is_some() || !options.excluded_docs.is_empty()).then(|| {
-        let c = index.crf().num_labels();
-        let mut allowed = vec![options.labels.is_none(); c];
-        options.labels.iter().flatten().for_each(|&l| allowed[l as usize] = true);
-        let doc_ok: Vec<bool> = index.sequence_doc_ids().iter().map(|d| !options.excluded_docs.contains(d)).collect();
-        match instance {
-            true => doc_ok,
-            false => {
-                let (seq_of, labels) = (index.tokens.sequences.as_slice(), index.tokens.labels.as_slice());
-                (0..index.num_tokens()).map(|k| doc_ok[seq_of[k] as usize] && allowed[labels[k] as usize]).collect()
+    let mask: Option<Vec<bool>> = (options.labels.is_some() || !options.excluded_docs.is_empty())
+        .then(|| {
+            let c = index.crf().num_labels();
+            let mut allowed = vec![options.labels.is_none(); c];
+            options
+                .labels
+                .iter()
+                .flatten()
+                .for_each(|&l| allowed[l as usize] = true);
+            let doc_ok: Vec<bool> = index
+                .sequence_doc_ids()
+                .iter()
+                .map(|d| !options.excluded_docs.contains(d))
+                .collect();
+            match instance {
+                true => doc_ok,
+                false => {
+                    let (seq_of, labels) = (
+                        index.tokens.sequences.as_slice(),
+                        index.tokens.labels.as_slice(),
+                    );
+                    (0..index.num_tokens())
+                        .map(|k| doc_ok[seq_of[k] as usize] && allowed[labels[k] as usize])
+                        .collect()
+                }
             }
-        }
-    });
+        });
     move |item| mask.as_ref().is_none_or(|m| m[item])
 }

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
+use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::topk::TopK;
 
@@ -97,6 +98,23 @@ pub(crate) struct Prepared {
     pub columns32: Array2<f32>,
 }
 
+/// Names the failing segment of a batch in the error message.
+fn in_segment(e: Error, i: usize, of: usize) -> Error {
+    if of == 1 {
+        return e;
+    }
+    let at = |m: String| format!("segment {i} of the batch: {m}");
+    match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(at(m)),
+        Error::DimensionMismatch(m) => Error::DimensionMismatch(at(m)),
+        Error::LabelOutOfRange(m) => Error::LabelOutOfRange(at(m)),
+        Error::BadSegment(m) => Error::BadSegment(at(m)),
+        Error::NonFinite(m) => Error::NonFinite(at(m)),
+        Error::ImpossibleLabels(m) => Error::ImpossibleLabels(at(m)),
+        other => other,
+    }
+}
+
 /// Builds every query's test side and the stacked column matrix.
 pub(crate) fn prepare(
     crf: &Crf,
@@ -106,11 +124,13 @@ pub(crate) fn prepare(
     let (c, d) = (crf.num_labels(), crf.feature_dim());
     let mut sides = Vec::with_capacity(segments.len());
     let mut rows: Vec<f64> = Vec::new();
-    for seg in segments {
+    for (i, seg) in segments.iter().enumerate() {
         let at = rows.len() / d;
         let side = match options.granularity {
             Granularity::Token | Granularity::Instance => {
-                let g = crf.segment_gradient(seg.features, seg.labels, seg.first, seg.last)?;
+                let g = crf
+                    .segment_gradient(seg.features, seg.labels, seg.first, seg.last)
+                    .map_err(|e| in_segment(e, i, segments.len()))?;
                 let x = seg
                     .features
                     .slice(s![seg.first..=seg.last, ..])
@@ -125,8 +145,9 @@ pub(crate) fn prepare(
                 TestSide::new(at..at + coefs.nrows(), coefs, Some(g), 0.0, c)
             }
             Granularity::NearestDot | Granularity::NearestCosine => {
-                crf.check_sequence(seg.features, Some(seg.labels))?;
-                Crf::check_segment(seg.labels.len(), seg.first, seg.last)?;
+                crf.check_sequence(seg.features, Some(seg.labels))
+                    .and_then(|()| Crf::check_segment(seg.labels.len(), seg.first, seg.last))
+                    .map_err(|e| in_segment(e, i, segments.len()))?;
                 let mean = seg
                     .features
                     .slice(s![seg.first..=seg.last, ..])
@@ -227,7 +248,13 @@ impl<'a> Ctx<'a> {
 
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
-    fn token_score<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D], w: &mut [f64]) -> f64 {
+    fn token_score<D: Copy + Into<f64>>(
+        &self,
+        side: &TestSide,
+        k: usize,
+        dots: &[D],
+        w: &mut [f64],
+    ) -> f64 {
         if self.nearest() {
             let mut sim: f64 = dots[0].into();
             if self.granularity == Granularity::NearestCosine {
@@ -257,7 +284,13 @@ impl<'a> Ctx<'a> {
 
     /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.
     #[inline]
-    fn instance_part<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D], w: &mut [f64]) -> f64 {
+    fn instance_part<D: Copy + Into<f64>>(
+        &self,
+        side: &TestSide,
+        k: usize,
+        dots: &[D],
+        w: &mut [f64],
+    ) -> f64 {
         side.emission_part(dots, w, self.c);
         dot64(w, self.r(k))
     }
@@ -369,26 +402,12 @@ fn dot64(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 2 to cover the products, the sums
-/// and the rounding of the test columns to f32 (Higham, Accuracy and Stability, §3.1).
+/// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
+/// the rounding of the test columns to f32 and, for int8 rows, of the decoded values and the
+/// final scaling (Higham, Accuracy and Stability of Numerical Algorithms, §3.1).
 fn gamma32(d: usize) -> f64 {
-    let nu = (d + 2) as f64 * 2f64.powi(-24);
+    let nu = (d + 4) as f64 * 2f64.powi(-24);
     nu / (1.0 - nu)
-}
-
-/// `Σ_i a_i b_i` in f64 over f32 × f64, with independent partial sums so it vectorises.
-#[inline]
-fn dot_exact(a: &[f32], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += f64::from(x[i]) * y[i];
-        }
-    }
-    let tail: f64 = ar.iter().zip(br).map(|(&x, &y)| f64::from(x) * y).sum();
-    acc.iter().sum::<f64>() + tail
 }
 
 /// Rows per block: a block of decoded rows and its dots stay in cache.
@@ -413,7 +432,13 @@ fn chunks(index: &Index) -> Vec<(Range<usize>, Range<usize>)> {
 }
 
 /// Exact dots (f64) of rows `[start, end)` with every column, into `out` (rb × L).
-fn exact_block_dots(index: &Index, prep: &Prepared, rows: Range<usize>, decoded: &mut Vec<f32>, out: &mut Array2<f64>) {
+fn exact_block_dots(
+    index: &Index,
+    prep: &Prepared,
+    rows: Range<usize>,
+    decoded: &mut Vec<f32>,
+    out: &mut Array2<f64>,
+) {
     let d = index.crf().feature_dim();
     let x = index.features.rows(rows.start, rows.end, d, decoded);
     for (i, row) in x.chunks_exact(d).enumerate() {
@@ -423,46 +448,39 @@ fn exact_block_dots(index: &Index, prep: &Prepared, rows: Range<usize>, decoded:
     }
 }
 
-/// `Σ_i a_i b_i` in f32 with 16 independent partial sums (vectorises; its rounding error is
-/// within the `γ` bound of recursive summation).
-#[inline]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Rows per block of the ranking pass: larger, to amortise sgemm's packing of the columns.
 const RANK_BLOCK: usize = 256;
 
 /// f32 dots of rows `[start, end)` with every column by OpenBLAS (sgemv for one column,
 /// sgemm otherwise), into `out` (rb × L, row-major).
-fn ranking_block_dots(index: &Index, prep: &Prepared, rows: Range<usize>, decoded: &mut Vec<f32>, out: &mut [f32]) {
+fn ranking_block_dots(
+    index: &Index,
+    prep: &Prepared,
+    rows: Range<usize>,
+    decoded: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let d = index.crf().feature_dim();
     let (rb, l) = (rows.len(), prep.columns32.nrows());
+    if l <= 4 {
+        // A few columns: streaming kernels row by row (decoding f16/int8 in L1) beat a GEMM
+        // call per block, and start no OpenBLAS threads inside ours.
+        let cols: Vec<&[f32]> = prep
+            .columns32
+            .outer_iter()
+            .map(|c| c.to_slice().unwrap_or(&[]))
+            .collect();
+        index.features.dot_rows(rows, d, &cols, out, decoded);
+        return;
+    }
     let x = index.features.rows(rows.start, rows.end, d, decoded);
-    let (Ok(x), Ok(mut y)) = (ArrayView2::from_shape((rb, d), x), ArrayViewMut2::from_shape((rb, l), &mut out[..rb * l])) else {
+    let (Ok(x), Ok(mut y)) = (
+        ArrayView2::from_shape((rb, d), x),
+        ArrayViewMut2::from_shape((rb, l), &mut out[..rb * l]),
+    ) else {
         return; // cannot happen: `rows` returns rb × d values and `out` holds RANK_BLOCK × L
     };
-    if l <= 4 {
-        // A few columns: a streaming kernel beats a GEMM call per block (and does not start
-        // OpenBLAS threads inside our own).
-        for (i, row) in x.outer_iter().enumerate() {
-            let row = row.as_slice().unwrap_or(&[]);
-            for (j, col) in prep.columns32.outer_iter().enumerate() {
-                y[[i, j]] = dot_f32(row, col.as_slice().unwrap_or(&[]));
-            }
-        }
-    } else {
-        ndarray::linalg::general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut y);
-    }
+    ndarray::linalg::general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut y);
 }
 
 /// Exact scores of every item (tokens, or sequences for instance granularity) against query
@@ -570,7 +588,8 @@ where
                     for (q, side) in prep.sides.iter().enumerate().filter(|_| kept) {
                         let dk = &row[side.cols.clone()];
                         if ctx.instance() {
-                            seq_parts[q][ctx.seq_of[k] as usize - seqs.start] += ctx.instance_part(side, k, dk, &mut w);
+                            seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
+                                ctx.instance_part(side, k, dk, &mut w);
                         } else {
                             offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
                         }
@@ -609,10 +628,23 @@ where
     let (c, d, n) = (ctx.c, ctx.d, index.num_tokens());
     let nq = prep.sides.len();
     let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
-    let mut seq_parts = vec![vec![0.0; if ctx.instance() { index.num_sequences() } else { 0 }]; nq];
+    let mut seq_parts = vec![
+        vec![
+            0.0;
+            if ctx.instance() {
+                index.num_sequences()
+            } else {
+                0
+            }
+        ];
+        nq
+    ];
     let coefs = Array2::from_shape_vec(
         (prep.columns32.nrows(), c),
-        prep.sides.iter().flat_map(|s| s.coefs.iter().copied()).collect(),
+        prep.sides
+            .iter()
+            .flat_map(|s| s.coefs.iter().copied())
+            .collect(),
     )
     .unwrap_or_else(|_| Array2::zeros((prep.columns32.nrows(), c)));
     let width = if ctx.instance() { c } else { c * c + 3 * c };
@@ -642,10 +674,18 @@ where
         };
         let dots = x.dot(&prep.columns32.t()); // rb × L, sgemm
         if ctx.nearest() {
-            for (i, row) in dots.outer_iter().enumerate().filter(|(i, _)| keep(start + i)) {
+            for (i, row) in dots
+                .outer_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(start + i))
+            {
                 let row = row.as_slice().unwrap_or(&[]);
                 for (q, side) in prep.sides.iter().enumerate() {
-                    offer(&mut tops[q], start + i, ctx.token_score(side, start + i, &row[side.cols.clone()], &mut w));
+                    offer(
+                        &mut tops[q],
+                        start + i,
+                        ctx.token_score(side, start + i, &row[side.cols.clone()], &mut w),
+                    );
                 }
             }
             continue;
@@ -751,7 +791,8 @@ where
     let ctx = Ctx::new(index, options);
     let nq = prep.sides.len();
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
-    let k_ext = k + k.max(32);
+    // (`k` is already capped at the number of items by the caller.)
+    let k_ext = k.saturating_add(k.max(32));
     let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= 4 {
         true => scan_few(&ctx, prep, k_ext, keep, offer),
         false => vec![scan_gemm(&ctx, prep, k_ext, keep, offer)],

@@ -61,8 +61,9 @@ impl TopK {
             k,
             low_cut: f64::INFINITY,
             high_cut: f64::NEG_INFINITY,
-            supporting: BinaryHeap::with_capacity(k + 1),
-            opposing: BinaryHeap::with_capacity(k + 1),
+            // Grow on demand: a chunk may see far fewer items than k.
+            supporting: BinaryHeap::with_capacity(k.min(1024) + 1),
+            opposing: BinaryHeap::with_capacity(k.min(1024) + 1),
         }
     }
 
