@@ -156,7 +156,11 @@ fn main() {
             first: 3,
             last: 3,
         };
-        let secs = best_of(5, || q.run(&seg, 10).unwrap());
+        let reps = std::env::var("SEGINF_BENCH_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let secs = best_of(reps, || q.run(&seg, 10).unwrap());
         println!(
             "  {:>4}: {:>7.1} ms  {:>5.1} GB/s of {:>4.0} MB   | streaming read of the same bytes {:>5.1} GB/s -> {:>3.0} % of ceiling",
             storage.name(),
@@ -168,6 +172,9 @@ fn main() {
         );
     }
 
+    if std::env::var("SEGINF_BENCH_SINGLE_ONLY").is_ok() {
+        return;
+    }
     println!("\nbatched single-token queries, k = 10 (f32 index):");
     let index = &indexes[0].1;
     for qn in [64usize, 300] {

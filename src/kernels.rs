@@ -23,7 +23,7 @@ pub fn dot_exact(a: &[f32], b: &[f64]) -> f64 {
 
 /// `Σ_i a_i b_i` in f32 with 16 independent partial sums; its rounding error is within the
 /// `γ_d` bound of recursive summation that the ranking pass's proof uses.
-#[inline]
+#[inline(always)] // so that the AVX2 clones of the row loops inline it
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -38,7 +38,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `Σ_i a_i b_i` over int8 × f32 (the int8 row's scale applied by the caller).
-#[inline]
+#[inline(always)]
 pub fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -89,8 +89,46 @@ pub fn dot_rows_i8(
     }
 }
 
-/// As [`dot_rows_f32`] over f16 rows, decoded one row at a time into `buf` (F16C when the
-/// CPU has it, through `half`).
+/// An IEEE half's bits as f32 (exact), written with integer selects so that it vectorises
+/// (the scalar `half` conversion checks the CPU on every call).
+#[inline(always)]
+fn f16_to_f32(bits: u16) -> f32 {
+    let h = u32::from(bits);
+    let sign = (h & 0x8000) << 16;
+    let exp = (h >> 10) & 0x1f;
+    let mant = h & 0x3ff;
+    let normal = f32::from_bits(sign | ((exp + 112) << 23) | (mant << 13));
+    // Subnormal halves are mant · 2⁻²⁴, exactly representable in f32.
+    let magnitude = mant as f32 * (1.0 / 16_777_216.0);
+    let subnormal = f32::from_bits(sign | magnitude.to_bits());
+    // exp = 31 (inf/NaN) cannot occur: indexes refuse features outside the f16 range.
+    if exp == 0 {
+        subnormal
+    } else {
+        normal
+    }
+}
+
+/// `Σ_i a_i b_i` over f16 × f32 in f32, converting in registers.
+#[inline(always)]
+pub fn dot_f16(a: &[half::f16], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..16 {
+            acc[i] += f16_to_f32(x[i].to_bits()) * y[i];
+        }
+    }
+    let tail: f32 = ar
+        .iter()
+        .zip(br)
+        .map(|(x, y)| f16_to_f32(x.to_bits()) * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// As [`dot_rows_f32`] over f16 rows, converted in registers.
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub fn dot_rows_f16(
     values: &[half::f16],
@@ -98,15 +136,12 @@ pub fn dot_rows_f16(
     d: usize,
     cols: &[&[f32]],
     out: &mut [f32],
-    buf: &mut Vec<f32>,
 ) {
-    use half::slice::HalfFloatSliceExt;
     let l = cols.len();
-    buf.resize(d, 0.0);
     for (i, k) in rows.enumerate() {
-        values[k * d..(k + 1) * d].convert_to_f32_slice(buf);
+        let row = &values[k * d..(k + 1) * d];
         for (j, col) in cols.iter().enumerate() {
-            out[i * l + j] = dot_f32(buf, col);
+            out[i * l + j] = dot_f16(row, col);
         }
     }
 }
@@ -135,6 +170,21 @@ mod tests {
                 .map(|(x, y)| f64::from(*x) * f64::from(*y))
                 .sum();
             assert!((f64::from(dot_i8(&q, &b)) - plain_q).abs() <= 1e-4 * (1.0 + plain_q.abs()));
+        }
+    }
+
+    #[test]
+    fn half_conversion_is_exact_for_every_finite_half() {
+        for bits in 0..=u16::MAX {
+            if (bits >> 10) & 0x1f == 0x1f {
+                continue; // inf/NaN: refused at build, never stored
+            }
+            let want = half::f16::from_bits(bits).to_f32();
+            let got = f16_to_f32(bits);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
         }
     }
 }

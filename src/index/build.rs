@@ -166,6 +166,18 @@ impl IndexBuilder {
             other => other,
         };
         crf.check_sequence(x, Some(y)).map_err(in_doc)?;
+        if self.options.storage == Storage::F16 {
+            if let Some(i) = x.iter().position(|v| v.abs() > f32::from(half::f16::MAX)) {
+                let d = crf.feature_dim();
+                return Err(Error::InvalidArgument(format!(
+                    "doc {}: features[{}][{}] = {} is outside the f16 range (±65504); use f32 or int8 storage",
+                    seq.doc_id,
+                    i / d,
+                    i % d,
+                    x.iter().nth(i).copied().unwrap_or(0.0)
+                )));
+            }
+        }
         let (n, c, d) = (y.len(), crf.num_labels(), crf.feature_dim());
         if n > u32::MAX as usize || self.num_sequences() >= u32::MAX as usize {
             return Err(Error::InvalidArgument(

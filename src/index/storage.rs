@@ -140,20 +140,19 @@ impl FeatureRows {
         }
     }
 
-    /// `out[i*L + l] = row_{start+i} · cols[l]` in f32 for rows `[start, end)`, decoding f16
-    /// one row at a time into `buf` (stays in L1) and reading int8 rows directly.
+    /// `out[i*L + l] = row_{start+i} · cols[l]` in f32 for rows `[start, end)`, converting
+    /// f16 and int8 values in registers.
     pub fn dot_rows(
         &self,
         rows: std::ops::Range<usize>,
         d: usize,
         cols: &[&[f32]],
         out: &mut [f32],
-        buf: &mut Vec<f32>,
     ) {
         use crate::kernels::{dot_rows_f16, dot_rows_f32, dot_rows_i8};
         match self {
             FeatureRows::F32(c) => dot_rows_f32(c.as_slice(), rows, d, cols, out),
-            FeatureRows::F16(c) => dot_rows_f16(c.as_slice(), rows, d, cols, out, buf),
+            FeatureRows::F16(c) => dot_rows_f16(c.as_slice(), rows, d, cols, out),
             FeatureRows::Int8 { values, scales } => {
                 dot_rows_i8(values.as_slice(), scales.as_slice(), rows, d, cols, out)
             }

@@ -470,7 +470,7 @@ fn ranking_block_dots(
             .outer_iter()
             .map(|c| c.to_slice().unwrap_or(&[]))
             .collect();
-        index.features.dot_rows(rows, d, &cols, out, decoded);
+        index.features.dot_rows(rows, d, &cols, out);
         return;
     }
     let x = index.features.rows(rows.start, rows.end, d, decoded);
