@@ -293,3 +293,40 @@ fn eight_threads_on_one_index_agree_with_one_thread() {
         assert_eq!(t.join().unwrap(), expected);
     }
 }
+
+#[test]
+fn f16_storage_refuses_values_it_cannot_hold() {
+    let data = data(25, 50, 4);
+    let mut b = IndexBuilder::new(
+        Arc::clone(&data.crf),
+        BuildOptions {
+            storage: Storage::F16,
+            expected_tokens: 0,
+        },
+    );
+    let (doc, x, y) = &data.seqs[0];
+    b.add(*doc, x.view(), y).unwrap();
+    let mut big = x.clone();
+    big[[0, 1]] = 1e5;
+    let err = b.add(9, big.view(), y).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("f16 range") && m.contains("doc 9")),
+        "{err}"
+    );
+    assert_eq!(
+        b.num_tokens(),
+        y.len(),
+        "nothing of the refused sequence was added"
+    );
+    // f32 and int8 storage take the same values.
+    for storage in [Storage::F32, Storage::Int8] {
+        let mut b = IndexBuilder::new(
+            Arc::clone(&data.crf),
+            BuildOptions {
+                storage,
+                expected_tokens: 0,
+            },
+        );
+        b.add(9, big.view(), y).unwrap();
+    }
+}

@@ -717,23 +717,28 @@ where
             }
         }
         let v = a.dot(&g.t()); // rb × Q, dgemm
-        for i in 0..rb {
-            let k = start + i;
-            if !ctx.instance() && !keep(k) {
-                continue;
-            }
-            let (dots_k, e_k) = (dots.row(i), e.row(i));
-            for (q, side) in prep.sides.iter().enumerate() {
-                let mut raw = v[[i, q]];
-                for l in side.cols.clone() {
-                    raw += f64::from(dots_k[l]) * e_k[l];
+                               // Pairs: split by query across threads (each query's keeper is its own).
+        tops.par_iter_mut()
+            .zip(seq_parts.par_iter_mut())
+            .enumerate()
+            .for_each(|(q, (top, parts))| {
+                let side = &prep.sides[q];
+                for i in 0..rb {
+                    let k = start + i;
+                    if !ctx.instance() && !keep(k) {
+                        continue;
+                    }
+                    let (dots_k, e_k) = (dots.row(i), e.row(i));
+                    let mut raw = v[[i, q]];
+                    for l in side.cols.clone() {
+                        raw += f64::from(dots_k[l]) * e_k[l];
+                    }
+                    match ctx.instance() {
+                        true => parts[ctx.seq_of[k] as usize] += raw,
+                        false => offer(top, k, ctx.finish(raw, ctx.grad_norms[k])),
+                    }
                 }
-                match ctx.instance() {
-                    true => seq_parts[q][ctx.seq_of[k] as usize] += raw,
-                    false => offer(&mut tops[q], k, ctx.finish(raw, ctx.grad_norms[k])),
-                }
-            }
-        }
+            });
     }
     for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
         for (s, &part) in seq_parts[q].iter().enumerate() {
