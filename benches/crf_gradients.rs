@@ -5,32 +5,13 @@
 //!
 //! Run: `cargo bench --bench crf_gradients` (SEGINF_BENCH_TOKENS overrides the corpus size).
 
+mod common;
+
+use common::{best_of, Rng};
 use std::hint::black_box;
-use std::time::Instant;
 
 use ndarray::{s, Array1, Array2};
 use seginf::Crf;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-}
-
-fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(f());
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS")

@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use ndarray::ArrayView2;
+
 use crate::error::Error;
 
 /// Result of every fallible call. Values are part of the ABI: they are never renumbered or
@@ -186,6 +188,46 @@ pub(crate) unsafe fn write<T>(ptr: *mut T, value: T, what: &str) -> FfiResult<()
 pub(crate) fn product(a: usize, b: usize, what: &str) -> FfiResult<usize> {
     a.checked_mul(b)
         .ok_or_else(|| Error::InvalidArgument(format!("{what}: {a} x {b} overflows")).into())
+}
+
+/// `features` (n × d, row-major) of one sequence as a view.
+pub(crate) unsafe fn features_view<'a>(
+    features: *const f32,
+    n: usize,
+    d: usize,
+) -> FfiResult<ArrayView2<'a, f32>> {
+    let x = unsafe { slice(features, product(n, d, "features n x d")?, "features") }?;
+    ArrayView2::from_shape((n, d), x)
+        .map_err(|e| Error::InvalidArgument(format!("features: {e}")).into())
+}
+
+/// Features (n × d) and labels (n) of one sequence.
+pub(crate) unsafe fn labelled_view<'a>(
+    features: *const f32,
+    labels: *const u32,
+    n: usize,
+    d: usize,
+) -> FfiResult<(ArrayView2<'a, f32>, &'a [u32])> {
+    let x = unsafe { features_view(features, n, d) }?;
+    Ok((x, unsafe { slice(labels, n, "labels") }?))
+}
+
+/// Sequences stored back to back (`lengths[i]` tokens each) as (features, labels) views.
+pub(crate) unsafe fn back_to_back<'a>(
+    features: *const f32,
+    labels: *const u32,
+    lengths: &[usize],
+    d: usize,
+) -> FfiResult<Vec<(ArrayView2<'a, f32>, &'a [u32])>> {
+    let total = total_length(lengths)?;
+    let (x, y) = unsafe { labelled_view(features, labels, total, d) }?;
+    let mut out = Vec::with_capacity(lengths.len());
+    let mut at = 0;
+    for &n in lengths {
+        out.push((x.slice_move(ndarray::s![at..at + n, ..]), &y[at..at + n]));
+        at += n;
+    }
+    Ok(out)
 }
 
 /// Decodes an int32_t enum argument through its table, or INVALID_ARGUMENT naming the type.

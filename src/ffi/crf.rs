@@ -4,8 +4,6 @@ use std::ffi::{c_char, CStr};
 use std::path::Path;
 use std::sync::Arc;
 
-use ndarray::ArrayView2;
-
 use super::boundary::*;
 use crate::crf::{ConstraintMask, Crf, LoadOptions, TagScheme};
 use crate::error::Error;
@@ -77,18 +75,6 @@ pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> FfiResult<&'a 
     unsafe { CStr::from_ptr(ptr) }
         .to_str()
         .map_err(|_| Error::InvalidArgument(format!("`{what}` is not valid UTF-8")).into())
-}
-
-/// `features` (n x d) and, when asked, `labels` (n) of one sequence, as views.
-unsafe fn sequence<'a>(
-    crf: &Crf,
-    features: *const f32,
-    n: usize,
-) -> FfiResult<ArrayView2<'a, f32>> {
-    let d = crf.feature_dim();
-    let x = unsafe { slice(features, product(n, d, "features n x d")?, "features") }?;
-    ArrayView2::from_shape((n, d), x)
-        .map_err(|e| Error::InvalidArgument(format!("features: {e}")).into())
 }
 
 /// Hands a new CRF to the caller through `out`.
@@ -244,7 +230,7 @@ pub unsafe extern "C" fn seginf_crf_viterbi(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
+        let x = unsafe { features_view(features, n, crf.feature_dim()) }?;
         out_ptr(labels_out, "labels_out")?;
         if !score_out.is_null() {
             out_ptr(score_out, "score_out")?;
@@ -271,8 +257,7 @@ pub unsafe extern "C" fn seginf_crf_log_likelihood(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
+        let (x, y) = unsafe { labelled_view(features, labels, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let value = crf.log_likelihood(x, y)?;
         unsafe { write(out, value, "out") }
@@ -290,7 +275,7 @@ pub unsafe extern "C" fn seginf_crf_log_partition(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
+        let x = unsafe { features_view(features, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let value = crf.log_partition(x)?;
         unsafe { write(out, value, "out") }
@@ -308,7 +293,7 @@ pub unsafe extern "C" fn seginf_crf_marginals(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
+        let x = unsafe { features_view(features, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let m = crf.marginals(x)?;
         unsafe { write_slice(out, &m.unary.iter().copied().collect::<Vec<_>>(), "out") }
@@ -327,7 +312,7 @@ pub unsafe extern "C" fn seginf_crf_pairwise_marginals(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
+        let x = unsafe { features_view(features, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let m = crf.marginals(x)?;
         unsafe { write_slice(out, &m.pairwise.iter().copied().collect::<Vec<_>>(), "out") }
@@ -350,8 +335,7 @@ pub unsafe extern "C" fn seginf_crf_segment_loss(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
+        let (x, y) = unsafe { labelled_view(features, labels, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let loss = crf.segment_loss(x, y, first, last)?;
         unsafe { write(out, loss, "out") }
@@ -373,8 +357,7 @@ pub unsafe extern "C" fn seginf_crf_segment_marginals(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
+        let (x, y) = unsafe { labelled_view(features, labels, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let q = crf.segment_marginals(x, y, first, last)?;
         unsafe { write_slice(out, &q.unary.iter().copied().collect::<Vec<_>>(), "out") }
@@ -396,8 +379,7 @@ pub unsafe extern "C" fn seginf_crf_segment_error_vectors(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
+        let (x, y) = unsafe { labelled_view(features, labels, n, crf.feature_dim()) }?;
         out_ptr(out, "out")?;
         let g = crf.segment_gradient(x, y, first, last)?;
         let r: Vec<f64> = g.error_vectors.iter().copied().collect();
@@ -422,8 +404,7 @@ pub unsafe extern "C" fn seginf_crf_segment_gradient(
 ) -> seginf_status {
     guard(|| {
         let crf = &unsafe { borrow(crf, "crf") }?.crf;
-        let x = unsafe { sequence(crf, features, n) }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
+        let (x, y) = unsafe { labelled_view(features, labels, n, crf.feature_dim()) }?;
         out_ptr(grad_out, "grad_out")?;
         let g = crf.segment_gradient_dense(x, y, first, last)?;
         unsafe { write_slice(grad_out, &g, "grad_out") }

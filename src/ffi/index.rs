@@ -4,8 +4,6 @@ use std::ffi::{c_char, c_void};
 use std::path::Path;
 use std::sync::Arc;
 
-use ndarray::ArrayView2;
-
 use super::boundary::*;
 use super::crf::{c_str, seginf_crf};
 use crate::error::Error;
@@ -205,16 +203,13 @@ pub unsafe extern "C" fn seginf_index_builder_add(
     guard(|| {
         let b = unsafe { borrow_mut(builder, "builder") }?;
         let d = b.builder.crf().feature_dim();
-        let x = unsafe { slice(features, product(n, d, "features n x d")?, "features") }?;
-        let y = unsafe { slice(labels, n, "labels") }?;
-        let x =
-            ArrayView2::from_shape((n, d), x).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let (features, labels) = unsafe { labelled_view(features, labels, n, d) }?;
         add_all(
             b,
             &[TrainingSequence {
                 doc_id,
-                features: x,
-                labels: y,
+                features,
+                labels,
             }],
         )
     })
@@ -239,21 +234,16 @@ pub unsafe extern "C" fn seginf_index_builder_add_batch(
         let d = b.builder.crf().feature_dim();
         let ids = unsafe { slice(doc_ids, num_seqs, "doc_ids") }?;
         let lengths = unsafe { slice(seq_lengths, num_seqs, "seq_lengths") }?;
-        let total = total_length(lengths)?;
-        let x = unsafe { slice(features, product(total, d, "features")?, "features") }?;
-        let y = unsafe { slice(labels, total, "labels") }?;
-        let mut batch = Vec::with_capacity(num_seqs);
-        let mut at = 0;
-        for (&doc_id, &n) in ids.iter().zip(lengths) {
-            let features = ArrayView2::from_shape((n, d), &x[at * d..(at + n) * d])
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-            batch.push(TrainingSequence {
+        let sequences = unsafe { back_to_back(features, labels, lengths, d) }?;
+        let batch: Vec<TrainingSequence> = ids
+            .iter()
+            .zip(sequences)
+            .map(|(&doc_id, (features, labels))| TrainingSequence {
                 doc_id,
                 features,
-                labels: &y[at..at + n],
-            });
-            at += n;
-        }
+                labels,
+            })
+            .collect();
         add_all(b, &batch)
     })
 }

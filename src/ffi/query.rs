@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use ndarray::ArrayView2;
-
 use super::boundary::*;
 use super::index::seginf_index;
 use crate::error::Error;
@@ -228,19 +226,6 @@ pub unsafe extern "C" fn seginf_query_num_items(query: *const seginf_query) -> u
     })
 }
 
-unsafe fn test_sequence<'a>(
-    q: &seginf_query,
-    features: *const f32,
-    n: usize,
-    labels: *const u32,
-) -> FfiResult<(ArrayView2<'a, f32>, &'a [u32])> {
-    let d = q.query.index().crf().feature_dim();
-    let x = unsafe { slice(features, product(n, d, "features n x d")?, "features") }?;
-    let y = unsafe { slice(labels, n, "labels") }?;
-    let x = ArrayView2::from_shape((n, d), x).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok((x, y))
-}
-
 /// Writes each segment's hits into its `k_capacity` slots of `supporting`/`opposing`.
 unsafe fn write_hits(
     all: &[TopHits],
@@ -316,7 +301,8 @@ pub unsafe extern "C" fn seginf_query_run(
 ) -> seginf_status {
     guard(|| {
         let q = unsafe { borrow_mut(query, "query") }?;
-        let (x, y) = unsafe { test_sequence(q, features, n, labels) }?;
+        let (x, y) =
+            unsafe { labelled_view(features, labels, n, q.query.index().crf().feature_dim()) }?;
         check_hit_buffers(supporting, opposing, k_capacity, found, 1)?;
         let hits = q.query.run(
             &TestSegment {
@@ -357,34 +343,23 @@ pub unsafe extern "C" fn seginf_query_run_batch(
         let q = unsafe { borrow_mut(query, "query") }?;
         let d = q.query.index().crf().feature_dim();
         let lengths = unsafe { slice(seq_lengths, num_seqs, "seq_lengths") }?;
-        let total = total_length(lengths)?;
-        let x = unsafe { slice(features, product(total, d, "features")?, "features") }?;
-        let y = unsafe { slice(labels, total, "labels") }?;
         let which = unsafe { slice(seg_seq, num_segments, "seg_seq") }?;
         let firsts = unsafe { slice(seg_first, num_segments, "seg_first") }?;
         let lasts = unsafe { slice(seg_last, num_segments, "seg_last") }?;
         check_hit_buffers(supporting, opposing, k_capacity, found, num_segments)?;
-        let mut starts = Vec::with_capacity(num_seqs);
-        let mut at = 0;
-        for &n in lengths {
-            starts.push(at);
-            at += n;
-        }
+        let sequences = unsafe { back_to_back(features, labels, lengths, d) }?;
         let mut segments = Vec::with_capacity(num_segments);
         for j in 0..num_segments {
-            let s = which[j];
-            if s >= num_seqs {
+            let Some(&(features, labels)) = sequences.get(which[j]) else {
+                let s = which[j];
                 return Err(Error::InvalidArgument(format!(
                     "seg_seq[{j}] = {s} but there are {num_seqs} sequences"
                 ))
                 .into());
-            }
-            let (a, n) = (starts[s], lengths[s]);
-            let features = ArrayView2::from_shape((n, d), &x[a * d..(a + n) * d])
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            };
             segments.push(TestSegment {
                 features,
-                labels: &y[a..a + n],
+                labels,
                 first: firsts[j],
                 last: lasts[j],
             });
@@ -410,7 +385,8 @@ pub unsafe extern "C" fn seginf_query_scores(
 ) -> seginf_status {
     guard(|| {
         let q = unsafe { borrow_mut(query, "query") }?;
-        let (x, y) = unsafe { test_sequence(q, features, n, labels) }?;
+        let (x, y) =
+            unsafe { labelled_view(features, labels, n, q.query.index().crf().feature_dim()) }?;
         out_ptr(scores_out, "scores_out")?;
         if len != q.query.num_items() {
             return Err(Error::DimensionMismatch(format!(
