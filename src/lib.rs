@@ -21,6 +21,8 @@ pub mod index;
 mod kernels;
 #[deny(unsafe_code)]
 pub mod query;
+#[deny(unsafe_code)]
+pub mod train;
 
 mod ffi;
 

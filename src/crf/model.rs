@@ -235,6 +235,33 @@ impl Crf {
         h.digest()
     }
 
+    /// The same CRF (same blocks present) with every parameter replaced from `params`, in the
+    /// order of [`Crf::params`]. `-inf` entries may be given (constraints); NaN and `+inf`
+    /// are refused as in [`Crf::new`].
+    pub fn with_params(&self, params: &[f64]) -> Result<Crf> {
+        let (c, d) = (self.num_labels(), self.feature_dim());
+        let l = self.layout();
+        if params.len() != l.len {
+            return Err(Error::DimensionMismatch(format!(
+                "{} parameters given, the CRF has {}",
+                params.len(),
+                l.len
+            )));
+        }
+        let vector = |at: Option<usize>| at.map(|o| Array1::from(params[o..o + c].to_vec()));
+        let matrix = |at: usize, rows: usize, cols: usize| {
+            Array2::from_shape_vec((rows, cols), params[at..at + rows * cols].to_vec())
+                .map_err(|e| Error::InvalidArgument(e.to_string()))
+        };
+        Crf::new(
+            matrix(l.weights, c, d)?,
+            vector(l.bias),
+            matrix(l.transitions, c, c)?,
+            vector(l.start),
+            vector(l.end),
+        )
+    }
+
     /// Start score `s[j]`, zero when the model has no start vector.
     pub(crate) fn start_score(&self, j: usize) -> f64 {
         self.start.as_ref().map_or(0.0, |s| s[j])

@@ -1,0 +1,1 @@
+//! Curvature of the training objective: exact Hessian–vector products and solvers.
