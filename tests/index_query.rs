@@ -409,3 +409,84 @@ fn ties_at_the_cut_fall_back_to_the_exact_scan() {
         assert_eq!(query.exact_fallbacks(), fallbacks, "k = {k}");
     }
 }
+
+/// `(H + μI)⁻¹` as an explicit symmetric matrix, to test the preconditioned scoring path.
+#[derive(Debug)]
+struct DenseInverse(Array2<f64>);
+
+impl seginf::query::InverseHessian for DenseInverse {
+    fn apply(&self, g: &[f64]) -> seginf::Result<Vec<f64>> {
+        Ok(self.0.dot(&ndarray::Array1::from(g.to_vec())).to_vec())
+    }
+}
+
+#[test]
+fn preconditioned_scores_equal_dense_products() {
+    let mut rng = Rng::new(15);
+    for shape in shapes() {
+        let crf = Arc::new(random_crf(&mut rng, shape));
+        let train = corpus(&mut rng, &crf, 20, 6);
+        let index = Arc::new(build(&crf, &train, Storage::F32));
+        let p = crf.num_params();
+        // A random symmetric matrix (the scoring path does not need it to be definite).
+        let a = Array2::from_shape_fn((p, p), |_| rng.uniform() - 0.5);
+        let inverse = (&a + &a.t()) * 0.5;
+        let mut query = Query::new(Arc::clone(&index));
+        query.options.hessian = seginf::Hessian::Inverse(Arc::new(DenseInverse(inverse.clone())));
+        let test = corpus(&mut rng, &crf, 3, 8);
+        for s in &test {
+            let n = s.y.len();
+            let seg = TestSegment {
+                features: s.x.view(),
+                labels: &s.y,
+                first: 0,
+                last: n.min(2) - 1,
+            };
+            let g = crf
+                .segment_gradient_dense(s.x.view(), &s.y, seg.first, seg.last)
+                .unwrap();
+            let h = inverse.dot(&ndarray::Array1::from(g)).to_vec();
+            query.options.granularity = Granularity::Token;
+            let want: Vec<f64> = train
+                .iter()
+                .flat_map(|t| (0..t.y.len()).map(move |k| (t, k)))
+                .map(|(t, k)| {
+                    -dot(
+                        &h,
+                        &crf.segment_gradient_dense(t.x.view(), &t.y, k, k).unwrap(),
+                    )
+                })
+                .collect();
+            assert_scores(
+                &format!("token {shape:?}"),
+                &query.scores(&seg).unwrap(),
+                &want,
+            );
+            let hits = query.run(&seg, 5).unwrap();
+            let sorted = expected_top(&index, &want, 5, false);
+            assert_eq!(
+                hits.supporting
+                    .iter()
+                    .map(|h| (h.doc_id, h.position))
+                    .collect::<Vec<_>>(),
+                sorted.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>()
+            );
+            query.options.granularity = Granularity::Instance;
+            let want: Vec<f64> = train
+                .iter()
+                .map(|t| {
+                    -dot(
+                        &h,
+                        &crf.segment_gradient_dense(t.x.view(), &t.y, 0, t.y.len() - 1)
+                            .unwrap(),
+                    )
+                })
+                .collect();
+            assert_scores(
+                &format!("instance {shape:?}"),
+                &query.scores(&seg).unwrap(),
+                &want,
+            );
+        }
+    }
+}

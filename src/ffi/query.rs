@@ -159,11 +159,11 @@ pub unsafe extern "C" fn seginf_query_set_hessian(
             ))
             .into());
         }
-        let table = [(
-            seginf_hessian::SEGINF_HESSIAN_IDENTITY as i32,
-            Hessian::Identity { damping },
-        )];
-        q.query.options.hessian = from_code(mode, &table, "seginf_hessian")?;
+        use seginf_hessian::*;
+        let table = [(SEGINF_HESSIAN_IDENTITY as i32, SEGINF_HESSIAN_IDENTITY)];
+        q.query.options.hessian = match from_code(mode, &table, "seginf_hessian")? {
+            SEGINF_HESSIAN_IDENTITY => Hessian::Identity { damping },
+        };
         Ok(())
     })
 }

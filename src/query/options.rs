@@ -28,15 +28,25 @@ pub enum Normalization {
     GradientNorm,
 }
 
+/// Applies `(H + μI)⁻¹` to a dense gradient vector (in `Crf::params` order): the Hessian
+/// modes beyond the identity (exact conjugate gradient, K-FAC, EK-FAC) implement it.
+pub trait InverseHessian: Send + Sync + std::fmt::Debug {
+    fn apply(&self, gradient: &[f64]) -> crate::error::Result<Vec<f64>>;
+}
+
 /// The Hessian used in `−g_testᵀ H⁻¹ g_train`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Hessian {
     /// `H = damping · I` (the paper uses `I`): scores are `−g_test·g_train / damping`.
     Identity { damping: f64 },
+    /// Any other mode: the test gradient is preconditioned once per query,
+    /// `h = (H + μI)⁻¹ g_test`, and scores are `−h·g_train` — scoring keeps the cost of the
+    /// identity (the W block of `h` becomes C test columns).
+    Inverse(std::sync::Arc<dyn InverseHessian>),
 }
 
 /// A query's settings; validated by the setters of [`crate::query::Query`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct QueryOptions {
     pub granularity: Granularity,
     pub normalization: Normalization,
@@ -63,11 +73,12 @@ impl QueryOptions {
     /// Checks the combination (called before every run, so a bad mix is an error, not a
     /// silently ignored setting).
     pub fn check(&self, num_labels: usize) -> Result<()> {
-        let Hessian::Identity { damping } = self.hessian;
-        if !(damping.is_finite() && damping > 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "the Hessian damping must be finite and > 0, got {damping}"
-            )));
+        if let Hessian::Identity { damping } = self.hessian {
+            if !(damping.is_finite() && damping > 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "the Hessian damping must be finite and > 0, got {damping}"
+                )));
+            }
         }
         if let Some(labels) = &self.labels {
             if let Some(l) = labels.iter().find(|&&l| l as usize >= num_labels) {

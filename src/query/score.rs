@@ -89,6 +89,27 @@ impl TestSide {
     }
 }
 
+impl TestSide {
+    /// A preconditioned test gradient `h` given densely (Crf::params order): its W block's C
+    /// rows become columns with unit coefficients, the rest the dense blocks.
+    fn from_dense(h: &[f64], crf: &Crf, at: usize, rows: &mut Vec<f64>) -> TestSide {
+        let (c, d) = (crf.num_labels(), crf.feature_dim());
+        let l = crf.layout();
+        rows.extend_from_slice(&h[l.weights..l.weights + c * d]);
+        let block = |o: Option<usize>| o.map(|o| h[o..o + c].to_vec());
+        let transitions =
+            Array2::from_shape_vec((c, c), h[l.transitions..l.transitions + c * c].to_vec())
+                .unwrap_or_else(|_| Array2::zeros((c, c)));
+        let mut side = TestSide::new(at..at + c, Array2::eye(c), None, 0.0, c);
+        side.bias = block(l.bias);
+        side.start = block(l.start);
+        side.end = block(l.end);
+        side.transitions_t = transitions.t().iter().copied().collect();
+        side.transitions = transitions.iter().copied().collect();
+        side
+    }
+}
+
 /// All queries of a batch, prepared once.
 pub(crate) struct Prepared {
     pub sides: Vec<TestSide>,
@@ -127,6 +148,17 @@ pub(crate) fn prepare(
     for (i, seg) in segments.iter().enumerate() {
         let at = rows.len() / d;
         let side = match options.granularity {
+            Granularity::Token | Granularity::Instance
+                if matches!(options.hessian, Hessian::Inverse(_)) =>
+            {
+                let Hessian::Inverse(inverse) = &options.hessian else {
+                    unreachable!()
+                };
+                let g = crf
+                    .segment_gradient_dense(seg.features, seg.labels, seg.first, seg.last)
+                    .map_err(|e| in_segment(e, i, segments.len()))?;
+                TestSide::from_dense(&inverse.apply(&g)?, crf, at, &mut rows)
+            }
             Granularity::Token | Granularity::Instance => {
                 let g = crf
                     .segment_gradient(seg.features, seg.labels, seg.first, seg.last)
@@ -201,7 +233,11 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(index: &'a Index, options: &QueryOptions) -> Ctx<'a> {
-        let Hessian::Identity { damping } = options.hessian;
+        // Identity: −g·g_k / damping; other modes precondition the test side: −h·g_k.
+        let damping = match options.hessian {
+            Hessian::Identity { damping } => damping,
+            Hessian::Inverse(_) => 1.0,
+        };
         let t = &index.tokens;
         let instance = options.granularity == Granularity::Instance;
         let d = index.crf().feature_dim();
