@@ -15,6 +15,8 @@ extern crate blas_src;
 pub mod crf;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod error;
+#[deny(unsafe_code)]
+pub mod hessian;
 #[deny(unsafe_code)] // one documented exception: memory-mapping a saved index (memmap2)
 pub mod index;
 #[deny(unsafe_code)]

@@ -1,1 +1,16 @@
 //! Curvature of the training objective: exact Hessian–vector products and solvers.
+//!
+//! The Hessian is that of `mean NLL + (λ/2)‖θ‖²` over the CRF parameters (DESIGN.md §3), in
+//! the order of [`crate::Crf::params`]; `-inf` parameters are constraints, not parameters, so
+//! every vector here is 0 there.
+//!
+//! - [`exact`]: `H v` by forward-mode differentiation of forward–backward
+//!   ([`sequence_hvp`], [`objective_hvp`]) and `(H + μI)⁻¹ g` by CG on them
+//!   ([`exact_inverse_hvp`]);
+//! - [`cg`]: conjugate gradient on any SPD operator given as products.
+
+pub mod cg;
+pub mod exact;
+
+pub use cg::{conjugate_gradient, CgResult};
+pub use exact::{exact_inverse_hvp, objective_hvp, sequence_hvp};
