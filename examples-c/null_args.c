@@ -228,25 +228,26 @@ static void check_version_and_names(void) {
         "SEGINF_ERR_DIMENSION_MISMATCH", "SEGINF_ERR_LABEL_OUT_OF_RANGE",
         "SEGINF_ERR_BAD_SEGMENT", "SEGINF_ERR_NON_FINITE", "SEGINF_ERR_IMPOSSIBLE_LABELS",
         "SEGINF_ERR_IO", "SEGINF_ERR_FORMAT", "SEGINF_ERR_MODEL_MISMATCH",
-        "SEGINF_ERR_UNSUPPORTED", "SEGINF_ERR_CANCELLED", "SEGINF_ERR_PANIC"};
+        "SEGINF_ERR_UNSUPPORTED", "SEGINF_ERR_CANCELLED", "SEGINF_ERR_PANIC",
+        "SEGINF_ERR_NOT_CONVERGED"};
     int32_t s;
     int all = 1;
     snprintf(want, sizeof want, "%d.%d.%d", SEGINF_VERSION_MAJOR, SEGINF_VERSION_MINOR,
              SEGINF_VERSION_PATCH);
     CHECK("seginf_version() matches SEGINF_VERSION_MAJOR.MINOR.PATCH",
           seginf_version() != NULL && strcmp(seginf_version(), want) == 0);
-    for (s = 0; s >= -13; s--) {
+    for (s = 0; s >= -14; s--) {
         const char *name = seginf_status_name(s);
         if (name == NULL || strcmp(name, names[-s]) != 0) {
             all = 0;
             printf("  status %d is named %s, want %s\n", (int)s, name ? name : "(null)", names[-s]);
         }
     }
-    CHECK("seginf_status_name names statuses 0 to -13", all);
+    CHECK("seginf_status_name names statuses 0 to -14", all);
     CHECK("seginf_status_name(SEGINF_ERR_PANIC) is its enumerator's name",
           strcmp(seginf_status_name(SEGINF_ERR_PANIC), "SEGINF_ERR_PANIC") == 0);
-    CHECK("seginf_status_name(-14) is SEGINF_UNKNOWN_STATUS",
-          strcmp(seginf_status_name(-14), "SEGINF_UNKNOWN_STATUS") == 0);
+    CHECK("seginf_status_name(-15) is SEGINF_UNKNOWN_STATUS",
+          strcmp(seginf_status_name(-15), "SEGINF_UNKNOWN_STATUS") == 0);
     CHECK("seginf_status_name(1) is SEGINF_UNKNOWN_STATUS",
           strcmp(seginf_status_name(1), "SEGINF_UNKNOWN_STATUS") == 0);
     CHECK("seginf_status_name(INT32_MIN) is SEGINF_UNKNOWN_STATUS",

@@ -57,6 +57,8 @@ enum seginf_status
   SEGINF_ERR_CANCELLED = -12,
   // A bug in seginf was caught at the boundary; the handle arguments are unchanged.
   SEGINF_ERR_PANIC = -13,
+  // An iterative solver (training, conjugate gradient) stopped short of its tolerance.
+  SEGINF_ERR_NOT_CONVERGED = -14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -25,6 +25,8 @@ pub enum Error {
     Unsupported(String),
     #[error("cancelled: {0}")]
     Cancelled(String),
+    #[error("not converged: {0}")]
+    NotConverged(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -20,6 +20,8 @@ pub mod hessian;
 #[deny(unsafe_code)] // one documented exception: memory-mapping a saved index (memmap2)
 pub mod index;
 #[deny(unsafe_code)]
+pub mod influence;
+#[deny(unsafe_code)]
 mod kernels;
 #[deny(unsafe_code)]
 pub mod query;

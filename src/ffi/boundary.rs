@@ -40,6 +40,8 @@ pub enum seginf_status {
     SEGINF_ERR_CANCELLED = -12,
     /// A bug in seginf was caught at the boundary; the handle arguments are unchanged.
     SEGINF_ERR_PANIC = -13,
+    /// An iterative solver (training, conjugate gradient) stopped short of its tolerance.
+    SEGINF_ERR_NOT_CONVERGED = -14,
 }
 
 use seginf_status::*;
@@ -66,6 +68,7 @@ impl From<Error> for FfiError {
             Error::ModelMismatch(_) => SEGINF_ERR_MODEL_MISMATCH,
             Error::Unsupported(_) => SEGINF_ERR_UNSUPPORTED,
             Error::Cancelled(_) => SEGINF_ERR_CANCELLED,
+            Error::NotConverged(_) => SEGINF_ERR_NOT_CONVERGED,
         };
         FfiError {
             status,
@@ -274,6 +277,7 @@ pub extern "C" fn seginf_status_name(status: i32) -> *const c_char {
         -11 => "SEGINF_ERR_UNSUPPORTED\0",
         -12 => "SEGINF_ERR_CANCELLED\0",
         -13 => "SEGINF_ERR_PANIC\0",
+        -14 => "SEGINF_ERR_NOT_CONVERGED\0",
         _ => "SEGINF_UNKNOWN_STATUS\0",
     };
     name.as_ptr().cast()

@@ -11,6 +11,8 @@
 
 pub mod cg;
 pub mod exact;
+pub mod modes;
 
 pub use cg::{conjugate_gradient, CgResult};
 pub use exact::{exact_inverse_hvp, objective_hvp, sequence_hvp};
+pub use modes::ExactInverse;
