@@ -385,6 +385,7 @@ fn status_name(e: &Error) -> &'static str {
         Error::ModelMismatch(_) => "SEGINF_ERR_MODEL_MISMATCH",
         Error::Unsupported(_) => "SEGINF_ERR_UNSUPPORTED",
         Error::Cancelled(_) => "SEGINF_ERR_CANCELLED",
+        Error::NotConverged(_) => "SEGINF_ERR_NOT_CONVERGED",
     }
 }
 
