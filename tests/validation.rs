@@ -9,8 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use seginf::hessian::ExactInverse;
+use seginf::hessian::{ExactInverse, Factored, KroneckerInverse};
 use seginf::influence::{exact_influence, TrainingSegment};
+use seginf::query::InverseHessian;
 use seginf::train::{train, TrainOptions, TrainSeq};
 use seginf::{BuildOptions, Crf, Granularity, Hessian, IndexBuilder, Query, Storage, TestSegment};
 
@@ -134,7 +135,11 @@ fn exact_influence_predicts_retraining() {
     query.options.hessian = Hessian::Inverse(exact.clone());
     let size = data.len() as f64;
 
+    let kfac = KroneckerInverse::fit(Arc::clone(&crf), &data, l2, 0.0, Factored::Kfac).unwrap();
+    let ekfac = KroneckerInverse::fit(Arc::clone(&crf), &data, l2, 0.0, Factored::Ekfac).unwrap();
     let (mut predicted, mut actual, mut identity) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut by_kfac, mut by_ekfac) = (Vec::new(), Vec::new());
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     for &(i, t) in &wrong {
         let s = &test[i];
         let seg = TestSegment {
@@ -181,7 +186,9 @@ fn exact_influence_predicts_retraining() {
                     pos as usize,
                 )
                 .unwrap();
-            identity.push(g_test.iter().zip(&g_k).map(|(a, b)| a * b).sum::<f64>() / size);
+            identity.push(dot(&g_test, &g_k) / size);
+            by_kfac.push(dot(&g_test, &kfac.apply(&g_k).unwrap()) / size);
+            by_ekfac.push(dot(&g_test, &ekfac.apply(&g_k).unwrap()) / size);
             predicted.push(r.predicted);
             actual.push(r.actual);
         }
@@ -196,11 +203,14 @@ fn exact_influence_predicts_retraining() {
         exact_pearson,
         spearman(&predicted, &actual)
     );
-    println!(
-        "  identity Pearson {:.4}  Spearman {:.4}",
-        pearson(&identity, &actual),
-        spearman(&identity, &actual)
-    );
+    for (name, values) in [
+        ("identity", &identity),
+        ("kfac", &by_kfac),
+        ("ekfac", &by_ekfac),
+    ] {
+        let (p, s) = (pearson(values, &actual), spearman(values, &actual));
+        println!("  {name:<8} Pearson {p:.4}  Spearman {s:.4}");
+    }
     assert!(
         exact_pearson >= 0.95,
         "exact-Hessian influence: Pearson {exact_pearson} < 0.95"

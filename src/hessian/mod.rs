@@ -11,8 +11,10 @@
 
 pub mod cg;
 pub mod exact;
+pub mod kfac;
 pub mod modes;
 
 pub use cg::{conjugate_gradient, CgResult};
 pub use exact::{exact_inverse_hvp, objective_hvp, sequence_hvp};
+pub use kfac::{Factored, KroneckerInverse};
 pub use modes::ExactInverse;

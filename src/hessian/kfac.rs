@@ -1,0 +1,285 @@
+//! K-FAC and EK-FAC inverse Hessians for the CRF head (Martens & Grosse 2015; George et al.
+//! 2018), block-diagonal: the emission block `[W | b]` Kronecker-factored, the small
+//! transition/start/end block dense and exact.
+//!
+//! Emission block, over training tokens (q_t = the model's marginals p(y_t|x), f̃ = [f, 1]
+//! when the model has a bias):
+//!
+//! ```text
+//! H_W ≈ A ⊗ B,  A = (1/|D|) Σ_t f̃_t f̃_tᵀ,  B = (1/N) Σ_t (diag q_t − q_t q_tᵀ)
+//! ```
+//!
+//! (scaled so that `A ⊗ B ≈ (1/|D|) Σ_t f̃_t f̃_tᵀ ⊗ Cov(ȳ_t)`, the mean-NLL Hessian when
+//! tokens are independent). As an operator on the C × d̃ gradient block G: `H·G = B G A`, so
+//! with `A = U_A Λ_A U_Aᵀ`, `B = U_B Λ_B U_Bᵀ`:
+//! `(H + s I)⁻¹ G = U_B [(U_Bᵀ G U_A) ⊘ (λ_B λ_Aᵀ + s)] U_Aᵀ`, `s = l2 + damping`.
+//! EK-FAC keeps the eigenbases and replaces `λ_B[j] λ_A[i]` by the true curvature along each
+//! basis direction `q_ji = u_B^j ⊗ u_A^i`: `q_jiᵀ H q_ji = (1/|D|) Σ_seq Var_{p(y|x)}[φ(y)·q_ji]`,
+//! computed exactly from all-pairs label covariances of each sequence.
+
+use std::sync::Arc;
+
+use nalgebra::{DMatrix, SymmetricEigen};
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::crf::Crf;
+use crate::error::{Error, Result};
+use crate::hessian::objective_hvp;
+use crate::query::InverseHessian;
+use crate::train::TrainSeq;
+
+/// Which eigenvalues the emission block uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factored {
+    Kfac,
+    Ekfac,
+}
+
+/// A fitted K-FAC or EK-FAC inverse Hessian (with its damping), ready to precondition test
+/// gradients.
+#[derive(Debug, Clone)]
+pub struct KroneckerInverse {
+    crf: Arc<Crf>,
+    /// Eigenvectors (columns) of A (d̃ × d̃) and B (C × C).
+    u_a: DMatrix<f64>,
+    u_b: DMatrix<f64>,
+    /// C × d̃ curvature along each basis direction (λ_B λ_Aᵀ for K-FAC, refitted for EK-FAC).
+    eigenvalues: DMatrix<f64>,
+    /// `l2 + damping`, added to every eigenvalue and to the dense block's diagonal.
+    shift: f64,
+    /// Parameter indices of the transition/start/end block (finite entries only) and the
+    /// inverse of its damped exact Hessian.
+    dense_index: Vec<usize>,
+    dense_inverse: DMatrix<f64>,
+}
+
+/// Token marginals of every sequence (whole-sequence posteriors).
+fn marginals(crf: &Crf, data: &[TrainSeq]) -> Result<Vec<crate::crf::Marginals>> {
+    data.par_iter()
+        .map(|s| crf.marginals(s.features.view()))
+        .collect()
+}
+
+/// `f̃_t`: the features with the bias's constant 1 appended when the model has a bias.
+fn augmented(crf: &Crf, seq: &TrainSeq) -> Array2<f64> {
+    let (n, d) = seq.features.dim();
+    let extra = usize::from(crf.bias().is_some());
+    Array2::from_shape_fn((n, d + extra), |(t, i)| {
+        if i < d {
+            f64::from(seq.features[[t, i]])
+        } else {
+            1.0
+        }
+    })
+}
+
+fn to_nalgebra(a: &Array2<f64>) -> DMatrix<f64> {
+    DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+}
+
+impl KroneckerInverse {
+    /// Fits the factors on the training data at the trained parameters `crf`.
+    pub fn fit(
+        crf: Arc<Crf>,
+        data: &[TrainSeq],
+        l2: f64,
+        damping: f64,
+        mode: Factored,
+    ) -> Result<KroneckerInverse> {
+        if data.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no training sequences to fit the curvature on".into(),
+            ));
+        }
+        if !(l2 >= 0.0 && damping >= 0.0 && (l2 + damping) > 0.0 && (l2 + damping).is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "l2 = {l2} and damping = {damping}: both ≥ 0 with a positive, finite sum"
+            )));
+        }
+        let c = crf.num_labels();
+        let margs = marginals(&crf, data)?;
+        let tokens: usize = data.iter().map(|s| s.labels.len()).sum();
+        let mut a = Array2::<f64>::zeros((0, 0));
+        let mut b = Array2::<f64>::zeros((c, c));
+        for (seq, m) in data.iter().zip(&margs) {
+            let x = augmented(&crf, seq);
+            let gram = x.t().dot(&x);
+            a = if a.is_empty() { gram } else { a + gram };
+            for q in m.unary.rows() {
+                for i in 0..c {
+                    b[[i, i]] += q[i];
+                    for j in 0..c {
+                        b[[i, j]] -= q[i] * q[j];
+                    }
+                }
+            }
+        }
+        a /= data.len() as f64;
+        b /= tokens as f64;
+        let ea = SymmetricEigen::new(to_nalgebra(&a));
+        let eb = SymmetricEigen::new(to_nalgebra(&b));
+        let (u_a, u_b) = (ea.eigenvectors, eb.eigenvectors);
+        let eigenvalues = match mode {
+            Factored::Kfac => DMatrix::from_fn(c, u_a.ncols(), |j, i| {
+                eb.eigenvalues[j].max(0.0) * ea.eigenvalues[i].max(0.0)
+            }),
+            Factored::Ekfac => ekfac_eigenvalues(&crf, data, &margs, &u_a, &u_b)?,
+        };
+        let (dense_index, dense_inverse) = dense_block_inverse(&crf, data, l2 + damping)?;
+        Ok(KroneckerInverse {
+            crf,
+            u_a,
+            u_b,
+            eigenvalues,
+            shift: l2 + damping,
+            dense_index,
+            dense_inverse,
+        })
+    }
+}
+
+/// The transition/start/end block of `(1/|D|) Σ H_seq + shift·I`, exact (one Hessian-vector
+/// product per parameter of the block), inverted.
+fn dense_block_inverse(
+    crf: &Crf,
+    data: &[TrainSeq],
+    shift: f64,
+) -> Result<(Vec<usize>, DMatrix<f64>)> {
+    let l = crf.layout();
+    let c = crf.num_labels();
+    let params = crf.params();
+    let mut index: Vec<usize> = (l.transitions..l.transitions + c * c).collect();
+    index.extend(l.start.map(|o| o..o + c).into_iter().flatten());
+    index.extend(l.end.map(|o| o..o + c).into_iter().flatten());
+    index.retain(|&i| params[i].is_finite());
+    let m = index.len();
+    let mut h = DMatrix::<f64>::zeros(m, m);
+    for (col, &p) in index.iter().enumerate() {
+        let mut e = vec![0.0; params.len()];
+        e[p] = 1.0;
+        let hv = objective_hvp(crf, data, 0.0, shift, &e)?;
+        for (row, &q) in index.iter().enumerate() {
+            h[(row, col)] = hv[q];
+        }
+    }
+    let h = (&h + h.transpose()) * 0.5; // symmetric up to rounding
+    let inverse = h.cholesky().map(|ch| ch.inverse()).ok_or_else(|| {
+        Error::InvalidArgument(
+            "the damped transition block is not positive definite: raise the damping".into(),
+        )
+    })?;
+    Ok((index, inverse))
+}
+
+/// EK-FAC: `(1/|D|) Σ_seq Var[φ·q_ji]` for every basis direction, from all-pairs covariances
+/// of `U_B[y_t, j]` along each sequence (the posterior is a Markov chain, so
+/// `P(y_s, y_t) = p_s ⊙ (P_{s+1} ⋯ P_t)` with the posterior transition matrices `P_r`).
+fn ekfac_eigenvalues(
+    crf: &Crf,
+    data: &[TrainSeq],
+    margs: &[crate::crf::Marginals],
+    u_a: &DMatrix<f64>,
+    u_b: &DMatrix<f64>,
+) -> Result<DMatrix<f64>> {
+    let c = crf.num_labels();
+    let dt = u_a.ncols();
+    let per_seq: Vec<DMatrix<f64>> = data
+        .par_iter()
+        .zip(margs.par_iter())
+        .map(|(seq, m)| {
+            let n = seq.labels.len();
+            let x = to_nalgebra(&augmented(crf, seq));
+            let z = x * u_a; // n × d̃: z_t = U_Aᵀ f̃_t
+                             // v_t[j] = E[U_B[y_t, j]] and the pairwise posterior P(y_s = a, y_t = b).
+            let p = DMatrix::from_fn(n, c, |t, a| m.unary[[t, a]]);
+            let mean = &p * u_b; // n × C
+            let mut out = DMatrix::<f64>::zeros(c, dt);
+            for s in 0..n {
+                // joint[a][b] = P(y_s = a, y_t = b), propagated from t = s.
+                let mut joint = DMatrix::from_fn(c, c, |a, b| if a == b { p[(s, a)] } else { 0.0 });
+                for t in s..n {
+                    if t > s {
+                        let step = posterior_step(m, &p, t);
+                        joint *= step;
+                    }
+                    // K^j = Σ_ab U_B[a,j] U_B[b,j] joint[a][b] − mean_s[j] mean_t[j].
+                    let k = u_b.transpose() * &joint * u_b;
+                    let weight = if t == s { 1.0 } else { 2.0 };
+                    for j in 0..c {
+                        let cov = k[(j, j)] - mean[(s, j)] * mean[(t, j)];
+                        for i in 0..dt {
+                            out[(j, i)] += weight * cov * z[(s, i)] * z[(t, i)];
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    let mut total = DMatrix::<f64>::zeros(c, dt);
+    for m in per_seq {
+        total += m;
+    }
+    Ok(total / data.len() as f64)
+}
+
+/// The posterior transition matrix `P(y_t = b | y_{t−1} = a) = P(y_{t−1}=a, y_t=b) / p_{t−1}(a)`
+/// (rows of impossible `a` are zero: they never carry probability).
+fn posterior_step(m: &crate::crf::Marginals, p: &DMatrix<f64>, t: usize) -> DMatrix<f64> {
+    let c = p.ncols();
+    DMatrix::from_fn(c, c, |a, b| {
+        let pa = p[(t - 1, a)];
+        if pa > 0.0 {
+            m.pairwise[[t - 1, a, b]] / pa
+        } else {
+            0.0
+        }
+    })
+}
+
+impl InverseHessian for KroneckerInverse {
+    fn apply(&self, g: &[f64]) -> Result<Vec<f64>> {
+        let crf = &self.crf;
+        let (c, d) = (crf.num_labels(), crf.feature_dim());
+        let l = crf.layout();
+        if g.len() != l.len {
+            return Err(Error::DimensionMismatch(format!(
+                "gradient of {} values, the CRF has {} parameters",
+                g.len(),
+                l.len
+            )));
+        }
+        let dt = self.u_a.ncols();
+        // G = [∇W | ∇b] (C × d̃).
+        let grad = DMatrix::from_fn(c, dt, |j, i| match i < d {
+            true => g[l.weights + j * d + i],
+            false => l.bias.map_or(0.0, |o| g[o + j]),
+        });
+        let mut rotated = self.u_b.transpose() * grad * &self.u_a;
+        for j in 0..c {
+            for i in 0..dt {
+                rotated[(j, i)] /= self.eigenvalues[(j, i)].max(0.0) + self.shift;
+            }
+        }
+        let back = &self.u_b * rotated * self.u_a.transpose();
+        let mut out = vec![0.0; l.len];
+        for j in 0..c {
+            for i in 0..d {
+                out[l.weights + j * d + i] = back[(j, i)];
+            }
+            if let Some(o) = l.bias {
+                out[o + j] = back[(j, d)];
+            }
+        }
+        let block = nalgebra::DVector::from_iterator(
+            self.dense_index.len(),
+            self.dense_index.iter().map(|&i| g[i]),
+        );
+        let solved = &self.dense_inverse * block;
+        for (k, &i) in self.dense_index.iter().enumerate() {
+            out[i] = solved[k];
+        }
+        Ok(out)
+    }
+}
