@@ -223,3 +223,51 @@ fn kfac_and_ekfac_match_their_dense_definitions() {
         );
     }
 }
+
+#[test]
+fn saved_factors_reopen_identically_and_refuse_other_models() {
+    let mut rng = Rng::new(32);
+    let shape = Shape {
+        c: 3,
+        d: 4,
+        bias: true,
+        start: true,
+        end: true,
+        forbid: 0.1,
+    };
+    let crf = Arc::new(random_crf(&mut rng, shape));
+    let train = data(&mut rng, &crf, 10);
+    let dir = std::env::temp_dir().join(format!("seginf-kfac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for mode in [Factored::Kfac, Factored::Ekfac] {
+        let fitted = KroneckerInverse::fit(Arc::clone(&crf), &train, 0.01, 0.001, mode).unwrap();
+        let path = dir.join(format!("{mode:?}.safetensors"));
+        fitted.save(&path).unwrap();
+        let opened = KroneckerInverse::open(&path, Arc::clone(&crf)).unwrap();
+        assert_eq!(opened.mode(), mode);
+        let g: Vec<f64> = crf
+            .params()
+            .iter()
+            .map(|p| if p.is_finite() { rng.uniform() } else { 0.0 })
+            .collect();
+        let (a, b) = (fitted.apply(&g).unwrap(), opened.apply(&g).unwrap());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{mode:?}: reopened factors differ"
+        );
+        let other = Arc::new(random_crf(&mut rng, shape));
+        assert!(matches!(
+            KroneckerInverse::open(&path, other),
+            Err(seginf::Error::ModelMismatch(_))
+        ));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 9;
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            KroneckerInverse::open(&path, Arc::clone(&crf)),
+            Err(seginf::Error::Format(_))
+        ));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -41,6 +41,7 @@ pub enum Factored {
 #[derive(Debug, Clone)]
 pub struct KroneckerInverse {
     crf: Arc<Crf>,
+    mode: Factored,
     /// Eigenvectors (columns) of A (d̃ × d̃) and B (C × C).
     u_a: DMatrix<f64>,
     u_b: DMatrix<f64>,
@@ -129,12 +130,204 @@ impl KroneckerInverse {
         let (dense_index, dense_inverse) = dense_block_inverse(&crf, data, l2 + damping)?;
         Ok(KroneckerInverse {
             crf,
+            mode,
             u_a,
             u_b,
             eigenvalues,
             shift: l2 + damping,
             dense_index,
             dense_inverse,
+        })
+    }
+}
+
+const FORMAT: &str = "seginf-curvature";
+const FORMAT_VERSION: &str = "1";
+
+fn f64_bytes(m: &DMatrix<f64>) -> Vec<u8> {
+    // Row-major, as safetensors readers (numpy) expect.
+    (0..m.nrows())
+        .flat_map(|r| (0..m.ncols()).map(move |c| (r, c)))
+        .flat_map(|(r, c)| m[(r, c)].to_le_bytes())
+        .collect()
+}
+
+fn from_f64_bytes(rows: usize, cols: usize, bytes: &[u8]) -> DMatrix<f64> {
+    let v: Vec<f64> = bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect();
+    DMatrix::from_fn(rows, cols, |r, c| v[r * cols + c])
+}
+
+impl KroneckerInverse {
+    pub fn mode(&self) -> Factored {
+        self.mode
+    }
+
+    /// Saves the fitted factors as a safetensors companion file (atomically, with a checksum
+    /// and the CRF's fingerprint), so that later queries only pay for applying them.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        use crate::index::file::{write_safetensors, Raw};
+        use safetensors::tensor::Dtype;
+        let index: Vec<u8> = self
+            .dense_index
+            .iter()
+            .flat_map(|&i| (i as u64).to_le_bytes())
+            .collect();
+        let (ua, ub, ev, di) = (
+            f64_bytes(&self.u_a),
+            f64_bytes(&self.u_b),
+            f64_bytes(&self.eigenvalues),
+            f64_bytes(&self.dense_inverse),
+        );
+        let tensors = [
+            (
+                "u_a",
+                Raw {
+                    dtype: Dtype::F64,
+                    shape: vec![self.u_a.nrows(), self.u_a.ncols()],
+                    data: &ua,
+                },
+            ),
+            (
+                "u_b",
+                Raw {
+                    dtype: Dtype::F64,
+                    shape: vec![self.u_b.nrows(), self.u_b.ncols()],
+                    data: &ub,
+                },
+            ),
+            (
+                "eigenvalues",
+                Raw {
+                    dtype: Dtype::F64,
+                    shape: vec![self.eigenvalues.nrows(), self.eigenvalues.ncols()],
+                    data: &ev,
+                },
+            ),
+            (
+                "dense_index",
+                Raw {
+                    dtype: Dtype::U64,
+                    shape: vec![self.dense_index.len()],
+                    data: &index,
+                },
+            ),
+            (
+                "dense_inverse",
+                Raw {
+                    dtype: Dtype::F64,
+                    shape: vec![self.dense_inverse.nrows(), self.dense_inverse.ncols()],
+                    data: &di,
+                },
+            ),
+        ];
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            (
+                "mode".to_string(),
+                format!("{:?}", self.mode).to_lowercase(),
+            ),
+            ("shift".to_string(), format!("{:e}", self.shift)),
+            (
+                "crf_fingerprint".to_string(),
+                format!("{:016x}", self.crf.fingerprint()),
+            ),
+        ]);
+        write_safetensors(path, &tensors, meta)
+    }
+
+    /// Reads factors saved by [`KroneckerInverse::save`] for `crf` (refused, with
+    /// `ModelMismatch`, when they were fitted for another CRF).
+    pub fn open(path: &std::path::Path, crf: Arc<Crf>) -> Result<KroneckerInverse> {
+        use safetensors::tensor::{Dtype, SafeTensors};
+        let format = |m: String| Error::Format(format!("{}: {m}", path.display()));
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Io(format!("cannot read {}: {e}", path.display())))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| format(format!("not a valid safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| {
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| format(format!("metadata field {k:?} is missing")))
+        };
+        if field("format")? != FORMAT || field("format_version")? != FORMAT_VERSION {
+            return Err(format(format!(
+                "not a {FORMAT} file of version {FORMAT_VERSION}"
+            )));
+        }
+        if field("crf_fingerprint")? != format!("{:016x}", crf.fingerprint()) {
+            return Err(Error::ModelMismatch(format!(
+                "{} was fitted for another CRF",
+                path.display()
+            )));
+        }
+        let mode = match field("mode")?.as_str() {
+            "kfac" => Factored::Kfac,
+            "ekfac" => Factored::Ekfac,
+            other => return Err(format(format!("unknown mode {other:?}"))),
+        };
+        let shift: f64 = field("shift")?
+            .parse()
+            .map_err(|_| format("shift is not a number".into()))?;
+        let names = ["u_a", "u_b", "eigenvalues", "dense_index", "dense_inverse"];
+        let stored = crate::index::file::checksum(
+            names
+                .iter()
+                .map(|n| st.tensor(n).map(|t| (*n, t.data())))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format(e.to_string()))?
+                .into_iter(),
+        );
+        if field("checksum")? != format!("{stored:016x}") {
+            return Err(format("checksum mismatch: the file is corrupted".into()));
+        }
+        let (c, dt) = (
+            crf.num_labels(),
+            crf.feature_dim() + usize::from(crf.bias().is_some()),
+        );
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<DMatrix<f64>> {
+            let t = st.tensor(name).map_err(|e| format(e.to_string()))?;
+            if t.dtype() != Dtype::F64 || t.shape() != [rows, cols] {
+                return Err(format(format!(
+                    "{name} is {:?} {:?}, expected F64 [{rows}, {cols}]",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(from_f64_bytes(rows, cols, t.data()))
+        };
+        let index_t = st
+            .tensor("dense_index")
+            .map_err(|e| format(e.to_string()))?;
+        let m = index_t.shape().first().copied().unwrap_or(0);
+        let p = crf.num_params();
+        let dense_index: Vec<usize> = index_t
+            .data()
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
+            .collect();
+        if index_t.dtype() != Dtype::U64
+            || dense_index.len() != m
+            || dense_index.iter().any(|&i| i >= p)
+        {
+            return Err(format(
+                "dense_index is not a list of parameter indices".into(),
+            ));
+        }
+        Ok(KroneckerInverse {
+            u_a: matrix("u_a", dt, dt)?,
+            u_b: matrix("u_b", c, c)?,
+            eigenvalues: matrix("eigenvalues", c, dt)?,
+            dense_inverse: matrix("dense_inverse", m, m)?,
+            dense_index,
+            shift,
+            mode,
+            crf,
         })
     }
 }

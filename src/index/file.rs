@@ -20,10 +20,10 @@ const FORMAT: &str = "seginf-index";
 const FORMAT_VERSION: &str = "1";
 
 /// A borrowed tensor to write.
-struct Raw<'a> {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: &'a [u8],
+pub(crate) struct Raw<'a> {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
 }
 
 impl View for &Raw<'_> {
@@ -146,7 +146,7 @@ impl Index {
                 )
             })
             .collect();
-        let mut meta = HashMap::from([
+        let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("num_labels".to_string(), c.to_string()),
@@ -160,28 +160,7 @@ impl Index {
             ),
             ("seginf_version".to_string(), crate::VERSION.to_string()),
         ]);
-        meta.insert(
-            "checksum".to_string(),
-            format!("{:016x}", checksum(raws.iter().map(|(k, r)| (*k, r.data)))),
-        );
-
-        let tmp = temporary_path(path);
-        let written = safetensors::tensor::serialize_to_file(
-            raws.iter().map(|(k, r)| (*k, r)),
-            Some(meta),
-            &tmp,
-        )
-        .map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))
-        .and_then(|()| {
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| Error::Io(format!("cannot save {}: {e}", path.display())))
-        });
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        write_safetensors(path, &raws, meta)
     }
 
     fn dims(&self) -> (usize, usize, usize, usize) {
@@ -387,8 +366,42 @@ impl Index {
     }
 }
 
+/// Writes named tensors plus metadata (and their checksum) as one safetensors file,
+/// atomically: a temporary file in the same directory, synced, then renamed over `path`. On
+/// failure `path` is untouched and the temporary is removed.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Raw)],
+    mut meta: HashMap<String, String>,
+) -> Result<()> {
+    meta.insert(
+        "checksum".to_string(),
+        format!(
+            "{:016x}",
+            checksum(tensors.iter().map(|(k, r)| (*k, r.data)))
+        ),
+    );
+    let tmp = temporary_path(path);
+    let written = safetensors::tensor::serialize_to_file(
+        tensors.iter().map(|(k, r)| (*k, r)),
+        Some(meta),
+        &tmp,
+    )
+    .map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))
+    .and_then(|()| {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::Io(format!("cannot save {}: {e}", path.display())))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// xxh3 over every tensor's name and bytes, in name order (independent of the file layout).
-fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+pub(crate) fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
     let mut sorted: Vec<(&str, &[u8])> = tensors.collect();
     sorted.sort_by_key(|(name, _)| *name);
     let mut h = Xxh3::new();

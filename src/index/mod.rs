@@ -3,7 +3,7 @@
 
 mod build;
 mod column;
-mod file;
+pub(crate) mod file;
 mod storage;
 
 use std::sync::Arc;
