@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::oracle::{self, lse};
 use common::*;
 use ndarray::{Array2, ArrayView2};
 use seginf::{Crf, Error};
@@ -18,89 +19,23 @@ struct Oracle<'a> {
     crf: &'a Crf,
     x: ArrayView2<'a, f32>,
     n: usize,
-    c: usize,
     /// Every labelling with its score S(y).
     paths: Vec<(Vec<u32>, f64)>,
 }
 
-fn lse(values: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = values.collect();
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-}
-
 impl<'a> Oracle<'a> {
     fn new(crf: &'a Crf, x: ArrayView2<'a, f32>) -> Oracle<'a> {
-        let (n, c) = (x.nrows(), crf.num_labels());
-        let mut paths = Vec::new();
-        for code in 0..c.pow(n as u32) {
-            let y: Vec<u32> = (0..n)
-                .map(|t| ((code / c.pow(t as u32)) % c) as u32)
-                .collect();
-            let s = Self::score(crf, x, &y);
-            paths.push((y, s));
-        }
-        Oracle {
-            crf,
-            x,
-            n,
-            c,
-            paths,
-        }
-    }
-
-    /// S(y) straight from DESIGN.md §1, emissions by explicit dot products.
-    fn score(crf: &Crf, x: ArrayView2<f32>, y: &[u32]) -> f64 {
-        let n = y.len();
-        let emission = |t: usize, j: usize| {
-            let mut u = crf.bias().map_or(0.0, |b| b[j]);
-            for k in 0..x.ncols() {
-                u += crf.weights()[[j, k]] * f64::from(x[[t, k]]);
-            }
-            u
-        };
-        let mut s = crf.start().map_or(0.0, |v| v[y[0] as usize])
-            + crf.end().map_or(0.0, |v| v[y[n - 1] as usize]);
-        for t in 0..n {
-            s += emission(t, y[t] as usize);
-            if t > 0 {
-                s += crf.transitions()[[y[t - 1] as usize, y[t] as usize]];
-            }
-        }
-        s
+        let n = x.nrows();
+        let paths = oracle::labellings(crf, x);
+        Oracle { crf, x, n, paths }
     }
 
     fn log_z(&self) -> f64 {
         lse(self.paths.iter().map(|p| p.1))
     }
 
-    /// Sufficient statistics φ(y) in the gradient's parameter order.
     fn phi(&self, y: &[u32]) -> Vec<f64> {
-        let (c, d, n) = (self.c, self.crf.feature_dim(), self.n);
-        let layout = self.crf.layout();
-        let mut v = vec![0.0; self.crf.num_params()];
-        for t in 0..n {
-            let j = y[t] as usize;
-            for k in 0..d {
-                v[j * d + k] += f64::from(self.x[[t, k]]);
-            }
-            if let Some(b) = layout.bias {
-                v[b + j] += 1.0;
-            }
-            if t > 0 {
-                v[layout.transitions + y[t - 1] as usize * c + j] += 1.0;
-            }
-        }
-        if let Some(s) = layout.start {
-            v[s + y[0] as usize] += 1.0;
-        }
-        if let Some(e) = layout.end {
-            v[e + y[n - 1] as usize] += 1.0;
-        }
-        v
+        oracle::phi(self.crf, self.x, y)
     }
 
     /// Labellings equal to `y` outside [a, b], with their scores.
@@ -113,7 +48,7 @@ impl<'a> Oracle<'a> {
 
     /// CL(a,b) = −log p(y) / Σ_{y' = y outside [a,b]} p(y'); +inf when p(y) = 0.
     fn segment_loss(&self, y: &[u32], a: usize, b: usize) -> f64 {
-        let gold = Self::score(self.crf, self.x, y);
+        let gold = oracle::score(self.crf, self.x, y);
         if gold == f64::NEG_INFINITY {
             return f64::INFINITY;
         }
@@ -266,7 +201,7 @@ fn every_segment_loss_and_gradient_matches_enumeration() {
                 golds.push(feasible[case.below(feasible.len())].clone());
             }
             for y in &golds {
-                let possible = Oracle::score(&crf, x.view(), y) > f64::NEG_INFINITY;
+                let possible = oracle::score(&crf, x.view(), y) > f64::NEG_INFINITY;
                 for a in 0..n {
                     for b in a..n {
                         let ctx = format!("seed {seed}, {shape:?}, n = {n}, y = {y:?}, [{a},{b}]");

@@ -7,55 +7,18 @@
 
 mod common;
 
+use common::oracle::{self, lse};
 use common::*;
 use ndarray::ArrayView2;
 use seginf::train::{objective, sequence_nll, train, TrainOptions, TrainSeq};
 use seginf::{Crf, Error};
 
-/// S(y) straight from DESIGN.md §1, emissions by explicit dot products.
-fn oracle_score(crf: &Crf, x: ArrayView2<f32>, y: &[u32]) -> f64 {
-    let n = y.len();
-    let emission = |t: usize, j: usize| {
-        let mut u = crf.bias().map_or(0.0, |b| b[j]);
-        for k in 0..x.ncols() {
-            u += crf.weights()[[j, k]] * f64::from(x[[t, k]]);
-        }
-        u
-    };
-    let mut s = crf.start().map_or(0.0, |v| v[y[0] as usize])
-        + crf.end().map_or(0.0, |v| v[y[n - 1] as usize]);
-    for t in 0..n {
-        s += emission(t, y[t] as usize);
-        if t > 0 {
-            s += crf.transitions()[[y[t - 1] as usize, y[t] as usize]];
-        }
-    }
-    s
-}
-
-fn lse(v: &[f64]) -> f64 {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-}
-
 /// `−log Σ_{y agreeing with the observed labels} p(y|x)` over all C^n labellings (Eq. 2).
 fn brute_force_nll(crf: &Crf, seq: &TrainSeq) -> f64 {
-    let (n, c) = (seq.labels.len(), crf.num_labels());
-    let (mut all, mut agreeing) = (Vec::new(), Vec::new());
-    for code in 0..c.pow(n as u32) {
-        let y: Vec<u32> = (0..n)
-            .map(|t| ((code / c.pow(t as u32)) % c) as u32)
-            .collect();
-        let s = oracle_score(crf, seq.features.view(), &y);
-        all.push(s);
-        if (0..n).all(|t| !seq.observed[t] || y[t] == seq.labels[t]) {
-            agreeing.push(s);
-        }
-    }
-    lse(&all) - lse(&agreeing)
+    let n = seq.labels.len();
+    let paths = oracle::labellings(crf, seq.features.view());
+    let agrees = |y: &[u32]| (0..n).all(|t| !seq.observed[t] || y[t] == seq.labels[t]);
+    lse(paths.iter().map(|p| p.1)) - lse(paths.iter().filter(|p| agrees(&p.0)).map(|p| p.1))
 }
 
 /// Central differences of `sequence_nll` in every finite parameter.

@@ -2,6 +2,8 @@
 //! cases are reproducible from the seed printed on failure).
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use ndarray::{Array1, Array2};
 use seginf::Crf;
 
