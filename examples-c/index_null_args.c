@@ -635,8 +635,17 @@ static void check_query_setters(const seginf_index *index) {
            "seginf_normalization", seginf_query_set_normalization(q, INT32_MAX));
     EXPECT("set_hessian: query NULL", SEGINF_ERR_NULL_ARGUMENT, "`query`",
            seginf_query_set_hessian(NULL, SEGINF_HESSIAN_IDENTITY, 1.0));
-    EXPECT("set_hessian: mode 1 unknown", SEGINF_ERR_INVALID_ARGUMENT, "seginf_hessian",
-           seginf_query_set_hessian(q, 1, 1.0));
+    EXPECT("set_hessian: mode 4 unknown", SEGINF_ERR_INVALID_ARGUMENT, "seginf_hessian",
+           seginf_query_set_hessian(q, 4, 1.0));
+    EXPECT("set_hessian: KFAC needs a fitted curvature", SEGINF_ERR_INVALID_ARGUMENT,
+           "seginf_query_set_curvature", seginf_query_set_hessian(q, SEGINF_HESSIAN_KFAC, 1.0));
+    EXPECT("set_hessian: EXACT needs a fitted curvature", SEGINF_ERR_INVALID_ARGUMENT,
+           "seginf_curvature_fit", seginf_query_set_hessian(q, SEGINF_HESSIAN_EXACT, 1.0));
+    /* Fitted curvatures (made from training data) are checked in train_null_args.c. */
+    EXPECT("set_curvature: query NULL", SEGINF_ERR_NULL_ARGUMENT, "`query`",
+           seginf_query_set_curvature(NULL, NULL));
+    EXPECT("set_curvature: curvature NULL", SEGINF_ERR_NULL_ARGUMENT, "`curvature`",
+           seginf_query_set_curvature(q, NULL));
     EXPECT("set_hessian: mode -1 unknown", SEGINF_ERR_INVALID_ARGUMENT, "seginf_hessian",
            seginf_query_set_hessian(q, -1, 1.0));
     EXPECT("set_hessian: damping 0", SEGINF_ERR_INVALID_ARGUMENT, "damping",

@@ -194,6 +194,10 @@ typedef int32_t seginf_normalization;
 #endif // __cplusplus
 
 // Hessian approximations (passed as int32_t). More modes will be added with new values.
+// Only the identity is set on a query directly (seginf_query_set_hessian); the others need
+// the training data: fit a seginf_curvature with seginf_curvature_fit and pass it to
+// seginf_query_set_curvature. Each inverts the Hessian of the training objective
+// `mean NLL + (l2/2)|theta|^2` plus damping * I.
 enum seginf_hessian
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : int32_t
@@ -201,6 +205,16 @@ enum seginf_hessian
  {
   // H = damping * I: scores are -g_test . g_train / damping (the paper uses damping = 1).
   SEGINF_HESSIAN_IDENTITY = 0,
+  // K-FAC (Martens & Grosse 2015): the emission block as a Kronecker product of the feature
+  // second moment and the mean label covariance; the transition/start/end block exact.
+  SEGINF_HESSIAN_KFAC = 1,
+  // EK-FAC (George et al. 2018): K-FAC's eigenbases with the exact curvature along each basis
+  // direction; closer to the exact Hessian at the same cost per query.
+  SEGINF_HESSIAN_EKFAC = 2,
+  // The exact Hessian, inverted by conjugate gradient on exact Hessian-vector products (one
+  // pass over the training data per CG iteration, at every query): the magnitudes of
+  // influence, at a price.
+  SEGINF_HESSIAN_EXACT = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -214,6 +228,13 @@ typedef int32_t seginf_hessian;
 // use one handle at once. Made by seginf_crf_new, seginf_crf_load_safetensors or
 // seginf_crf_with_constraints; freed by seginf_crf_free.
 typedef struct seginf_crf seginf_crf;
+
+// The curvature of a training objective at a trained CRF, fitted once, for the Hessian modes
+// that need the training data (K-FAC, EK-FAC, exact): applies (H + (l2 + damping) I)^-1.
+// Immutable: any number of threads may use one handle at once (queries on several threads may
+// share it). It keeps what it needs alive (for the exact mode, the trainer's training data as
+// it was when fitted). Made by seginf_curvature_fit, freed by seginf_curvature_free.
+typedef struct seginf_curvature seginf_curvature;
 
 // A token-gradient index over a training set for one CRF. Read-only: any number of threads
 // may query it at once (one seginf_query per thread). It keeps its CRF alive. Made by
@@ -239,6 +260,16 @@ typedef struct seginf_load_options seginf_load_options;
 // index concurrently. Made by seginf_query_new, freed by seginf_query_free.
 typedef struct seginf_query seginf_query;
 
+// Training of a CRF on fixed features: a copy of the training sequences (with per-token
+// "labelled" flags), the options (l2, tolerance, iteration cap), the model to start from
+// (warm start; it fixes the shape and the -inf constraints) and a progress callback. Made by
+// seginf_trainer_new, freed by seginf_trainer_free. Calls that change it (seginf_trainer_add,
+// seginf_trainer_set_*) need it to themselves; the calls that take a const pointer
+// (seginf_trainer_run, seginf_trainer_num_sequences, seginf_curvature_fit,
+// seginf_exact_influence) only read it and may run concurrently with each other (concurrent
+// seginf_trainer_run calls each call the progress callback, with the same `user` pointer).
+typedef struct seginf_trainer seginf_trainer;
+
 // Progress callback: `done` tokens indexed of `total` expected (see
 // seginf_index_options_set_expected_tokens); return non-zero to cancel the build. Called on
 // the thread that called seginf_index_builder_add*.
@@ -255,6 +286,15 @@ typedef struct {
   uint32_t label;
   double score;
 } seginf_hit;
+
+// Training progress callback: after L-BFGS step `iteration` (counted from 1), the objective
+// `mean NLL + (l2/2)|theta|^2` and the largest absolute gradient entry. Return non-zero to
+// cancel training (seginf_trainer_run then returns SEGINF_ERR_CANCELLED). Called on the thread
+// that called seginf_trainer_run.
+typedef int32_t (*seginf_train_progress_fn)(uint64_t iteration,
+                                            double objective,
+                                            double max_abs_gradient,
+                                            void *user);
 
 #ifdef __cplusplus
 extern "C" {
@@ -583,11 +623,27 @@ seginf_status seginf_query_set_granularity(seginf_query *query,
 seginf_status seginf_query_set_normalization(seginf_query *query,
                                              int32_t normalization);
 
-// Sets the Hessian mode (a seginf_hessian) and its damping (finite, > 0).
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNSUPPORTED (a mode this build lacks).
+// Sets the Hessian to SEGINF_HESSIAN_IDENTITY with `damping` (finite, > 0): H = damping * I,
+// replacing any curvature set before. The other modes need the training data, so they are not
+// set here: fit a seginf_curvature (seginf_curvature_fit) and call seginf_query_set_curvature;
+// passing them here fails with INVALID_ARGUMENT and says so.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a mode other than identity, an unknown mode, a bad
+// damping).
 seginf_status seginf_query_set_hessian(seginf_query *query,
                                        int32_t mode,
                                        double damping);
+
+// Makes the query use a fitted curvature (K-FAC, EK-FAC or exact; see seginf_curvature_fit)
+// as its inverse Hessian, with the damping it was fitted with: each test gradient is
+// preconditioned once per run, h = (H + (l2 + damping) I)^-1 g_test, and every item scores
+// -h . g_train. The curvature must have been fitted at the CRF of the query's index. The query
+// keeps its own reference (the caller may free the curvature handle). With an exact curvature
+// every run does a conjugate-gradient solve over the training data, and a solve that does not
+// converge fails that run with NOT_CONVERGED. seginf_query_set_hessian(query,
+// SEGINF_HESSIAN_IDENTITY, damping) goes back to the identity.
+// Errors: NULL_ARGUMENT, MODEL_MISMATCH (fitted at another CRF).
+seginf_status seginf_query_set_curvature(seginf_query *query,
+                                         const seginf_curvature *curvature);
 
 // Keeps only training tokens whose gold label is one of `labels` (`len` of them); len = 0
 // (labels may then be NULL) removes the filter. Not valid with instance granularity.
@@ -613,7 +669,8 @@ size_t seginf_query_num_items(const seginf_query *query);
 // written to each (fewer than k_capacity only when the filters leave fewer items). Ties break
 // by (doc_id, position). Reported scores are exact (f64), as seginf_query_scores gives them.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (k_capacity = 0, a bad option mix), NON_FINITE,
-// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS.
+// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS, NOT_CONVERGED (the
+// conjugate-gradient solve of an exact curvature; see seginf_query_set_curvature).
 seginf_status seginf_query_run(seginf_query *query,
                                const float *features,
                                size_t n,
@@ -656,6 +713,161 @@ seginf_status seginf_query_scores(seginf_query *query,
                                   size_t last,
                                   double *scores_out,
                                   size_t len);
+
+// A new trainer that starts from `init` (a warm start; the trainer keeps it alive, so the
+// caller may free its handle right after) into *out, with no sequences and the defaults: l2 = 1e-4,
+// tolerance = 1e-6, max_iterations = 1000, no progress callback. `init` fixes the shape of
+// every CRF the trainer makes (labels, features, which of bias/start/end exist) and its -inf
+// entries are constraints that stay -inf. Free with seginf_trainer_free.
+// Errors: NULL_ARGUMENT.
+seginf_status seginf_trainer_new(const seginf_crf *init,
+                                 seginf_trainer **out);
+
+// Frees a trainer. Curvatures fitted from it keep their own reference to what they need. NULL
+// is a no-op.
+void seginf_trainer_free(seginf_trainer *trainer);
+
+// Adds one training sequence (copied): features n x d (finite), labels n, and `observed`: n
+// flags, non-zero = token t is labelled with labels[t], 0 = unlabelled (its label is ignored,
+// any value accepted, and marginalised out of the loss: partial-label training, paper Eq. 2).
+// `observed` = NULL means every token is labelled. A sequence with no labelled token is
+// accepted (its loss is 0; it still counts in the mean over sequences). The labelled tokens
+// must be possible under the starting model's -inf constraints. On any error nothing is added.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (n = 0), NON_FINITE, LABEL_OUT_OF_RANGE (at a
+// labelled token), IMPOSSIBLE_LABELS.
+seginf_status seginf_trainer_add(seginf_trainer *trainer,
+                                 const float *features,
+                                 size_t n,
+                                 const uint32_t *labels,
+                                 const uint8_t *observed);
+
+// Number of training sequences added so far (0 for NULL).
+size_t seginf_trainer_num_sequences(const seginf_trainer *trainer);
+
+// Sets l2 (lambda) of the objective `mean NLL + (l2/2)|theta|^2` (default 1e-4), finite and at
+// least 0. With every label observed, l2 > 0 makes the minimiser unique and the Hessian
+// positive definite. Curvatures and exact influence use the l2 set when they are made.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_trainer_set_l2(seginf_trainer *trainer,
+                                    double l2);
+
+// Sets the convergence tolerance (default 1e-6): training stops, converged, when the largest
+// absolute gradient entry of the objective is <= tolerance. Finite and > 0.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_trainer_set_tolerance(seginf_trainer *trainer,
+                                           double tolerance);
+
+// Sets the most L-BFGS steps one training run may take (default 1000); training that reaches
+// it without converging fails with NOT_CONVERGED. 0 takes no step: the run only succeeds when
+// the starting model already meets the tolerance. Errors: NULL_ARGUMENT.
+seginf_status seginf_trainer_set_max_iterations(seginf_trainer *trainer,
+                                                size_t max_iterations);
+
+// Starts later runs from `crf` instead (a warm start, e.g. from a CRF an earlier run made;
+// kept alive by the trainer). It must have the shape of the trainer's model: the same number
+// of labels and features and the same blocks (bias, start, end) present. Its -inf entries
+// become the constraints (sequences added earlier are checked against them by the next run).
+// Errors: NULL_ARGUMENT, DIMENSION_MISMATCH.
+seginf_status seginf_trainer_set_init(seginf_trainer *trainer,
+                                      const seginf_crf *crf);
+
+// Sets a progress callback (NULL to remove) and the pointer passed back to it; it is called
+// after every L-BFGS step of seginf_trainer_run (not by seginf_exact_influence's retraining).
+// Errors: NULL_ARGUMENT (trainer).
+seginf_status seginf_trainer_set_progress(seginf_trainer *trainer,
+                                          seginf_train_progress_fn callback,
+                                          void *user);
+
+// Trains: minimises `mean partial-label NLL + (l2/2)|theta|^2` over the sequences added, by
+// full-batch L-BFGS from the starting model, over its finite parameters (-inf entries stay
+// -inf, absent blocks stay absent). The result is deterministic: the same on any number of
+// threads. On success (the largest absolute gradient entry reached the tolerance) *out holds a
+// new CRF to free with seginf_crf_free, and the optional outputs (each may be NULL) the final
+// objective, largest absolute gradient entry and number of L-BFGS steps. Nothing is written on
+// error. Does not change the trainer: to continue from the result, pass it to
+// seginf_trainer_set_init.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no sequences added), NON_FINITE (the objective at the
+// start), IMPOSSIBLE_LABELS (labels the -inf constraints forbid, naming the sequence),
+// CANCELLED (the progress callback returned non-zero), NOT_CONVERGED (the iteration cap was
+// reached, or no step lowered the objective any more, before the tolerance: raise
+// seginf_trainer_set_max_iterations, or the tolerance).
+seginf_status seginf_trainer_run(const seginf_trainer *trainer,
+                                 seginf_crf **out,
+                                 double *objective,
+                                 double *max_abs_gradient,
+                                 size_t *iterations);
+
+// Fits the curvature of the trainer's objective (its sequences and its l2) at `trained`
+// (normally what seginf_trainer_run made from the same trainer), for Hessian mode `mode` (a
+// seginf_hessian) with `damping` (finite, >= 0; l2 + damping must be > 0), into *out: free
+// with seginf_curvature_free. The handle then applies (H + (l2 + damping) I)^-1 with H the
+// Hessian of the mean NLL:
+// - SEGINF_HESSIAN_KFAC / SEGINF_HESSIAN_EKFAC: Kronecker-factored emission block
+//   (eigendecompositions, done here), exact transition/start/end block; each later use costs
+//   about two small matrix products.
+// - SEGINF_HESSIAN_EXACT: conjugate gradient on exact Hessian-vector products over the
+//   training data at every use (relative residual 1e-8, at most 10000 iterations; the handle
+//   keeps its own reference to the training data); fitting only checks the data against
+//   `trained`. A use that does not converge fails with NOT_CONVERGED; with unlabelled tokens
+//   H may be indefinite, and a larger damping helps.
+//
+// Use it with seginf_query_set_curvature and seginf_exact_influence.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (SEGINF_HESSIAN_IDENTITY, which is not fitted: use
+// seginf_query_set_hessian; an unknown mode; a bad damping; no sequences added; a singular
+// damped transition block), DIMENSION_MISMATCH (`trained` has another shape than the
+// trainer's model), IMPOSSIBLE_LABELS (labels `trained`'s -inf constraints forbid).
+seginf_status seginf_curvature_fit(const seginf_trainer *data,
+                                   const seginf_crf *trained,
+                                   int32_t mode,
+                                   double damping,
+                                   seginf_curvature **out);
+
+// Frees a curvature. Queries it was set on keep their own reference. NULL is a no-op.
+void seginf_curvature_free(seginf_curvature *curvature);
+
+// The Hessian mode (a seginf_hessian) a curvature was fitted for, or -1 for NULL.
+int32_t seginf_curvature_mode(const seginf_curvature *curvature);
+
+// For a SEGINF_HESSIAN_EXACT curvature: the conjugate-gradient iterations and the relative
+// residual |g - (H + sI)x| / |g| of its most recent solve, on any thread (a query's
+// seginf_query_run/_scores, or seginf_exact_influence), converged or not.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a K-FAC or EK-FAC curvature, which solves directly;
+// or no solve yet).
+seginf_status seginf_curvature_last_solve(const seginf_curvature *curvature,
+                                          size_t *iterations,
+                                          double *relative_residual);
+
+// Exact influence by retraining (paper Eq. 5-6), the ground truth for influence scores:
+// removes the labels of tokens train_first..train_last (inclusive) of training sequence
+// `train_sequence` (0-based, in the order of seginf_trainer_add; they become unlabelled),
+// retrains with the trainer's options warm-started from `trained` (no progress callback), and
+// writes the change of the test segment's conditional loss CL(test_first, test_last) (test
+// features test_n x d, labels test_n) into *actual = CL(retrained) - CL(trained), and the
+// influence-function prediction of it, (1/S) g_test . (H + (l2 + damping) I)^-1 g_train
+// (S = number of training sequences), into *predicted. `curvature` (fitted at `trained`) gives
+// the inverse Hessian; NULL means the identity with damping 1 (the paper's choice). For a
+// query on an index of the same training data, the token's score with that curvature is
+// -S * predicted. `trained` should minimise the trainer's objective (seginf_trainer_run).
+// The training sequence must be fully labelled.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (train_sequence out of range, test_n = 0),
+// BAD_SEGMENT (either segment), DIMENSION_MISMATCH, NON_FINITE, LABEL_OUT_OF_RANGE,
+// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), UNSUPPORTED (the training
+// sequence has unlabelled tokens: the prediction's gradient would condition on their labels),
+// NOT_CONVERGED (the retraining, or the exact curvature's solve, stopped short of its
+// tolerance; nothing is written).
+seginf_status seginf_exact_influence(const seginf_trainer *data,
+                                     const seginf_crf *trained,
+                                     const seginf_curvature *curvature,
+                                     size_t train_sequence,
+                                     size_t train_first,
+                                     size_t train_last,
+                                     const float *test_features,
+                                     size_t test_n,
+                                     const uint32_t *test_labels,
+                                     size_t test_first,
+                                     size_t test_last,
+                                     double *actual,
+                                     double *predicted);
 
 #ifdef __cplusplus
 }  // extern "C"

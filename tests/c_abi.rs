@@ -8,9 +8,11 @@
 //!   is recomputed here through the Rust API and compared value by value: the CRF
 //!   (`crf_basic.c`, `crf_raii.cpp`) and the index and queries (`index_query.c`,
 //!   `index_query.cpp`, the latter with F16 storage).
-//! - `null_args.c` and `index_null_args.c` feed every entry point bad input and check the exact
-//!   status, the message and that outputs stay untouched; between them they call every
-//!   exported function.
+//!   Training, the fitted Hessian modes and exact influence (`train_influence.c`) are checked the
+//!   same way: the objective and iteration counts exactly, the derived values to 1e-9.
+//! - `null_args.c`, `index_null_args.c` and `train_null_args.c` feed every entry point bad input
+//!   and check the exact status, the message and that outputs stay untouched; between them they
+//!   call every exported function.
 //!
 //! Cargo does not tell tests where the cdylib is, so the library is built once per run of this
 //! binary by a nested `cargo build --lib` into a target directory of its own
@@ -27,6 +29,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView2};
 use seginf::index::TrainingSequence;
+use seginf::train::TrainSeq;
 use seginf::{
     BuildOptions, ConstraintMask, Crf, Error, Granularity, Hessian, Index, IndexBuilder,
     LoadOptions, Normalization, Query, Storage, TagScheme, TestSegment, TopHits,
@@ -328,6 +331,10 @@ impl Printed {
         assert_close(key, &self.f64s(key), want);
     }
 
+    fn expect_close_within(&mut self, key: &str, want: &[f64], rel: f64) {
+        assert_close_within(key, &self.f64s(key), want, rel);
+    }
+
     fn expect_integers(&mut self, key: &str, want: &[u64]) {
         assert_eq!(self.integers(key), want, "{key}");
     }
@@ -350,6 +357,11 @@ impl Printed {
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_close_within(what, got, want, REL_TOL);
+}
+
+/// As [`assert_close`], to a relative tolerance `rel` of the larger magnitude.
+fn assert_close_within(what: &str, got: &[f64], want: &[f64], rel: f64) {
     assert_eq!(
         got.len(),
         want.len(),
@@ -358,7 +370,7 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
         want.len()
     );
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let close = g == w || (g - w).abs() <= REL_TOL * g.abs().max(w.abs()).max(ABS_FLOOR);
+        let close = g == w || (g - w).abs() <= rel * g.abs().max(w.abs()).max(ABS_FLOOR);
         assert!(close, "{what}[{i}]: C printed {g:e}, Rust computes {w:e}");
     }
 }
@@ -941,6 +953,11 @@ fn storage_code(storage: Storage) -> u64 {
 /// Checks the lines `<key>_found`, `<key>_supporting` and `<key>_opposing` (hits printed as
 /// `doc_id position label score`) against hits computed here.
 fn expect_hits(p: &mut Printed, key: &str, want: &TopHits) {
+    expect_hits_within(p, key, want, REL_TOL);
+}
+
+/// As [`expect_hits`], with the scores to a relative tolerance `rel`.
+fn expect_hits_within(p: &mut Printed, key: &str, want: &TopHits, rel: f64) {
     assert_eq!(want.supporting.len(), want.opposing.len(), "{key}");
     p.expect_integers(&format!("{key}_found"), &[want.supporting.len() as u64]);
     for (end, hits) in [
@@ -980,7 +997,7 @@ fn expect_hits(p: &mut Printed, key: &str, want: &TopHits) {
             })
             .collect();
         let want_scores: Vec<f64> = hits.iter().map(|h| h.score).collect();
-        assert_close(&line, &scores, &want_scores);
+        assert_close_within(&line, &scores, &want_scores, rel);
     }
 }
 
@@ -1257,6 +1274,281 @@ fn index_query_cpp_prints_what_rust_computes() {
     p.finish();
 }
 
+// ---- examples-c/train_influence.c ------------------------------------------------------------
+
+/// Training and the Hessian modes run the same code in the C program and here, so the objective
+/// and every iteration count must agree exactly; the values derived from long computations are
+/// compared to this relative tolerance (a looser one than REL_TOL, against a different BLAS
+/// build or summation order in the conjugate-gradient and L-BFGS loops).
+const TRAIN_REL_TOL: f64 = 1e-9;
+
+mod train_influence {
+    use super::*;
+
+    pub const C: usize = 3;
+    pub const D: usize = 4;
+    pub const S: usize = 12;
+    pub const PARTIAL: usize = 11;
+    pub const UNLABELLED_AT: usize = 2;
+    pub const TEST_N: usize = 6;
+    pub const TEST_FIRST: usize = 2;
+    pub const TEST_LAST: usize = 3;
+    pub const REMOVALS: [(usize, usize); 3] = [(0, 1), (5, 0), (9, 2)];
+
+    /// The teacher of train_influence.c (O -> I forbidden) and the student it trains from
+    /// (zeros, with the same constraint and blocks).
+    pub fn models() -> (Crf, Crf) {
+        let mut weights = vec![0f32; C * D];
+        let mut transitions = vec![0f32; C * C];
+        let (mut bias, mut start, mut end) = (vec![0f32; C], vec![0f32; C], vec![0f32; C]);
+        for i in 0..C {
+            for j in 0..D {
+                weights[i * D + j] = dyadic((i * 5 + j * 3 + 1) % 9, 4, 4.0);
+            }
+            for j in 0..C {
+                transitions[i * C + j] = dyadic((i * 7 + j * 3 + 2) % 7, 3, 4.0);
+            }
+            bias[i] = dyadic((i * 2 + 3) % 5, 2, 4.0);
+            start[i] = dyadic((2 * i + 1) % 3, 1, 4.0);
+            end[i] = dyadic((i + 2) % 3, 1, 8.0);
+        }
+        transitions[2] = f32::NEG_INFINITY;
+        let teacher = Crf::from_f32(
+            C,
+            D,
+            &weights,
+            Some(&bias),
+            &transitions,
+            Some(&start),
+            Some(&end),
+        )
+        .unwrap();
+        let zeros = vec![0f32; C * D];
+        let mut student_transitions = vec![0f32; C * C];
+        student_transitions[2] = f32::NEG_INFINITY;
+        let z = vec![0f32; C];
+        let student = Crf::from_f32(
+            C,
+            D,
+            &zeros,
+            Some(&z),
+            &student_transitions,
+            Some(&z),
+            Some(&z),
+        )
+        .unwrap();
+        (teacher, student)
+    }
+
+    /// The training sequences as the program labels them: the teacher's Viterbi path with
+    /// position 1 of every fourth sequence relabelled B; the last sequence with token 2
+    /// unlabelled (stored as label 0, as the C ABI stores it).
+    pub fn training(teacher: &Crf) -> Vec<TrainSeq> {
+        (0..S)
+            .map(|i| {
+                let n = 4 + (3 * i) % 4;
+                let x = Array2::from_shape_fn((n, D), |(t, j)| {
+                    dyadic((i * 7 + t * 5 + j * 3 + i * t + 1) % 17, 8, 4.0)
+                });
+                let mut y = teacher.viterbi(x.view()).unwrap().0;
+                if i % 4 == 1 {
+                    y[1] = 1;
+                }
+                let mut seq = TrainSeq::labelled(x, y);
+                if i == PARTIAL {
+                    seq.observed[UNLABELLED_AT] = false;
+                }
+                seq
+            })
+            .collect()
+    }
+
+    /// The test sequence: the teacher's labels with position TEST_FIRST relabelled B.
+    pub fn test(teacher: &Crf) -> (Array2<f32>, Vec<u32>) {
+        let x = Array2::from_shape_fn((TEST_N, D), |(t, j)| {
+            dyadic((t * 7 + j * 5 + 3) % 13, 6, 4.0)
+        });
+        let mut y = teacher.viterbi(x.view()).unwrap().0;
+        y[TEST_FIRST] = 1;
+        (x, y)
+    }
+}
+
+#[test]
+fn train_influence_prints_what_rust_computes() {
+    use seginf::hessian::{ExactInverse, Factored, KroneckerInverse};
+    use seginf::influence::{exact_influence, TrainingSegment};
+    use seginf::query::InverseHessian;
+    use seginf::train::{train, TrainOptions};
+    use train_influence::*;
+
+    let stdout = build_and_run(&example("train_influence.c"), "train_influence").expect_success();
+    let mut p = Printed::parse(&stdout);
+    let (teacher, student) = models();
+    let mut data = training(&teacher);
+    let (test_x, test_y) = test(&teacher);
+
+    // The labels as printed: the unlabelled token still shows the teacher's label.
+    let printed_labels: Vec<u32> = data.iter().flat_map(|s| s.labels.clone()).collect();
+    p.expect_integers("train_labels", &ints(&printed_labels));
+    p.expect_integers("test_labels", &ints(&test_y));
+    data[PARTIAL].labels[UNLABELLED_AT] = 0;
+    p.expect_integers("num_sequences", &[S as u64]);
+
+    let options = TrainOptions {
+        l2: 1.0 / 32.0,
+        tolerance: 1e-9,
+        max_iterations: 500,
+        ..TrainOptions::default()
+    };
+    let mut calls = 0u64;
+    let mut last = (0usize, 0.0, 0.0);
+    let mut record = |iteration: usize, objective: f64, gradient: f64| {
+        calls += 1;
+        last = (iteration, objective, gradient);
+        true
+    };
+    let fit = train(&student, &data, &options, Some(&mut record)).unwrap();
+    assert!(fit.converged, "{fit:?}");
+    // The same code on the same data: equal to the last bit, not merely close.
+    assert_eq!(p.f64s("objective"), [fit.objective], "objective");
+    assert_eq!(p.f64s("max_abs_gradient"), [fit.max_abs_gradient]);
+    p.expect_integers("iterations", &[fit.iterations as u64]);
+    let progress = p.words("progress");
+    assert_eq!(progress.len(), 4, "progress: {progress:?}");
+    assert_eq!(
+        (
+            progress[0].parse::<u64>().unwrap(),
+            progress[1].parse::<usize>().unwrap(),
+            progress[2].parse::<f64>().unwrap(),
+            progress[3].parse::<f64>().unwrap(),
+        ),
+        (calls, last.0, last.1, last.2),
+        "progress: calls, last iteration, objective, max |gradient|"
+    );
+    assert_eq!(calls, fit.iterations as u64);
+    p.expect_close_within("trained_params", &fit.crf.params(), TRAIN_REL_TOL);
+    let crf = Arc::new(fit.crf);
+
+    p.expect_integers("curvature_modes", &[1, 2, 3]);
+    let l2 = options.l2;
+    let kfac: Arc<dyn InverseHessian> =
+        Arc::new(KroneckerInverse::fit(Arc::clone(&crf), &data, l2, 0.0, Factored::Kfac).unwrap());
+    let ekfac: Arc<dyn InverseHessian> =
+        Arc::new(KroneckerInverse::fit(Arc::clone(&crf), &data, l2, 0.0, Factored::Ekfac).unwrap());
+    let data = Arc::new(data);
+    let exact = Arc::new(ExactInverse::new(
+        Arc::clone(&crf),
+        Arc::clone(&data),
+        l2,
+        0.0,
+    ));
+
+    let mut builder = IndexBuilder::new(Arc::clone(&crf), BuildOptions::default());
+    for (i, seq) in data.iter().enumerate().filter(|(i, _)| *i != PARTIAL) {
+        builder
+            .add(i as u64, seq.features.view(), &seq.labels)
+            .unwrap();
+    }
+    let mut query = Query::new(Arc::new(builder.finish().unwrap()));
+    let segment = TestSegment {
+        features: test_x.view(),
+        labels: &test_y,
+        first: TEST_FIRST,
+        last: TEST_LAST,
+    };
+    let modes: [(&str, Hessian); 4] = [
+        ("identity", Hessian::Identity { damping: 1.0 }),
+        ("kfac", Hessian::Inverse(Arc::clone(&kfac))),
+        ("ekfac", Hessian::Inverse(Arc::clone(&ekfac))),
+        ("exact", Hessian::Inverse(exact.clone())),
+    ];
+    for (name, hessian) in modes {
+        query.options.hessian = hessian;
+        let scores = query.scores(&segment).unwrap();
+        p.expect_close_within(&format!("scores_{name}"), &scores, TRAIN_REL_TOL);
+    }
+    let (cg_iterations, residual) = exact.last_solve().unwrap();
+    let printed = p.words("exact_last_solve");
+    assert_eq!(printed[0], cg_iterations.to_string(), "CG iterations");
+    assert_close_within(
+        "exact_last_solve residual",
+        &[printed[1].parse().unwrap()],
+        &[residual],
+        TRAIN_REL_TOL,
+    );
+    let hits = query.run(&segment, 3).unwrap();
+    expect_hits_within(&mut p, "exact", &hits, TRAIN_REL_TOL);
+    query.options.hessian = Hessian::Identity { damping: 2.0 };
+    p.expect_close_within(
+        "scores_identity_damped",
+        &query.scores(&segment).unwrap(),
+        TRAIN_REL_TOL,
+    );
+
+    /// `H = I`: the prediction seginf_exact_influence makes without a curvature.
+    #[derive(Debug)]
+    struct Identity;
+    impl InverseHessian for Identity {
+        fn apply(&self, g: &[f64]) -> seginf::Result<Vec<f64>> {
+            Ok(g.to_vec())
+        }
+    }
+    let inverses: [(&str, &dyn InverseHessian); 4] = [
+        ("identity", &Identity),
+        ("kfac", kfac.as_ref()),
+        ("ekfac", ekfac.as_ref()),
+        ("exact", exact.as_ref()),
+    ];
+    for (sequence, position) in REMOVALS {
+        for (name, inverse) in inverses {
+            let r = exact_influence(
+                &crf,
+                &data,
+                &options,
+                TrainingSegment {
+                    sequence,
+                    first: position,
+                    last: position,
+                },
+                &segment,
+                inverse,
+            )
+            .unwrap();
+            assert!(r.converged);
+            p.expect_close_within(
+                &format!("influence_{name}_{sequence}_{position}"),
+                &[r.actual, r.predicted],
+                TRAIN_REL_TOL,
+            );
+        }
+    }
+
+    // Warm start from the trained model: already at the tolerance, no step and no callback.
+    let warm = train(&crf, &data, &options, None).unwrap();
+    assert!(warm.converged);
+    p.expect_integers("warm_iterations", &[warm.iterations as u64, 0]);
+
+    let mut stop_at_three = |iteration: usize, _: f64, _: f64| iteration < 3;
+    let e = train(&student, &data, &options, Some(&mut stop_at_three)).unwrap_err();
+    p.expect_error("cancel", status_name(&e), &e.to_string());
+    p.expect_integers("cancel_calls", &[3]);
+    let capped = TrainOptions {
+        max_iterations: 1,
+        ..options
+    };
+    let one = train(&student, &data, &capped, None).unwrap();
+    assert!(!one.converged);
+    let line = p.rest("capped");
+    assert!(
+        line.starts_with(
+            "SEGINF_ERR_NOT_CONVERGED not converged: training stopped after 1 L-BFGS steps"
+        ) && line.contains("seginf_trainer_set_max_iterations"),
+        "capped: {line}"
+    );
+    p.finish();
+}
+
 // ---- examples-c/null_args.c and examples-c/index_null_args.c ------------------------------
 
 /// Runs a bad-input program (one `ok ...`/`FAIL ...` line per check, then "N passed, M failed"),
@@ -1333,12 +1625,22 @@ fn index_null_args_gets_the_right_error_from_every_function() {
     check_bad_input_program("index_null_args.c", &INDEX_NULL_ARGS_SCOPE, 200);
 }
 
+#[test]
+fn train_null_args_gets_the_right_error_from_every_function() {
+    check_bad_input_program("train_null_args.c", &TRAIN_NULL_ARGS_SCOPE, 140);
+}
+
 /// The C entry points null_args.c covers: the status/error functions and the CRF handle with its
 /// loader options.
 const NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/boundary.rs", "src/ffi/crf.rs"];
 
 /// The C entry points index_null_args.c covers: index options, builder, index, query.
 const INDEX_NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/index.rs", "src/ffi/query.rs"];
+
+/// The C entry points train_null_args.c covers: trainer, curvatures, exact influence (it also
+/// checks seginf_query_set_curvature and seginf_query_set_hessian with fitted modes, which
+/// index_null_args.c covers for NULLs).
+const TRAIN_NULL_ARGS_SCOPE: [&str; 1] = ["src/ffi/train.rs"];
 
 /// Every file of src/ffi/ that exports C functions is in one of the scopes above, so a new
 /// entry point cannot go untested by the bad-input programs.
@@ -1358,6 +1660,7 @@ fn bad_input_programs_cover_every_ffi_file() {
     let covered: Vec<&str> = NULL_ARGS_SCOPE
         .iter()
         .chain(&INDEX_NULL_ARGS_SCOPE)
+        .chain(&TRAIN_NULL_ARGS_SCOPE)
         .copied()
         .collect();
     let uncovered: Vec<&String> = files
@@ -1391,13 +1694,15 @@ fn mentions(text: &str, name: &str) -> bool {
 // ---- every program in examples-c/ ------------------------------------------------------------
 
 /// Programs with a test above that checks their output.
-const CHECKED_PROGRAMS: [&str; 6] = [
+const CHECKED_PROGRAMS: [&str; 8] = [
     "crf_basic.c",
     "crf_raii.cpp",
     "null_args.c",
     "index_query.c",
     "index_query.cpp",
     "index_null_args.c",
+    "train_influence.c",
+    "train_null_args.c",
 ];
 
 #[test]

@@ -72,12 +72,14 @@ fn factors(crf: &Crf, data: &[TrainSeq]) -> (DMatrix<f64>, DMatrix<f64>) {
     (a / data.len() as f64, b / tokens)
 }
 
-/// The block-diagonal operator: an emission-block matrix (on [W | b]) and the exact
-/// transition/start/end block, both shifted by `shift`, inverted densely and applied to `g`.
+/// The block-diagonal operator: an emission-block matrix (on [W | b]) shifted by
+/// `emission_shift` and the exact transition/start/end block shifted by `shift`, inverted
+/// densely and applied to `g`.
 fn dense_apply(
     crf: &Crf,
     data: &[TrainSeq],
     emission: &DMatrix<f64>,
+    emission_shift: f64,
     shift: f64,
     g: &[f64],
 ) -> Vec<f64> {
@@ -107,6 +109,11 @@ fn dense_apply(
         let hv = objective_hvp(crf, data, 0.0, 0.0, &e).unwrap();
         for &r in &rest {
             m[(r, q)] = hv[r];
+        }
+    }
+    for j in 0..c {
+        for i in 0..dt {
+            m[(emission_index(crf, j, i), emission_index(crf, j, i))] += emission_shift - shift;
         }
     }
     let keep: Vec<usize> = (0..p).filter(|&i| params[i].is_finite()).collect();
@@ -163,7 +170,7 @@ fn kfac_and_ekfac_match_their_dense_definitions() {
     ] {
         let crf = Arc::new(random_crf(&mut rng, shape));
         let train = data(&mut rng, &crf, 8);
-        let (l2, damping) = (0.05, 0.01);
+        let (l2, damping): (f64, f64) = (0.05, 0.01);
         let (a, b) = factors(&crf, &train);
         let (c, dt) = (b.nrows(), a.nrows());
         let g: Vec<f64> = crf
@@ -178,16 +185,24 @@ fn kfac_and_ekfac_match_their_dense_definitions() {
             })
             .collect();
 
-        // K-FAC: the emission block is B ⊗ A (entry ((j,i),(k,h)) = B[j,k] A[i,h]).
+        // K-FAC with factored damping (Martens & Grosse §6.3): the emission block is
+        // (B + √s/π I) ⊗ (A + π√s I), π² = (tr A / d̃) / (tr B / C), entry ((j,i),(k,h)).
+        let s = l2 + damping;
+        let pi = ((a.trace() / dt as f64) / (b.trace() / c as f64)).sqrt();
+        let pi = if pi.is_finite() && pi > 0.0 { pi } else { 1.0 };
+        let (a_s, b_s) = (
+            &a + DMatrix::identity(dt, dt) * (pi * s.sqrt()),
+            &b + DMatrix::identity(c, c) * (s.sqrt() / pi),
+        );
         let kron = DMatrix::from_fn(c * dt, c * dt, |r, q| {
-            b[(r / dt, q / dt)] * a[(r % dt, q % dt)]
+            b_s[(r / dt, q / dt)] * a_s[(r % dt, q % dt)]
         });
         let kfac =
             KroneckerInverse::fit(Arc::clone(&crf), &train, l2, damping, Factored::Kfac).unwrap();
         assert_close(
             &format!("K-FAC {shape:?}"),
             &kfac.apply(&g).unwrap(),
-            &dense_apply(&crf, &train, &kron, l2 + damping, &g),
+            &dense_apply(&crf, &train, &kron, 0.0, s, &g),
         );
 
         // EK-FAC: K-FAC's eigenbasis, eigenvalues = the true curvature q_jiᵀ H q_ji.
@@ -219,7 +234,7 @@ fn kfac_and_ekfac_match_their_dense_definitions() {
         assert_close(
             &format!("EK-FAC {shape:?}"),
             &ekfac.apply(&g).unwrap(),
-            &dense_apply(&crf, &train, &emission, l2 + damping, &g),
+            &dense_apply(&crf, &train, &emission, s, s, &g),
         );
     }
 }
@@ -270,4 +285,105 @@ fn saved_factors_reopen_identically_and_refuse_other_models() {
         ));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kfac_queries_keep_the_factored_form_and_equal_dense_preconditioning() {
+    use seginf::{BuildOptions, Granularity, Hessian, IndexBuilder, Query, Storage, TestSegment};
+    let mut rng = Rng::new(33);
+    for shape in [
+        Shape {
+            c: 4,
+            d: 5,
+            bias: true,
+            start: true,
+            end: true,
+            forbid: 0.0,
+        },
+        Shape {
+            c: 3,
+            d: 6,
+            bias: false,
+            start: false,
+            end: true,
+            forbid: 0.2,
+        },
+    ] {
+        let crf = Arc::new(random_crf(&mut rng, shape));
+        let train = data(&mut rng, &crf, 30);
+        let kfac = Arc::new(
+            KroneckerInverse::fit(Arc::clone(&crf), &train, 0.01, 0.001, Factored::Kfac).unwrap(),
+        );
+        let mut b = IndexBuilder::new(
+            Arc::clone(&crf),
+            BuildOptions {
+                storage: Storage::F32,
+                expected_tokens: 0,
+            },
+        );
+        for (i, s) in train.iter().enumerate() {
+            b.add(i as u64, s.features.view(), &s.labels).unwrap();
+        }
+        let index = Arc::new(b.finish().unwrap());
+        let mut query = Query::new(Arc::clone(&index));
+        query.options.hessian = Hessian::Inverse(kfac.clone());
+        let test = &train[0];
+        let n = test.labels.len();
+        for (first, last) in [(0, 0), (0, n - 1)] {
+            let seg = TestSegment {
+                features: test.features.view(),
+                labels: &test.labels,
+                first,
+                last,
+            };
+            let g = crf
+                .segment_gradient(seg.features, seg.labels, first, last)
+                .unwrap();
+            // The factored path is taken when the segment has at most C tokens (the dense form
+            // has C columns otherwise); both must equal the dense product.
+            let m = last - first + 1;
+            assert_eq!(
+                kfac.apply_factored(&g, seg.features).is_some(),
+                m <= crf.num_labels()
+            );
+            let h = kfac
+                .apply(&g.to_dense(&crf, seg.features).unwrap())
+                .unwrap();
+            for granularity in [Granularity::Token, Granularity::Instance] {
+                query.options.granularity = granularity;
+                let got = query.scores(&seg).unwrap();
+                let want: Vec<f64> = match granularity {
+                    Granularity::Token => train
+                        .iter()
+                        .flat_map(|s| (0..s.labels.len()).map(move |k| (s, k)))
+                        .map(|(s, k)| {
+                            let gk = crf
+                                .segment_gradient_dense(s.features.view(), &s.labels, k, k)
+                                .unwrap();
+                            -h.iter().zip(&gk).map(|(a, b)| a * b).sum::<f64>()
+                        })
+                        .collect(),
+                    _ => train
+                        .iter()
+                        .map(|s| {
+                            let gs = crf
+                                .segment_gradient_dense(
+                                    s.features.view(),
+                                    &s.labels,
+                                    0,
+                                    s.labels.len() - 1,
+                                )
+                                .unwrap();
+                            -h.iter().zip(&gs).map(|(a, b)| a * b).sum::<f64>()
+                        })
+                        .collect(),
+                };
+                assert_close(
+                    &format!("{granularity:?} {shape:?} [{first},{last}]"),
+                    &got,
+                    &want,
+                );
+            }
+        }
+    }
 }

@@ -8,5 +8,6 @@ mod boundary;
 mod crf;
 mod index;
 mod query;
+mod train;
 
 // The exported symbols are the `#[no_mangle]` functions; nothing is re-exported to Rust.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::boundary::*;
 use super::index::seginf_index;
+use super::train::seginf_curvature;
 use crate::error::Error;
 use crate::query::{Granularity, Hessian, Hit, Normalization, Query, TestSegment, TopHits};
 
@@ -43,11 +44,25 @@ pub enum seginf_normalization {
 }
 
 /// Hessian approximations (passed as int32_t). More modes will be added with new values.
+/// Only the identity is set on a query directly (seginf_query_set_hessian); the others need
+/// the training data: fit a seginf_curvature with seginf_curvature_fit and pass it to
+/// seginf_query_set_curvature. Each inverts the Hessian of the training objective
+/// `mean NLL + (l2/2)|theta|^2` plus damping * I.
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum seginf_hessian {
     /// H = damping * I: scores are -g_test . g_train / damping (the paper uses damping = 1).
     SEGINF_HESSIAN_IDENTITY = 0,
+    /// K-FAC (Martens & Grosse 2015): the emission block as a Kronecker product of the feature
+    /// second moment and the mean label covariance; the transition/start/end block exact.
+    SEGINF_HESSIAN_KFAC = 1,
+    /// EK-FAC (George et al. 2018): K-FAC's eigenbases with the exact curvature along each basis
+    /// direction; closer to the exact Hessian at the same cost per query.
+    SEGINF_HESSIAN_EKFAC = 2,
+    /// The exact Hessian, inverted by conjugate gradient on exact Hessian-vector products (one
+    /// pass over the training data per CG iteration, at every query): the magnitudes of
+    /// influence, at a price.
+    SEGINF_HESSIAN_EXACT = 3,
 }
 
 /// A prepared query over one index: options (granularity, normalisation, Hessian, filters)
@@ -143,8 +158,12 @@ pub unsafe extern "C" fn seginf_query_set_normalization(
     })
 }
 
-/// Sets the Hessian mode (a seginf_hessian) and its damping (finite, > 0).
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, UNSUPPORTED (a mode this build lacks).
+/// Sets the Hessian to SEGINF_HESSIAN_IDENTITY with `damping` (finite, > 0): H = damping * I,
+/// replacing any curvature set before. The other modes need the training data, so they are not
+/// set here: fit a seginf_curvature (seginf_curvature_fit) and call seginf_query_set_curvature;
+/// passing them here fails with INVALID_ARGUMENT and says so.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (a mode other than identity, an unknown mode, a bad
+/// damping).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_query_set_hessian(
     query: *mut seginf_query,
@@ -153,17 +172,57 @@ pub unsafe extern "C" fn seginf_query_set_hessian(
 ) -> seginf_status {
     guard(|| {
         let q = unsafe { borrow_mut(query, "query") }?;
+        use seginf_hessian::*;
+        let all = [
+            SEGINF_HESSIAN_IDENTITY,
+            SEGINF_HESSIAN_KFAC,
+            SEGINF_HESSIAN_EKFAC,
+            SEGINF_HESSIAN_EXACT,
+        ];
+        let mode = from_code(mode, &all.map(|m| (m as i32, m)), "seginf_hessian")?;
+        if mode != SEGINF_HESSIAN_IDENTITY {
+            return Err(Error::InvalidArgument(format!(
+                "{mode:?} needs the training data: fit it with seginf_curvature_fit and set it with seginf_query_set_curvature"
+            ))
+            .into());
+        }
         if !(damping.is_finite() && damping > 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "damping must be finite and > 0, got {damping}"
             ))
             .into());
         }
-        use seginf_hessian::*;
-        let table = [(SEGINF_HESSIAN_IDENTITY as i32, SEGINF_HESSIAN_IDENTITY)];
-        q.query.options.hessian = match from_code(mode, &table, "seginf_hessian")? {
-            SEGINF_HESSIAN_IDENTITY => Hessian::Identity { damping },
-        };
+        q.query.options.hessian = Hessian::Identity { damping };
+        Ok(())
+    })
+}
+
+/// Makes the query use a fitted curvature (K-FAC, EK-FAC or exact; see seginf_curvature_fit)
+/// as its inverse Hessian, with the damping it was fitted with: each test gradient is
+/// preconditioned once per run, h = (H + (l2 + damping) I)^-1 g_test, and every item scores
+/// -h . g_train. The curvature must have been fitted at the CRF of the query's index. The query
+/// keeps its own reference (the caller may free the curvature handle). With an exact curvature
+/// every run does a conjugate-gradient solve over the training data, and a solve that does not
+/// converge fails that run with NOT_CONVERGED. seginf_query_set_hessian(query,
+/// SEGINF_HESSIAN_IDENTITY, damping) goes back to the identity.
+/// Errors: NULL_ARGUMENT, MODEL_MISMATCH (fitted at another CRF).
+#[no_mangle]
+pub unsafe extern "C" fn seginf_query_set_curvature(
+    query: *mut seginf_query,
+    curvature: *const seginf_curvature,
+) -> seginf_status {
+    guard(|| {
+        let q = unsafe { borrow_mut(query, "query") }?;
+        let curvature = unsafe { borrow(curvature, "curvature") }?;
+        let index_crf = q.query.index().crf().fingerprint();
+        if curvature.fingerprint != index_crf {
+            return Err(Error::ModelMismatch(format!(
+                "the curvature was fitted at another CRF (fingerprint {:016x}) than the query's index was built for ({index_crf:016x})",
+                curvature.fingerprint
+            ))
+            .into());
+        }
+        q.query.options.hessian = Hessian::Inverse(Arc::clone(&curvature.inverse));
         Ok(())
     })
 }
@@ -285,7 +344,8 @@ fn check_hit_buffers(
 /// written to each (fewer than k_capacity only when the filters leave fewer items). Ties break
 /// by (doc_id, position). Reported scores are exact (f64), as seginf_query_scores gives them.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (k_capacity = 0, a bad option mix), NON_FINITE,
-/// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS.
+/// DIMENSION_MISMATCH, LABEL_OUT_OF_RANGE, BAD_SEGMENT, IMPOSSIBLE_LABELS, NOT_CONVERGED (the
+/// conjugate-gradient solve of an exact curvature; see seginf_query_set_curvature).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_query_run(
     query: *mut seginf_query,

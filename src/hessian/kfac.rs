@@ -13,20 +13,25 @@
 //! tokens are independent). As an operator on the C × d̃ gradient block G: `H·G = B G A`, so
 //! with `A = U_A Λ_A U_Aᵀ`, `B = U_B Λ_B U_Bᵀ`:
 //! `(H + s I)⁻¹ G = U_B [(U_Bᵀ G U_A) ⊘ (λ_B λ_Aᵀ + s)] U_Aᵀ`, `s = l2 + damping`.
+//! K-FAC damps the factors instead (Martens & Grosse 2015, §6.3): `(A + π√s I) ⊗ (B + √s/π I)`
+//! with `π² = (tr A / d̃) / (tr B / C)`, whose inverse is again a Kronecker product, so a rank-m
+//! test gradient `Σ_t r_t ⊗ f̃_t` stays rank m: `Σ_t (B_s⁻¹ r_t) ⊗ (A_s⁻¹ f̃_t)` — the query
+//! keeps the identity's m test columns and cost.
 //! EK-FAC keeps the eigenbases and replaces `λ_B[j] λ_A[i]` by the true curvature along each
 //! basis direction `q_ji = u_B^j ⊗ u_A^i`: `q_jiᵀ H q_ji = (1/|D|) Σ_seq Var_{p(y|x)}[φ(y)·q_ji]`,
 //! computed exactly from all-pairs label covariances of each sequence.
 
 use std::sync::Arc;
 
-use nalgebra::{DMatrix, SymmetricEigen};
-use ndarray::Array2;
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::crf::Crf;
+use crate::crf::SegmentGradient;
 use crate::error::{Error, Result};
 use crate::hessian::objective_hvp;
-use crate::query::InverseHessian;
+use crate::query::{FactoredGradient, InverseHessian};
 use crate::train::TrainSeq;
 
 /// Which eigenvalues the emission block uses.
@@ -45,9 +50,16 @@ pub struct KroneckerInverse {
     /// Eigenvectors (columns) of A (d̃ × d̃) and B (C × C).
     u_a: DMatrix<f64>,
     u_b: DMatrix<f64>,
-    /// C × d̃ curvature along each basis direction (λ_B λ_Aᵀ for K-FAC, refitted for EK-FAC).
+    /// C × d̃ curvature along each basis direction: `(λ_B + β)(λ_A + α)ᵀ` for K-FAC (damping
+    /// included), the refitted true curvature for EK-FAC.
     eigenvalues: DMatrix<f64>,
-    /// `l2 + damping`, added to every eigenvalue and to the dense block's diagonal.
+    /// The damped factor eigenvalues `λ_A + α` (d̃) and `λ_B + β` (C) of K-FAC.
+    factor_a: Vec<f64>,
+    factor_b: Vec<f64>,
+    /// Added to `eigenvalues` before dividing: 0 for K-FAC (damped in the factors), `s` for
+    /// EK-FAC.
+    emission_shift: f64,
+    /// `l2 + damping`, added to the dense block's diagonal.
     shift: f64,
     /// Parameter indices of the transition/start/end block (finite entries only) and the
     /// inverse of its damped exact Hessian.
@@ -121,11 +133,30 @@ impl KroneckerInverse {
         let ea = SymmetricEigen::new(to_nalgebra(&a));
         let eb = SymmetricEigen::new(to_nalgebra(&b));
         let (u_a, u_b) = (ea.eigenvectors, eb.eigenvectors);
-        let eigenvalues = match mode {
-            Factored::Kfac => DMatrix::from_fn(c, u_a.ncols(), |j, i| {
-                eb.eigenvalues[j].max(0.0) * ea.eigenvalues[i].max(0.0)
-            }),
-            Factored::Ekfac => ekfac_eigenvalues(&crf, data, &margs, &u_a, &u_b)?,
+        // Factored Tikhonov damping: π balances the two factors' mean eigenvalues.
+        let s = l2 + damping;
+        let (trace_a, trace_b) = (a.diag().sum() / a.nrows() as f64, b.diag().sum() / c as f64);
+        let pi = if trace_a > 0.0 && trace_b > 0.0 {
+            (trace_a / trace_b).sqrt()
+        } else {
+            1.0
+        };
+        let factor_a: Vec<f64> = ea
+            .eigenvalues
+            .iter()
+            .map(|l| l.max(0.0) + pi * s.sqrt())
+            .collect();
+        let factor_b: Vec<f64> = eb
+            .eigenvalues
+            .iter()
+            .map(|l| l.max(0.0) + s.sqrt() / pi)
+            .collect();
+        let (eigenvalues, emission_shift) = match mode {
+            Factored::Kfac => (
+                DMatrix::from_fn(c, u_a.ncols(), |j, i| factor_b[j] * factor_a[i]),
+                0.0,
+            ),
+            Factored::Ekfac => (ekfac_eigenvalues(&crf, data, &margs, &u_a, &u_b)?, s),
         };
         let (dense_index, dense_inverse) = dense_block_inverse(&crf, data, l2 + damping)?;
         Ok(KroneckerInverse {
@@ -134,7 +165,10 @@ impl KroneckerInverse {
             u_a,
             u_b,
             eigenvalues,
-            shift: l2 + damping,
+            factor_a,
+            factor_b,
+            emission_shift,
+            shift: s,
             dense_index,
             dense_inverse,
         })
@@ -170,59 +204,57 @@ impl KroneckerInverse {
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
         use crate::index::file::{write_safetensors, Raw};
         use safetensors::tensor::Dtype;
+        let row = |v: &[f64]| DMatrix::from_row_slice(1, v.len(), v);
+        let matrices = [
+            ("u_a", f64_bytes(&self.u_a), self.u_a.shape()),
+            ("u_b", f64_bytes(&self.u_b), self.u_b.shape()),
+            (
+                "eigenvalues",
+                f64_bytes(&self.eigenvalues),
+                self.eigenvalues.shape(),
+            ),
+            (
+                "factor_a",
+                f64_bytes(&row(&self.factor_a)),
+                (1, self.factor_a.len()),
+            ),
+            (
+                "factor_b",
+                f64_bytes(&row(&self.factor_b)),
+                (1, self.factor_b.len()),
+            ),
+            (
+                "dense_inverse",
+                f64_bytes(&self.dense_inverse),
+                self.dense_inverse.shape(),
+            ),
+        ];
         let index: Vec<u8> = self
             .dense_index
             .iter()
             .flat_map(|&i| (i as u64).to_le_bytes())
             .collect();
-        let (ua, ub, ev, di) = (
-            f64_bytes(&self.u_a),
-            f64_bytes(&self.u_b),
-            f64_bytes(&self.eigenvalues),
-            f64_bytes(&self.dense_inverse),
-        );
-        let tensors = [
-            (
-                "u_a",
-                Raw {
-                    dtype: Dtype::F64,
-                    shape: vec![self.u_a.nrows(), self.u_a.ncols()],
-                    data: &ua,
-                },
-            ),
-            (
-                "u_b",
-                Raw {
-                    dtype: Dtype::F64,
-                    shape: vec![self.u_b.nrows(), self.u_b.ncols()],
-                    data: &ub,
-                },
-            ),
-            (
-                "eigenvalues",
-                Raw {
-                    dtype: Dtype::F64,
-                    shape: vec![self.eigenvalues.nrows(), self.eigenvalues.ncols()],
-                    data: &ev,
-                },
-            ),
-            (
-                "dense_index",
-                Raw {
-                    dtype: Dtype::U64,
-                    shape: vec![self.dense_index.len()],
-                    data: &index,
-                },
-            ),
-            (
-                "dense_inverse",
-                Raw {
-                    dtype: Dtype::F64,
-                    shape: vec![self.dense_inverse.nrows(), self.dense_inverse.ncols()],
-                    data: &di,
-                },
-            ),
-        ];
+        let mut tensors: Vec<(&str, Raw)> = matrices
+            .iter()
+            .map(|(name, bytes, (r, c))| {
+                (
+                    *name,
+                    Raw {
+                        dtype: Dtype::F64,
+                        shape: vec![*r, *c],
+                        data: bytes,
+                    },
+                )
+            })
+            .collect();
+        tensors.push((
+            "dense_index",
+            Raw {
+                dtype: Dtype::U64,
+                shape: vec![index.len() / 8],
+                data: &index,
+            },
+        ));
         let meta = std::collections::HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
@@ -231,6 +263,10 @@ impl KroneckerInverse {
                 format!("{:?}", self.mode).to_lowercase(),
             ),
             ("shift".to_string(), format!("{:e}", self.shift)),
+            (
+                "emission_shift".to_string(),
+                format!("{:e}", self.emission_shift),
+            ),
             (
                 "crf_fingerprint".to_string(),
                 format!("{:016x}", self.crf.fingerprint()),
@@ -255,6 +291,11 @@ impl KroneckerInverse {
                 .cloned()
                 .ok_or_else(|| format(format!("metadata field {k:?} is missing")))
         };
+        let number = |k: &str| -> Result<f64> {
+            field(k)?
+                .parse()
+                .map_err(|_| format(format!("{k} is not a number")))
+        };
         if field("format")? != FORMAT || field("format_version")? != FORMAT_VERSION {
             return Err(format(format!(
                 "not a {FORMAT} file of version {FORMAT_VERSION}"
@@ -271,18 +312,21 @@ impl KroneckerInverse {
             "ekfac" => Factored::Ekfac,
             other => return Err(format(format!("unknown mode {other:?}"))),
         };
-        let shift: f64 = field("shift")?
-            .parse()
-            .map_err(|_| format("shift is not a number".into()))?;
-        let names = ["u_a", "u_b", "eigenvalues", "dense_index", "dense_inverse"];
-        let stored = crate::index::file::checksum(
-            names
-                .iter()
-                .map(|n| st.tensor(n).map(|t| (*n, t.data())))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| format(e.to_string()))?
-                .into_iter(),
-        );
+        let names = [
+            "u_a",
+            "u_b",
+            "eigenvalues",
+            "factor_a",
+            "factor_b",
+            "dense_inverse",
+            "dense_index",
+        ];
+        let views = names
+            .iter()
+            .map(|n| st.tensor(n).map(|t| (*n, t)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| format(e.to_string()))?;
+        let stored = crate::index::file::checksum(views.iter().map(|(n, t)| (*n, t.data())));
         if field("checksum")? != format!("{stored:016x}") {
             return Err(format("checksum mismatch: the file is corrupted".into()));
         }
@@ -304,28 +348,28 @@ impl KroneckerInverse {
         let index_t = st
             .tensor("dense_index")
             .map_err(|e| format(e.to_string()))?;
-        let m = index_t.shape().first().copied().unwrap_or(0);
         let p = crf.num_params();
         let dense_index: Vec<usize> = index_t
             .data()
             .chunks_exact(8)
             .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
             .collect();
-        if index_t.dtype() != Dtype::U64
-            || dense_index.len() != m
-            || dense_index.iter().any(|&i| i >= p)
-        {
+        if index_t.dtype() != Dtype::U64 || dense_index.iter().any(|&i| i >= p) {
             return Err(format(
                 "dense_index is not a list of parameter indices".into(),
             ));
         }
+        let m = dense_index.len();
         Ok(KroneckerInverse {
             u_a: matrix("u_a", dt, dt)?,
             u_b: matrix("u_b", c, c)?,
             eigenvalues: matrix("eigenvalues", c, dt)?,
+            factor_a: matrix("factor_a", 1, dt)?.iter().copied().collect(),
+            factor_b: matrix("factor_b", 1, c)?.iter().copied().collect(),
             dense_inverse: matrix("dense_inverse", m, m)?,
             dense_index,
-            shift,
+            shift: number("shift")?,
+            emission_shift: number("emission_shift")?,
             mode,
             crf,
         })
@@ -452,7 +496,7 @@ impl InverseHessian for KroneckerInverse {
         let mut rotated = self.u_b.transpose() * grad * &self.u_a;
         for j in 0..c {
             for i in 0..dt {
-                rotated[(j, i)] /= self.eigenvalues[(j, i)].max(0.0) + self.shift;
+                rotated[(j, i)] /= self.eigenvalues[(j, i)].max(0.0) + self.emission_shift;
             }
         }
         let back = &self.u_b * rotated * self.u_a.transpose();
@@ -465,7 +509,83 @@ impl InverseHessian for KroneckerInverse {
                 out[o + j] = back[(j, d)];
             }
         }
-        let block = nalgebra::DVector::from_iterator(
+        self.solve_dense_block(g, &mut out);
+        Ok(out)
+    }
+
+    fn apply_factored(
+        &self,
+        g: &SegmentGradient,
+        features: ArrayView2<f32>,
+    ) -> Option<Result<FactoredGradient>> {
+        let crf = &self.crf;
+        let (c, d) = (crf.num_labels(), crf.feature_dim());
+        let m = g.error_vectors.nrows();
+        // Only K-FAC's damped Kronecker inverse keeps the rank; beyond C tokens the dense form
+        // has fewer columns anyway.
+        if self.mode != Factored::Kfac || m > c || g.last() >= features.nrows() {
+            return None;
+        }
+        let l = crf.layout();
+        let dt = self.u_a.ncols();
+        // (A_s⁻¹ ⊗ B_s⁻¹)(r_t ⊗ f̃_t) = (B_s⁻¹ r_t) ⊗ (A_s⁻¹ f̃_t), each through its eigenbasis.
+        let inv = |u: &DMatrix<f64>, factor: &[f64], v: DVector<f64>| {
+            let mut w = u.transpose() * v;
+            w.iter_mut().zip(factor).for_each(|(x, f)| *x /= f);
+            u * w
+        };
+        let mut columns = Array2::<f64>::zeros((m, d));
+        let mut coefs = Array2::<f64>::zeros((m, c));
+        let mut rest = vec![0.0; l.len];
+        for t in 0..m {
+            let x = features.row(g.first + t);
+            let f = DVector::from_fn(dt, |i, _| if i < d { f64::from(x[i]) } else { 1.0 });
+            let col = inv(&self.u_a, &self.factor_a, f);
+            let coef = inv(
+                &self.u_b,
+                &self.factor_b,
+                DVector::from_fn(c, |j, _| g.error_vectors[[t, j]]),
+            );
+            for i in 0..d {
+                columns[[t, i]] = col[i];
+            }
+            for j in 0..c {
+                coefs[[t, j]] = coef[j];
+            }
+            // The bias is f̃'s last feature: its share of the preconditioned W̃ block.
+            if let Some(o) = l.bias {
+                for j in 0..c {
+                    rest[o + j] += col[d] * coef[j];
+                }
+            }
+        }
+        // The transition/start/end block, exact and dense.
+        let mut dense = vec![0.0; l.len];
+        dense[l.transitions..l.transitions + c * c]
+            .iter_mut()
+            .zip(g.transitions.iter())
+            .for_each(|(o, v)| *o = *v);
+        for (at, block) in [(l.start, &g.start), (l.end, &g.end)] {
+            if let (Some(o), Some(v)) = (at, block) {
+                dense[o..o + c]
+                    .iter_mut()
+                    .zip(v.iter())
+                    .for_each(|(a, b)| *a = *b);
+            }
+        }
+        self.solve_dense_block(&dense, &mut rest);
+        Some(Ok(FactoredGradient {
+            columns,
+            coefs,
+            rest,
+        }))
+    }
+}
+
+impl KroneckerInverse {
+    /// `out[block] = (H_block + s I)⁻¹ g[block]` for the transition/start/end block.
+    fn solve_dense_block(&self, g: &[f64], out: &mut [f64]) {
+        let block = DVector::from_iterator(
             self.dense_index.len(),
             self.dense_index.iter().map(|&i| g[i]),
         );
@@ -473,6 +593,5 @@ impl InverseHessian for KroneckerInverse {
         for (k, &i) in self.dense_index.iter().enumerate() {
             out[i] = solved[k];
         }
-        Ok(out)
     }
 }

@@ -7,7 +7,9 @@ mod topk;
 
 use std::sync::Arc;
 
-pub use options::{Granularity, Hessian, InverseHessian, Normalization, QueryOptions};
+pub use options::{
+    FactoredGradient, Granularity, Hessian, InverseHessian, Normalization, QueryOptions,
+};
 pub use score::TestSegment;
 pub use topk::Hit;
 

@@ -28,10 +28,33 @@ pub enum Normalization {
     GradientNorm,
 }
 
+/// A preconditioned test gradient that kept the factored form of DESIGN.md §3: emission
+/// block `Σ_l c_l ⊗ col_l`, and every other block dense.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactoredGradient {
+    /// L × d test columns.
+    pub columns: ndarray::Array2<f64>,
+    /// L × C coefficient vectors.
+    pub coefs: ndarray::Array2<f64>,
+    /// A full parameter vector whose W block is ignored (b, A, s, e are read from it).
+    pub rest: Vec<f64>,
+}
+
 /// Applies `(H + μI)⁻¹` to a dense gradient vector (in `Crf::params` order): the Hessian
 /// modes beyond the identity (exact conjugate gradient, K-FAC, EK-FAC) implement it.
 pub trait InverseHessian: Send + Sync + std::fmt::Debug {
     fn apply(&self, gradient: &[f64]) -> crate::error::Result<Vec<f64>>;
+
+    /// The same product for a segment gradient given in factored form (`features` are the
+    /// whole test sequence), when the inverse keeps that form (K-FAC): then a query keeps the
+    /// identity's number of test columns. `None` means "use [`InverseHessian::apply`]".
+    fn apply_factored(
+        &self,
+        _gradient: &crate::crf::SegmentGradient,
+        _features: ndarray::ArrayView2<f32>,
+    ) -> Option<crate::error::Result<FactoredGradient>> {
+        None
+    }
 }
 
 /// The Hessian used in `−g_testᵀ H⁻¹ g_train`.

@@ -90,23 +90,37 @@ impl TestSide {
 }
 
 impl TestSide {
-    /// A preconditioned test gradient `h` given densely (Crf::params order): its W block's C
-    /// rows become columns with unit coefficients, the rest the dense blocks.
-    fn from_dense(h: &[f64], crf: &Crf, at: usize, rows: &mut Vec<f64>) -> TestSide {
-        let (c, d) = (crf.num_labels(), crf.feature_dim());
+    /// A preconditioned test gradient in factored form: its columns (already appended to the
+    /// batch's column rows by the caller, starting at row `at`) and the dense blocks.
+    fn from_factored(f: crate::query::FactoredGradient, crf: &Crf, at: usize) -> TestSide {
+        let c = crf.num_labels();
         let l = crf.layout();
-        rows.extend_from_slice(&h[l.weights..l.weights + c * d]);
+        let h = &f.rest;
         let block = |o: Option<usize>| o.map(|o| h[o..o + c].to_vec());
         let transitions =
             Array2::from_shape_vec((c, c), h[l.transitions..l.transitions + c * c].to_vec())
                 .unwrap_or_else(|_| Array2::zeros((c, c)));
-        let mut side = TestSide::new(at..at + c, Array2::eye(c), None, 0.0, c);
+        let mut side = TestSide::new(at..at + f.coefs.nrows(), f.coefs, None, 0.0, c);
         side.bias = block(l.bias);
         side.start = block(l.start);
         side.end = block(l.end);
         side.transitions_t = transitions.t().iter().copied().collect();
         side.transitions = transitions.iter().copied().collect();
         side
+    }
+
+    /// A preconditioned test gradient `h` given densely (Crf::params order) in factored
+    /// form: its W block's C rows as columns with unit coefficients.
+    fn factored_from_dense(h: Vec<f64>, crf: &Crf) -> crate::query::FactoredGradient {
+        let (c, d) = (crf.num_labels(), crf.feature_dim());
+        let w = crf.layout().weights;
+        let columns = Array2::from_shape_vec((c, d), h[w..w + c * d].to_vec())
+            .unwrap_or_else(|_| Array2::zeros((c, d)));
+        crate::query::FactoredGradient {
+            columns,
+            coefs: Array2::eye(c),
+            rest: h,
+        }
     }
 }
 
@@ -155,9 +169,17 @@ pub(crate) fn prepare(
                     unreachable!()
                 };
                 let g = crf
-                    .segment_gradient_dense(seg.features, seg.labels, seg.first, seg.last)
+                    .segment_gradient(seg.features, seg.labels, seg.first, seg.last)
                     .map_err(|e| in_segment(e, i, segments.len()))?;
-                TestSide::from_dense(&inverse.apply(&g)?, crf, at, &mut rows)
+                let f = match inverse.apply_factored(&g, seg.features) {
+                    Some(factored) => factored?,
+                    None => TestSide::factored_from_dense(
+                        inverse.apply(&g.to_dense(crf, seg.features)?)?,
+                        crf,
+                    ),
+                };
+                rows.extend(f.columns.iter());
+                TestSide::from_factored(f, crf, at)
             }
             Granularity::Token | Granularity::Instance => {
                 let g = crf
