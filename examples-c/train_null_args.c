@@ -640,7 +640,7 @@ static void check_exact_influence(const seginf_crf *crf, seginf_trainer *t,
               trained, foreign, 1, 0, 0, x, 4, y, 1, 2, &actual, &predicted);
     INFLUENCE("trained of another shape", SEGINF_ERR_DIMENSION_MISMATCH, NULL, t, more_features,
               NULL, 1, 0, 0, x, 4, y, 1, 2, &actual, &predicted);
-    INFLUENCE("a training sequence with an unlabelled token", SEGINF_ERR_UNSUPPORTED, "unlabelled",
+    INFLUENCE("removing an unlabelled training token", SEGINF_ERR_INVALID_ARGUMENT, "unlabelled",
               partial, trained, NULL, 1, 1, 1, x, 4, y, 1, 2, &actual, &predicted);
     seginf_trainer_set_max_iterations(t, 1);
     INFLUENCE("retraining stopped by max_iterations = 1", SEGINF_ERR_NOT_CONVERGED,
@@ -663,6 +663,8 @@ static void check_exact_influence(const seginf_crf *crf, seginf_trainer *t,
           actual != SENTINEL_F64 && predicted != SENTINEL_F64);
     INFLUENCE("valid on the partially labelled data, another sequence", SEGINF_OK, NULL, partial,
               trained, NULL, 2, 0, 0, x, 4, y, 1, 2, &actual, &predicted);
+    INFLUENCE("valid: a labelled token of the partially labelled sequence", SEGINF_OK, NULL,
+              partial, trained, NULL, 1, 0, 0, x, 4, y, 1, 2, &actual, &predicted);
 #undef INFLUENCE
 done:
     seginf_trainer_free(partial);

@@ -848,11 +848,13 @@ seginf_status seginf_curvature_last_solve(const seginf_curvature *curvature,
 // the inverse Hessian; NULL means the identity with damping 1 (the paper's choice). For a
 // query on an index of the same training data, the token's score with that curvature is
 // -S * predicted. `trained` should minimise the trainer's objective (seginf_trainer_run).
-// The training sequence must be fully labelled.
+// In a partially labelled training sequence the removed segment's loss conditions on the
+// other labelled tokens only (unlabelled ones are marginalised out); the segment itself must
+// be labelled.
 // Errors: NULL_ARGUMENT, INVALID_ARGUMENT (train_sequence out of range, test_n = 0),
 // BAD_SEGMENT (either segment), DIMENSION_MISMATCH, NON_FINITE, LABEL_OUT_OF_RANGE,
-// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), UNSUPPORTED (the training
-// sequence has unlabelled tokens: the prediction's gradient would condition on their labels),
+// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), INVALID_ARGUMENT (the
+// training segment has unlabelled tokens),
 // NOT_CONVERGED (the retraining, or the exact curvature's solve, stopped short of its
 // tolerance; nothing is written).
 seginf_status seginf_exact_influence(const seginf_trainer *data,

@@ -4,7 +4,7 @@
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::query::{InverseHessian, TestSegment};
-use crate::train::{train, TrainOptions, TrainSeq};
+use crate::train::{sequence_nll, train, TrainOptions, TrainSeq};
 
 /// A segment `[first, last]` (inclusive) of training sequence `sequence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,17 @@ pub fn exact_influence(
             "the training segment has unlabelled tokens already; removing it is not defined".into(),
         ));
     }
-    // Prediction: (1/|D|) g_testᵀ H⁻¹ g_train (DESIGN.md §3).
-    let g_train = trained.segment_gradient_dense(seq.features.view(), &seq.labels, first, last)?;
+    let mut removed_seq = seq.clone();
+    removed_seq.observed[first..=last]
+        .iter_mut()
+        .for_each(|o| *o = false);
+    // Prediction: (1/|D|) g_testᵀ H⁻¹ g_train (DESIGN.md §3), with g_train the gradient of what
+    // the removal takes out of the objective: NLL(observed) − NLL(observed without [a,b]) =
+    // −log p(y_[a,b] | the other observed labels, x) — the segment's conditional loss, with
+    // any unlabelled tokens of the sequence marginalised out rather than conditioned on.
+    let (_, with) = sequence_nll(trained, seq)?;
+    let (_, without) = sequence_nll(trained, &removed_seq)?;
+    let g_train: Vec<f64> = with.iter().zip(&without).map(|(a, b)| a - b).collect();
     let g_test =
         trained.segment_gradient_dense(test.features, test.labels, test.first, test.last)?;
     let h = inverse.apply(&g_train)?;

@@ -216,3 +216,77 @@ fn exact_influence_predicts_retraining() {
         "exact-Hessian influence: Pearson {exact_pearson} < 0.95"
     );
 }
+
+#[test]
+fn exact_influence_on_partially_labelled_training_data() {
+    // Removing a labelled token next to unlabelled ones: its conditional loss must marginalise
+    // the unlabelled neighbours (their stored labels are arbitrary), or the prediction drifts.
+    let mut rng = Rng::new(7);
+    let (c, d) = (3, 8);
+    let teacher = random_crf(
+        &mut rng,
+        Shape {
+            c,
+            d,
+            bias: true,
+            start: true,
+            end: true,
+            forbid: 0.0,
+        },
+    );
+    let mut data = synthetic(&mut rng, &teacher, 80);
+    for s in data.iter_mut() {
+        for t in 0..s.labels.len() {
+            if rng.chance(0.25) {
+                s.observed[t] = false;
+                s.labels[t] = rng.below(c) as u32; // arbitrary: must not matter
+            }
+        }
+    }
+    let data = Arc::new(data);
+    let l2 = 0.05;
+    let options = TrainOptions {
+        l2,
+        tolerance: 1e-10,
+        max_iterations: 5000,
+        ..TrainOptions::default()
+    };
+    let start = teacher
+        .with_params(&vec![0.0; teacher.num_params()])
+        .unwrap();
+    let crf = Arc::new(train(&start, &data, &options, None).unwrap().crf);
+    let exact = ExactInverse::new(Arc::clone(&crf), Arc::clone(&data), l2, 0.0);
+    let test = &synthetic(&mut rng, &teacher, 1)[0];
+    let seg = TestSegment {
+        features: test.features.view(),
+        labels: &test.labels,
+        first: 0,
+        last: 0,
+    };
+    let (mut predicted, mut actual) = (Vec::new(), Vec::new());
+    'outer: for (i, s) in data.iter().enumerate() {
+        for t in 0..s.labels.len() {
+            let next_to_unlabelled =
+                (t > 0 && !s.observed[t - 1]) || (t + 1 < s.labels.len() && !s.observed[t + 1]);
+            if s.observed[t] && next_to_unlabelled {
+                let removed = TrainingSegment {
+                    sequence: i,
+                    first: t,
+                    last: t,
+                };
+                let r = exact_influence(&crf, &data, &options, removed, &seg, &exact).unwrap();
+                predicted.push(r.predicted);
+                actual.push(r.actual);
+                if actual.len() == 20 {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let p = pearson(&predicted, &actual);
+    println!(
+        "partially labelled data: exact Pearson {p:.4} over {} removals",
+        actual.len()
+    );
+    assert!(actual.len() == 20 && p >= 0.95, "Pearson {p}");
+}

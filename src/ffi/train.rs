@@ -544,11 +544,13 @@ pub unsafe extern "C" fn seginf_curvature_last_solve(
 /// the inverse Hessian; NULL means the identity with damping 1 (the paper's choice). For a
 /// query on an index of the same training data, the token's score with that curvature is
 /// -S * predicted. `trained` should minimise the trainer's objective (seginf_trainer_run).
-/// The training sequence must be fully labelled.
+/// In a partially labelled training sequence the removed segment's loss conditions on the
+/// other labelled tokens only (unlabelled ones are marginalised out); the segment itself must
+/// be labelled.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (train_sequence out of range, test_n = 0),
 /// BAD_SEGMENT (either segment), DIMENSION_MISMATCH, NON_FINITE, LABEL_OUT_OF_RANGE,
-/// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), UNSUPPORTED (the training
-/// sequence has unlabelled tokens: the prediction's gradient would condition on their labels),
+/// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), INVALID_ARGUMENT (the
+/// training segment has unlabelled tokens),
 /// NOT_CONVERGED (the retraining, or the exact curvature's solve, stopped short of its
 /// tolerance; nothing is written).
 #[no_mangle]
@@ -594,14 +596,6 @@ pub unsafe extern "C" fn seginf_exact_influence(
             Some(c) => c.inverse.as_ref(),
             None => &Identity,
         };
-        if let Some(seq) = t.data.get(train_sequence) {
-            if let Some(u) = seq.observed.iter().position(|&o| !o) {
-                return Err(Error::Unsupported(format!(
-                    "training sequence {train_sequence} has unlabelled tokens (token {u}); exact influence needs a fully labelled training sequence"
-                ))
-                .into());
-            }
-        }
         let r = exact_influence(
             crf,
             &t.data,
