@@ -575,6 +575,67 @@ done:
     seginf_index_free(index);
 }
 
+static void check_curvature_files(const seginf_trainer *t, const seginf_crf *trained,
+                                  const seginf_crf *other_trained) {
+    /* Written in the working directory: the harness runs each program in a scratch dir. */
+    static const char *const path = "train_null_args.kfac.safetensors";
+    static const char *const garbage = "train_null_args.garbage";
+    seginf_curvature *kfac = NULL, *exact = NULL;
+    seginf_curvature *opened = SENTINEL(seginf_curvature);
+    double a[2] = {SENTINEL_F64, SENTINEL_F64}, b[2] = {SENTINEL_F64, SENTINEL_F64};
+    FILE *f;
+
+    if (seginf_curvature_fit(t, trained, SEGINF_HESSIAN_KFAC, 0.01, &kfac) != SEGINF_OK ||
+        seginf_curvature_fit(t, trained, SEGINF_HESSIAN_EXACT, 0.01, &exact) != SEGINF_OK) {
+        CHECK("curvatures (fixture)", 0);
+        goto done;
+    }
+    EXPECT("curvature_save: curvature NULL", SEGINF_ERR_NULL_ARGUMENT, "`curvature`",
+           seginf_curvature_save(NULL, path));
+    EXPECT("curvature_save: path NULL", SEGINF_ERR_NULL_ARGUMENT, "`path`",
+           seginf_curvature_save(kfac, NULL));
+    EXPECT("curvature_save: exact has nothing to save", SEGINF_ERR_UNSUPPORTED, "exact",
+           seginf_curvature_save(exact, path));
+    EXPECT("curvature_save: a directory that does not exist", SEGINF_ERR_IO, NULL,
+           seginf_curvature_save(kfac, "no/such/dir/curvature.safetensors"));
+    EXPECT("curvature_save: K-FAC", SEGINF_OK, NULL, seginf_curvature_save(kfac, path));
+    EXPECT("curvature_open: path NULL", SEGINF_ERR_NULL_ARGUMENT, "`path`",
+           seginf_curvature_open(NULL, trained, &opened));
+    EXPECT("curvature_open: crf NULL", SEGINF_ERR_NULL_ARGUMENT, "`crf`",
+           seginf_curvature_open(path, NULL, &opened));
+    EXPECT("curvature_open: out NULL", SEGINF_ERR_NULL_ARGUMENT, "`out`",
+           seginf_curvature_open(path, trained, NULL));
+    EXPECT("curvature_open: missing file", SEGINF_ERR_IO, NULL,
+           seginf_curvature_open("missing.safetensors", trained, &opened));
+    f = fopen(garbage, "wb");
+    if (f != NULL) {
+        fputs("not a safetensors file at all", f);
+        fclose(f);
+    }
+    EXPECT("curvature_open: garbage", SEGINF_ERR_FORMAT, NULL,
+           seginf_curvature_open(garbage, trained, &opened));
+    EXPECT("curvature_open: another CRF", SEGINF_ERR_MODEL_MISMATCH, "another CRF",
+           seginf_curvature_open(path, other_trained, &opened));
+    CHECK("curvature_open: *out untouched by failures", opened == SENTINEL(seginf_curvature));
+    EXPECT("curvature_open: K-FAC", SEGINF_OK, NULL, seginf_curvature_open(path, trained, &opened));
+    CHECK("curvature_open: the mode is K-FAC",
+          opened != SENTINEL(seginf_curvature) &&
+              seginf_curvature_mode(opened) == SEGINF_HESSIAN_KFAC);
+    /* The reopened factors precondition exactly as the fitted ones: compare the exact
+     * influence predictions they give for one training token. */
+    EXPECT("exact_influence with the fitted K-FAC", SEGINF_OK, NULL,
+           seginf_exact_influence(t, trained, kfac, 0, 1, 1, X(1), LENGTHS[1], Y(1), 0, 1, &a[0],
+                                  &a[1]));
+    EXPECT("exact_influence with the reopened K-FAC", SEGINF_OK, NULL,
+           seginf_exact_influence(t, trained, opened, 0, 1, 1, X(1), LENGTHS[1], Y(1), 0, 1, &b[0],
+                                  &b[1]));
+    CHECK("curvature_open: same prediction, bit for bit", a[1] == b[1] && a[1] != SENTINEL_F64);
+done:
+    if (opened != SENTINEL(seginf_curvature)) seginf_curvature_free(opened);
+    seginf_curvature_free(exact);
+    seginf_curvature_free(kfac);
+}
+
 static void check_exact_influence(const seginf_crf *crf, seginf_trainer *t,
                                   const seginf_crf *trained, const seginf_crf *other_trained,
                                   const seginf_crf *more_features) {
@@ -721,6 +782,7 @@ int main(void) {
     } else {
         check_curvature(crf, strict, more_features, t, trained);
         check_query_curvature(t, trained, other_trained);
+        check_curvature_files(t, trained, other_trained);
         check_exact_influence(crf, t, trained, other_trained, more_features);
     }
 

@@ -822,6 +822,21 @@ seginf_status seginf_curvature_fit(const seginf_trainer *data,
                                    double damping,
                                    seginf_curvature **out);
 
+// Saves a K-FAC or EK-FAC curvature to `path` as a safetensors companion file (atomically,
+// checksummed, with the CRF's fingerprint), to reopen with seginf_curvature_open instead of
+// fitting again. An exact curvature holds no statistics (it solves on the training data at
+// each use). Errors: NULL_ARGUMENT, INVALID_ARGUMENT (path not UTF-8), UNSUPPORTED (exact), IO.
+seginf_status seginf_curvature_save(const seginf_curvature *curvature,
+                                    const char *path);
+
+// Opens a K-FAC or EK-FAC curvature saved by seginf_curvature_save, for `crf` (the trained
+// CRF it was fitted at), into *out (free with seginf_curvature_free).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, FORMAT (not a curvature file, corrupted),
+// MODEL_MISMATCH (fitted at another CRF).
+seginf_status seginf_curvature_open(const char *path,
+                                    const seginf_crf *crf,
+                                    seginf_curvature **out);
+
 // Frees a curvature. Queries it was set on keep their own reference. NULL is a no-op.
 void seginf_curvature_free(seginf_curvature *curvature);
 

@@ -1,11 +1,11 @@
 //! C ABI for training (`seginf_trainer_*`), fitted curvatures for the non-identity Hessian
 //! modes (`seginf_curvature_*`) and exact influence by retraining (`seginf_exact_influence`).
 
-use std::ffi::c_void;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::boundary::*;
-use super::crf::seginf_crf;
+use super::crf::{c_str, seginf_crf};
 use super::query::seginf_hessian;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
@@ -54,6 +54,8 @@ pub struct seginf_curvature {
     pub(crate) inverse: Arc<dyn InverseHessian>,
     /// Set for the exact mode, for seginf_curvature_last_solve.
     exact: Option<Arc<ExactInverse>>,
+    /// Set for K-FAC/EK-FAC, for seginf_curvature_save.
+    factored: Option<Arc<KroneckerInverse>>,
     /// `Crf::fingerprint` of the trained CRF it was fitted at.
     pub(crate) fingerprint: u64,
     mode: seginf_hessian,
@@ -451,7 +453,7 @@ pub unsafe extern "C" fn seginf_curvature_fit(
             .into());
         }
         use seginf_hessian::*;
-        let (inverse, exact): (Arc<dyn InverseHessian>, _) = match mode {
+        let (inverse, exact, factored): (Arc<dyn InverseHessian>, _, _) = match mode {
             SEGINF_HESSIAN_IDENTITY => {
                 return Err(Error::InvalidArgument(
                     "SEGINF_HESSIAN_IDENTITY is not fitted: set it on a query with seginf_query_set_hessian".into(),
@@ -463,8 +465,8 @@ pub unsafe extern "C" fn seginf_curvature_fit(
                     SEGINF_HESSIAN_KFAC => Factored::Kfac,
                     _ => Factored::Ekfac,
                 };
-                let fitted = KroneckerInverse::fit(Arc::clone(crf), &t.data, l2, damping, factored)?;
-                (Arc::new(fitted), None)
+                let fitted = Arc::new(KroneckerInverse::fit(Arc::clone(crf), &t.data, l2, damping, factored)?);
+                (Arc::clone(&fitted) as Arc<dyn InverseHessian>, None, Some(fitted))
             }
             SEGINF_HESSIAN_EXACT => {
                 // The solves happen at each use; check now what they will need (a finite
@@ -474,12 +476,71 @@ pub unsafe extern "C" fn seginf_curvature_fit(
                 exact.tolerance = EXACT_TOLERANCE;
                 exact.max_iterations = EXACT_MAX_ITERATIONS;
                 let exact = Arc::new(exact);
-                (Arc::clone(&exact) as Arc<dyn InverseHessian>, Some(exact))
+                (Arc::clone(&exact) as Arc<dyn InverseHessian>, Some(exact), None)
             }
         };
         let curvature = seginf_curvature {
             inverse,
             exact,
+            factored,
+            fingerprint: crf.fingerprint(),
+            mode,
+        };
+        unsafe { write(out, Box::into_raw(Box::new(curvature)), "out") }
+    })
+}
+
+/// Saves a K-FAC or EK-FAC curvature to `path` as a safetensors companion file (atomically,
+/// checksummed, with the CRF's fingerprint), to reopen with seginf_curvature_open instead of
+/// fitting again. An exact curvature holds no statistics (it solves on the training data at
+/// each use). Errors: NULL_ARGUMENT, INVALID_ARGUMENT (path not UTF-8), UNSUPPORTED (exact), IO.
+#[no_mangle]
+pub unsafe extern "C" fn seginf_curvature_save(
+    curvature: *const seginf_curvature,
+    path: *const c_char,
+) -> seginf_status {
+    guard(|| {
+        let curvature = unsafe { borrow(curvature, "curvature") }?;
+        let path = unsafe { c_str(path, "path") }?;
+        let Some(factored) = &curvature.factored else {
+            return Err(Error::Unsupported(
+                "an exact curvature has no statistics to save: fit it again from the training data"
+                    .into(),
+            )
+            .into());
+        };
+        factored
+            .save(std::path::Path::new(path))
+            .map_err(Into::into)
+    })
+}
+
+/// Opens a K-FAC or EK-FAC curvature saved by seginf_curvature_save, for `crf` (the trained
+/// CRF it was fitted at), into *out (free with seginf_curvature_free).
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT, IO, FORMAT (not a curvature file, corrupted),
+/// MODEL_MISMATCH (fitted at another CRF).
+#[no_mangle]
+pub unsafe extern "C" fn seginf_curvature_open(
+    path: *const c_char,
+    crf: *const seginf_crf,
+    out: *mut *mut seginf_curvature,
+) -> seginf_status {
+    guard(|| {
+        let path = unsafe { c_str(path, "path") }?;
+        let crf = &unsafe { borrow(crf, "crf") }?.crf;
+        out_ptr(out, "out")?;
+        let opened = Arc::new(KroneckerInverse::open(
+            std::path::Path::new(path),
+            Arc::clone(crf),
+        )?);
+        let mode = match opened.mode() {
+            Factored::Kfac => seginf_hessian::SEGINF_HESSIAN_KFAC,
+            Factored::Ekfac => seginf_hessian::SEGINF_HESSIAN_EKFAC,
+        };
+        let curvature = seginf_curvature {
+            inverse: Arc::clone(&opened) as Arc<dyn InverseHessian>,
+            exact: None,
+            factored: Some(opened),
             fingerprint: crf.fingerprint(),
             mode,
         };
