@@ -161,13 +161,8 @@ pub(crate) fn prepare(
     let mut rows: Vec<f64> = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
         let at = rows.len() / d;
-        let side = match options.granularity {
-            Granularity::Token | Granularity::Instance
-                if matches!(options.hessian, Hessian::Inverse(_)) =>
-            {
-                let Hessian::Inverse(inverse) = &options.hessian else {
-                    unreachable!()
-                };
+        let side = match (options.granularity, &options.hessian) {
+            (Granularity::Token | Granularity::Instance, Hessian::Inverse(inverse)) => {
                 let g = crf
                     .segment_gradient(seg.features, seg.labels, seg.first, seg.last)
                     .map_err(|e| in_segment(e, i, segments.len()))?;
@@ -181,7 +176,7 @@ pub(crate) fn prepare(
                 rows.extend(f.columns.iter());
                 TestSide::from_factored(f, crf, at)
             }
-            Granularity::Token | Granularity::Instance => {
+            (Granularity::Token | Granularity::Instance, Hessian::Identity { .. }) => {
                 let g = crf
                     .segment_gradient(seg.features, seg.labels, seg.first, seg.last)
                     .map_err(|e| in_segment(e, i, segments.len()))?;
@@ -198,7 +193,7 @@ pub(crate) fn prepare(
                 };
                 TestSide::new(at..at + coefs.nrows(), coefs, Some(g), 0.0, c)
             }
-            Granularity::NearestDot | Granularity::NearestCosine => {
+            (Granularity::NearestDot | Granularity::NearestCosine, _) => {
                 crf.check_sequence(seg.features, Some(seg.labels))
                     .and_then(|()| Crf::check_segment(seg.labels.len(), seg.first, seg.last))
                     .map_err(|e| in_segment(e, i, segments.len()))?;
