@@ -11,6 +11,8 @@
 // Links the system OpenBLAS that ndarray's `blas` feature calls into.
 extern crate blas_src;
 
+#[deny(unsafe_code)]
+pub mod corpus;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod crf;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
