@@ -94,19 +94,12 @@ pub fn dot_rows_i8(
 #[inline(always)]
 fn f16_to_f32(bits: u16) -> f32 {
     let h = u32::from(bits);
-    let sign = (h & 0x8000) << 16;
-    let exp = (h >> 10) & 0x1f;
-    let mant = h & 0x3ff;
-    let normal = f32::from_bits(sign | ((exp + 112) << 23) | (mant << 13));
-    // Subnormal halves are mant · 2⁻²⁴, exactly representable in f32.
-    let magnitude = mant as f32 * (1.0 / 16_777_216.0);
-    let subnormal = f32::from_bits(sign | magnitude.to_bits());
+    // Move exponent and mantissa into f32's fields (exponent still biased by 15, not 127), then
+    // rescale by 2^112: exact for normal and subnormal halves alike (a subnormal half becomes
+    // a subnormal f32 first, whose scaled product is exact). Sign bit copied as is.
     // exp = 31 (inf/NaN) cannot occur: indexes refuse features outside the f16 range.
-    if exp == 0 {
-        subnormal
-    } else {
-        normal
-    }
+    let shifted = f32::from_bits((h & 0x7fff) << 13) * f32::from_bits(0x7780_0000); // 2^112
+    f32::from_bits(shifted.to_bits() | ((h & 0x8000) << 16))
 }
 
 /// `Σ_i a_i b_i` over f16 × f32 in f32, converting in registers.
