@@ -52,6 +52,26 @@ pub fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `out[i*L + l] = dot(k, row_k, cols[l])` for the rows `k` of `values` (rows of `d`): the loop
+/// shared by the storage types, inlined into each multiversioned clone.
+#[inline(always)]
+fn dot_rows<T>(
+    values: &[T],
+    rows: Range<usize>,
+    d: usize,
+    cols: &[&[f32]],
+    out: &mut [f32],
+    dot: impl Fn(usize, &[T], &[f32]) -> f32,
+) {
+    let l = cols.len();
+    for (i, k) in rows.enumerate() {
+        let row = &values[k * d..(k + 1) * d];
+        for (j, col) in cols.iter().enumerate() {
+            out[i * l + j] = dot(k, row, col);
+        }
+    }
+}
+
 /// `out[i*L + l] = row_{start+i} · cols[l]` over an f32 matrix (`values`, rows of `d`).
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub fn dot_rows_f32(
@@ -61,13 +81,7 @@ pub fn dot_rows_f32(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    let l = cols.len();
-    for (i, k) in rows.enumerate() {
-        let row = &values[k * d..(k + 1) * d];
-        for (j, col) in cols.iter().enumerate() {
-            out[i * l + j] = dot_f32(row, col);
-        }
-    }
+    dot_rows(values, rows, d, cols, out, |_, row, col| dot_f32(row, col));
 }
 
 /// As [`dot_rows_f32`] over int8 rows, each scaled by its `scales[k]`.
@@ -80,17 +94,13 @@ pub fn dot_rows_i8(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    let l = cols.len();
-    for (i, k) in rows.enumerate() {
-        let row = &values[k * d..(k + 1) * d];
-        for (j, col) in cols.iter().enumerate() {
-            out[i * l + j] = dot_i8(row, col) * scales[k];
-        }
-    }
+    dot_rows(values, rows, d, cols, out, |k, row, col| {
+        dot_i8(row, col) * scales[k]
+    });
 }
 
-/// An IEEE half's bits as f32 (exact), written with integer selects so that it vectorises
-/// (the scalar `half` conversion checks the CPU on every call).
+/// An IEEE half's bits as f32 (exact), with integer and float ops that vectorise (the scalar
+/// `half` conversion checks the CPU on every call).
 #[inline(always)]
 fn f16_to_f32(bits: u16) -> f32 {
     let h = u32::from(bits);
@@ -130,13 +140,7 @@ pub fn dot_rows_f16(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    let l = cols.len();
-    for (i, k) in rows.enumerate() {
-        let row = &values[k * d..(k + 1) * d];
-        for (j, col) in cols.iter().enumerate() {
-            out[i * l + j] = dot_f16(row, col);
-        }
-    }
+    dot_rows(values, rows, d, cols, out, |_, row, col| dot_f16(row, col));
 }
 
 #[cfg(test)]
