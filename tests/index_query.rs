@@ -154,47 +154,28 @@ fn factored_scores_equal_dense_gradients() {
                     .unwrap();
                 let damping = 0.5 + rng.uniform();
 
-                query.options.granularity = Granularity::Token;
-                query.options.normalization = Normalization::None;
                 query.options.hessian = seginf::Hessian::Identity { damping };
-                let want: Vec<f64> = token_grads
-                    .iter()
-                    .map(|gk| -dot(&g, gk) / damping)
-                    .collect();
-                assert_scores(
-                    &format!("token, {ctx}"),
-                    &query.scores(&seg).unwrap(),
-                    &want,
-                );
-
-                query.options.normalization = Normalization::GradientNorm;
-                let want: Vec<f64> = token_grads
-                    .iter()
-                    .map(|gk| per_norm(-dot(&g, gk) / damping, gk))
-                    .collect();
-                assert_scores(
-                    &format!("token normalised, {ctx}"),
-                    &query.scores(&seg).unwrap(),
-                    &want,
-                );
-
-                query.options.granularity = Granularity::Instance;
-                let want: Vec<f64> = seq_grads
-                    .iter()
-                    .map(|gs| per_norm(-dot(&g, gs) / damping, gs))
-                    .collect();
-                assert_scores(
-                    &format!("instance normalised, {ctx}"),
-                    &query.scores(&seg).unwrap(),
-                    &want,
-                );
+                // Every training token's and every training sequence's −g·g_k / damping,
+                // divided by ‖g_k‖ when normalising.
+                for (granularity, grads) in [
+                    (Granularity::Token, &token_grads),
+                    (Granularity::Instance, &seq_grads),
+                ] {
+                    for normalization in [Normalization::None, Normalization::GradientNorm] {
+                        query.options.granularity = granularity;
+                        query.options.normalization = normalization;
+                        let want: Vec<f64> = grads
+                            .iter()
+                            .map(|gk| match normalization {
+                                Normalization::None => -dot(&g, gk) / damping,
+                                Normalization::GradientNorm => per_norm(-dot(&g, gk) / damping, gk),
+                            })
+                            .collect();
+                        let what = format!("{granularity:?} {normalization:?}, {ctx}");
+                        assert_scores(&what, &query.scores(&seg).unwrap(), &want);
+                    }
+                }
                 query.options.normalization = Normalization::None;
-                let want: Vec<f64> = seq_grads.iter().map(|gs| -dot(&g, gs) / damping).collect();
-                assert_scores(
-                    &format!("instance, {ctx}"),
-                    &query.scores(&seg).unwrap(),
-                    &want,
-                );
 
                 // Nearest neighbours: −f_k·f̄ and cosine.
                 let m = (last - first + 1) as f64;
