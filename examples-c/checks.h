@@ -1,7 +1,8 @@
 /*
  * checks.h -- the reporting shared by the bad-input programs (null_args.c, index_null_args.c,
- * train_null_args.c): one line per check, "N passed, M failed" at the end, and EXPECT, which
- * checks a call's status and that it left a fresh, non-empty error message.
+ * train_null_args.c): one line per check, "N passed, M failed" at the end, EXPECT, which
+ * checks a call's status and that it left a fresh, non-empty error message, and sentinels for
+ * checking that failed calls leave their outputs alone.
  * A test helper, not part of the API: the programs otherwise use only seginf.h.
  */
 #ifndef SEGINF_EXAMPLES_CHECKS_H
@@ -10,6 +11,8 @@
 #include "seginf.h"
 
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,5 +77,45 @@ static void expect_status(const char *desc, seginf_status got, seginf_status wan
 
 #define EXPECT(desc, want, needle, call) \
     expect_status((desc), (prime_last_error(), (call)), (want), (needle))
+
+/* ---- sentinels for "outputs are written only on success" ------------------------------ */
+
+#define SENTINEL_F64 (-123456.75)
+#define SENTINEL_U32 0xDEADBEEFu
+#define SENTINEL_SIZE ((size_t)0xFEEDFACEu)
+static char sentinel_object;
+/* A recognisable non-NULL handle pointer, to check *out handles are left alone. */
+#define SENTINEL(type) ((type *)(void *)&sentinel_object)
+
+static inline void fill_f64(double *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = SENTINEL_F64;
+}
+static inline int kept_f64(const double *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (v[i] != SENTINEL_F64) return 0;
+    return 1;
+}
+static inline void fill_u32(uint32_t *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = SENTINEL_U32;
+}
+static inline int kept_u32(const uint32_t *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (v[i] != SENTINEL_U32) return 0;
+    return 1;
+}
+static inline void fill_size(size_t *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) v[i] = SENTINEL_SIZE;
+}
+static inline int kept_size(const size_t *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (v[i] != SENTINEL_SIZE) return 0;
+    return 1;
+}
 
 #endif /* SEGINF_EXAMPLES_CHECKS_H */

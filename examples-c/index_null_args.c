@@ -27,37 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reporting (report, CHECK, EXPECT, g_crf, last_message) is shared: checks.h. */
+/* Reporting (report, CHECK, EXPECT, g_crf, last_message) and the common sentinels
+ * (SENTINEL_..., fill_ and kept_ for f64, u32, size_t) are shared: checks.h. */
 
-/* ---- sentinels for "outputs are written only on success" ------------------------------- */
+/* ---- sentinels beyond those of checks.h ------------------------------------------------- */
 
-#define SENTINEL_F64 (-123456.75)
-#define SENTINEL_U32 0xDEADBEEFu
 #define SENTINEL_U64 0xFEEDFACECAFEBEEFull
-#define SENTINEL_SIZE ((size_t)0xFEEDFACEu)
-static char sentinel_object;
-#define SENTINEL(type) ((type *)(void *)&sentinel_object)
 
-static void fill_f64(double *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = SENTINEL_F64;
-}
-static int kept_f64(const double *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (v[i] != SENTINEL_F64) return 0;
-    return 1;
-}
-static void fill_size(size_t *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = SENTINEL_SIZE;
-}
-static int kept_size(const size_t *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (v[i] != SENTINEL_SIZE) return 0;
-    return 1;
-}
 static void fill_hits(seginf_hit *v, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) {

@@ -24,38 +24,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reporting (report, CHECK, EXPECT, g_crf, last_message) is shared: checks.h. */
+/* Reporting (report, CHECK, EXPECT, g_crf, last_message) and the common sentinels
+ * (SENTINEL_..., fill_ and kept_ for f64, u32, size_t) are shared: checks.h. */
 
-/* ---- sentinels for "outputs are written only on success" ------------------------------- */
+/* ---- sentinels beyond those of checks.h ------------------------------------------------- */
 
-#define SENTINEL_F64 (-123456.75)
-#define SENTINEL_U32 0xDEADBEEFu
 #define SENTINEL_U8 0xA5u
-#define SENTINEL_SIZE ((size_t)0xFEEDFACEu)
-static char sentinel_object;
-#define SENTINEL_CRF ((seginf_crf *)(void *)&sentinel_object)
-#define SENTINEL_OPTS ((seginf_load_options *)(void *)&sentinel_object)
+#define SENTINEL_CRF SENTINEL(seginf_crf)
+#define SENTINEL_OPTS SENTINEL(seginf_load_options)
 
-static void fill_f64(double *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = SENTINEL_F64;
-}
-static int kept_f64(const double *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (v[i] != SENTINEL_F64) return 0;
-    return 1;
-}
-static void fill_u32(uint32_t *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) v[i] = SENTINEL_U32;
-}
-static int kept_u32(const uint32_t *v, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (v[i] != SENTINEL_U32) return 0;
-    return 1;
-}
 static void fill_u8(uint8_t *v, size_t n) { memset(v, SENTINEL_U8, n); }
 static int kept_u8(const uint8_t *v, size_t n) {
     size_t i;

@@ -28,14 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reporting (report, CHECK, EXPECT, g_crf, last_message) is shared: checks.h. */
-
-/* ---- sentinels for "outputs are written only on success" ------------------------------- */
-
-#define SENTINEL_F64 (-123456.75)
-#define SENTINEL_SIZE ((size_t)0xFEEDFACEu)
-static char sentinel_object;
-#define SENTINEL(type) ((type *)(void *)&sentinel_object)
+/* Reporting (report, CHECK, EXPECT, g_crf, last_message) and the common sentinels
+ * (SENTINEL_..., fill_ and kept_ for f64, u32, size_t) are shared: checks.h. */
 
 /* ---- fixtures -------------------------------------------------------------------------- */
 
