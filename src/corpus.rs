@@ -112,7 +112,7 @@ const COMPANIES: &[&str] = &[
     "Ember Retail",
     "National Rail Board",
 ];
-/// The football clubs: the ORG subset that `systematic_flip_fraction` relabels as LOC (like
+/// The football clubs: the ORG subset that `systematic_noise_documents` relabels as LOC (like
 /// CoNLL's sports teams, paper §6.2). Several share a word with a city below.
 const CLUBS: &[&str] = &[
     "Riverton United",
@@ -218,10 +218,15 @@ pub struct CorpusOptions {
     /// Probability, per sentence, of inserting [`ARTIFACT`] and labelling the next token
     /// `B-PER` (paper §5.2: 10 %).
     pub artifact_fraction: f64,
-    /// Probability, per document, that its football-club ORG entities are labelled LOC.
-    pub systematic_flip_fraction: f64,
-    /// Number of documents (chosen at random) in which every entity gets a random wrong type.
+    /// Number of documents, chosen at random among those that mention a football club, whose
+    /// club entities are labelled LOC instead of ORG (paper §6.2's sports teams).
+    pub systematic_noise_documents: usize,
+    /// Number of other documents (chosen at random) in which every entity gets a random wrong
+    /// type (paper §6.2's random noise).
     pub random_noise_documents: usize,
+    /// The last `held_out_documents` documents never get systematic or random noise (artifacts
+    /// still apply): a clean held-out set, the test side of `Corpus::split(held_out_documents)`.
+    pub held_out_documents: usize,
     /// Columns of each token's feature row; at least `3 + SHAPE_DIM` (module docs).
     pub feature_dim: usize,
 }
@@ -232,8 +237,9 @@ impl Default for CorpusOptions {
             seed: 0,
             documents: 400,
             artifact_fraction: 0.0,
-            systematic_flip_fraction: 0.0,
+            systematic_noise_documents: 0,
             random_noise_documents: 0,
+            held_out_documents: 0,
             feature_dim: 48,
         }
     }
@@ -434,7 +440,7 @@ fn features_unchecked<S: AsRef<str>>(tokens: &[S], feature_dim: usize) -> Array2
 }
 
 /// One sentence's tokens and clean labels, plus which tokens belong to a club entity.
-fn draw_sentence(rng: &mut SplitMix64) -> (Vec<String>, Vec<u32>, Vec<bool>) {
+fn draw_sentence(rng: &mut SplitMix64) -> Drawn {
     let template = rng.pick(TEMPLATES);
     let (mut tokens, mut labels, mut club) = (Vec::new(), Vec::new(), Vec::new());
     for slot in template.split_whitespace() {
@@ -522,59 +528,67 @@ fn insert_artifact(
 }
 
 /// Generates the corpus `options` describe; the same options give the same corpus.
-/// Errors on `feature_dim < 3 + SHAPE_DIM`, fractions outside [0, 1], or more random-noise
-/// documents than documents.
+/// Errors on `feature_dim < 3 + SHAPE_DIM`, an artifact fraction outside [0, 1], a held-out
+/// tail longer than the corpus, or more noisy documents than there are candidates for them.
 pub fn generate(options: &CorpusOptions) -> Result<Corpus> {
     check_feature_dim(options.feature_dim)?;
-    for (name, f) in [
-        ("artifact_fraction", options.artifact_fraction),
-        ("systematic_flip_fraction", options.systematic_flip_fraction),
-    ] {
-        if !(0.0..=1.0).contains(&f) {
-            return Err(Error::InvalidArgument(format!(
-                "{name} = {f}, expected a fraction in [0, 1]"
-            )));
-        }
-    }
-    if options.random_noise_documents > options.documents {
+    let f = options.artifact_fraction;
+    if !(0.0..=1.0).contains(&f) {
         return Err(Error::InvalidArgument(format!(
-            "{} random-noise documents asked of {}",
-            options.random_noise_documents, options.documents
+            "artifact_fraction = {f}, expected a fraction in [0, 1]"
         )));
     }
+    let noisy_part = options
+        .documents
+        .checked_sub(options.held_out_documents)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} held-out documents asked of {}",
+                options.held_out_documents, options.documents
+            ))
+        })?;
     let seed = options.seed;
-    // The random-noise documents: the first k of a seeded permutation.
-    let mut order: Vec<usize> = (0..options.documents).collect();
-    let mut pick = stream(seed, RANDOM_NOISE, u64::MAX);
-    for i in (1..order.len()).rev() {
-        order.swap(i, pick.below(i + 1));
-    }
-    let mut random_noise = vec![false; options.documents];
-    for &d in order.iter().take(options.random_noise_documents) {
-        random_noise[d] = true;
-    }
-
-    let documents = (0..options.documents)
+    // The clean text first: the noise knobs only relabel it.
+    let texts: Vec<Vec<Drawn>> = (0..options.documents)
         .map(|d| {
             let mut text = stream(seed, TEXT, d as u64);
-            let mut flip = stream(seed, SYSTEMATIC, d as u64);
+            let count = 3 + text.below(6);
+            (0..count).map(|_| draw_sentence(&mut text)).collect()
+        })
+        .collect();
+    let mentions_club = |d: usize| texts[d].iter().any(|(_, _, club)| club.contains(&true));
+    let systematic = choose(
+        options.documents,
+        (0..noisy_part).filter(|&d| mentions_club(d)).collect(),
+        options.systematic_noise_documents,
+        stream(seed, SYSTEMATIC, u64::MAX),
+        "systematic-noise documents (documents that mention a club)",
+    )?;
+    let random = choose(
+        options.documents,
+        (0..noisy_part).filter(|d| !systematic[*d]).collect(),
+        options.random_noise_documents,
+        stream(seed, RANDOM_NOISE, u64::MAX),
+        "random-noise documents",
+    )?;
+    let documents = texts
+        .into_iter()
+        .enumerate()
+        .map(|(d, text)| {
             let mut noise = stream(seed, RANDOM_NOISE, d as u64);
             let mut artifacts = stream(seed, ARTIFACTS, d as u64);
-            let systematic_noise = flip.chance(options.systematic_flip_fraction);
-            let random_noise = random_noise[d];
-            let count = 3 + text.below(6);
-            let sentences = (0..count)
-                .map(|_| {
-                    let (mut tokens, mut clean, club) = draw_sentence(&mut text);
+            let sentences = text
+                .into_iter()
+                .map(|(mut tokens, mut clean, club)| {
                     let mut labels = clean.clone();
-                    if systematic_noise {
+                    if systematic[d] {
                         for (label, &c) in labels.iter_mut().zip(&club) {
                             if c {
                                 *label += Kind::Loc.begin() - Kind::Org.begin();
                             }
                         }
                     }
-                    if random_noise {
+                    if random[d] {
                         randomise_entities(&mut labels, &mut noise);
                     }
                     let artifact_at = match artifacts.chance(options.artifact_fraction) {
@@ -595,8 +609,8 @@ pub fn generate(options: &CorpusOptions) -> Result<Corpus> {
                 .collect();
             Document {
                 sentences,
-                systematic_noise,
-                random_noise,
+                systematic_noise: systematic[d],
+                random_noise: random[d],
             }
         })
         .collect();
@@ -604,6 +618,34 @@ pub fn generate(options: &CorpusOptions) -> Result<Corpus> {
         label_names: LABELS.iter().map(|s| s.to_string()).collect(),
         documents,
     })
+}
+
+/// A sentence as drawn: tokens, clean labels, and which tokens belong to a club entity.
+type Drawn = (Vec<String>, Vec<u32>, Vec<bool>);
+
+/// Marks `count` of the `candidates` (the first of a seeded permutation) in a per-document
+/// mask of the whole corpus.
+fn choose(
+    documents: usize,
+    mut candidates: Vec<usize>,
+    count: usize,
+    mut rng: SplitMix64,
+    what: &str,
+) -> Result<Vec<bool>> {
+    if count > candidates.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{count} {what} asked, only {} available",
+            candidates.len()
+        )));
+    }
+    for i in (1..candidates.len()).rev() {
+        candidates.swap(i, rng.below(i + 1));
+    }
+    let mut mask = vec![false; documents];
+    for &d in &candidates[..count] {
+        mask[d] = true;
+    }
+    Ok(mask)
 }
 
 #[cfg(test)]
@@ -631,8 +673,9 @@ mod tests {
         };
         assert_eq!(generate(&clean).unwrap(), generate(&clean).unwrap());
         let noisy = generate(&CorpusOptions {
-            systematic_flip_fraction: 0.5,
+            systematic_noise_documents: 10,
             random_noise_documents: 5,
+            held_out_documents: 10,
             ..clean
         })
         .unwrap();
@@ -642,13 +685,35 @@ mod tests {
             assert_eq!(a.clean_labels, b.clean_labels);
             assert_eq!(a.features, b.features);
         }
-        assert_eq!(noisy.documents.iter().filter(|d| d.random_noise).count(), 5);
-        let flipped = noisy
-            .documents
-            .iter()
-            .filter(|d| d.systematic_noise)
-            .count();
-        assert!((8..=32).contains(&flipped), "{flipped} of 40 flipped");
+        let count = |f: fn(&Document) -> bool| noisy.documents.iter().filter(|d| f(d)).count();
+        assert_eq!(count(|d| d.random_noise), 5);
+        assert_eq!(count(|d| d.systematic_noise), 10);
+        assert_eq!(count(|d| d.random_noise && d.systematic_noise), 0);
+        // The held-out tail stays clean, and systematic noise only goes where there are clubs.
+        for doc in &noisy.documents[30..] {
+            assert!(!doc.random_noise && !doc.systematic_noise);
+        }
+        for (a, b) in clean.documents.iter().zip(&noisy.documents) {
+            if b.systematic_noise {
+                assert!(a
+                    .sentences
+                    .iter()
+                    .zip(&b.sentences)
+                    .any(|(x, y)| x.labels != y.labels));
+            }
+        }
+        let too_many = CorpusOptions {
+            documents: 40,
+            systematic_noise_documents: 41,
+            ..CorpusOptions::default()
+        };
+        assert!(generate(&too_many).is_err());
+        let too_long_tail = CorpusOptions {
+            documents: 40,
+            held_out_documents: 41,
+            ..CorpusOptions::default()
+        };
+        assert!(generate(&too_long_tail).is_err());
     }
 
     #[test]
@@ -657,8 +722,9 @@ mod tests {
             seed: 3,
             documents: 200,
             artifact_fraction: 0.3,
-            systematic_flip_fraction: 0.3,
+            systematic_noise_documents: 40,
             random_noise_documents: 20,
+            held_out_documents: 0,
             feature_dim: 48,
         })
         .unwrap();
