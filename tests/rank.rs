@@ -261,9 +261,9 @@ fn nearest_and_instance_influence_match_their_definitions() {
         }
         let seqs = got.sequence_scores.as_ref().unwrap();
         assert_scores(&format!("instance {normalization:?}"), seqs, &want);
-        for s in 0..index.num_sequences() {
+        for (s, &score) in seqs.iter().enumerate() {
             for k in index.sequence_tokens(s) {
-                assert_eq!(got.token_scores[k], seqs[s]);
+                assert_eq!(got.token_scores[k], score);
             }
         }
     }
