@@ -91,7 +91,8 @@ pub(crate) fn segment_influence(
         ..options.clone()
     };
     options.check(index.crf().num_labels())?;
-    let prep = score::prepare(index.crf(), &options, &clean_tokens(clean))?;
+    let segments = clean_tokens(clean);
+    let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
     let terms = PairTerms::new(&ctx, &prep);
     let mut aux = Array2::zeros((ROWS, terms.width()));
