@@ -42,7 +42,7 @@ fn main() {
         )
         .unwrap(),
     );
-    let mut sequence = |n: usize, rng: &mut Rng| {
+    let sequence = |n: usize, rng: &mut Rng| {
         let x = Array2::from_shape_fn((n, d), |_| rng.next() as f32);
         let y: Vec<u32> = (0..n)
             .map(|_| ((rng.next() + 1.0) * 4.5) as u32 % c as u32)
