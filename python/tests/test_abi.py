@@ -127,3 +127,8 @@ def test_float32_inputs_and_outputs_are_not_copied(monkeypatch, rng):
         t.add(x, y)
         assert calls == [(x.ctypes.data, y.ctypes.data)]
         t.close()
+
+
+def test_pyproject_version_matches_the_header():
+    text = (REPO / "python" / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.*)"$', text, re.M).group(1) == ".".join(map(str, seginf.HEADER_VERSION))
