@@ -105,6 +105,12 @@ class Query(Handle):
         y = A.labels(labels, x.shape[0])
         return x, y
 
+    def _capacity(self, k) -> int:
+        """Hit buffer length for a top-k request: k, or fewer when the index has fewer items
+        (the ranking is the same; a huge k does not allocate a huge buffer). 0 stays 0 for
+        the library to reject."""
+        return min(A.index(k, "k"), self.num_items)
+
     def run(self, features, labels, first: int, last: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` training items against segment ``[first, last]`` of one test sequence.
 
@@ -116,7 +122,7 @@ class Query(Handle):
         x, y = self._test(features, labels)
         first = A.index(first, "first", Status.ERR_BAD_SEGMENT)
         last = A.index(last, "last", Status.ERR_BAD_SEGMENT)
-        k = A.index(k, "k")
+        k = self._capacity(k)
         sup = np.zeros(k, dtype=HIT_DTYPE)
         opp = np.zeros(k, dtype=HIT_DTYPE)
         found = ctypes.c_size_t()
@@ -148,7 +154,7 @@ class Query(Handle):
             raise python_error(Status.ERR_DIMENSION_MISMATCH, f"segments has shape {segs.shape}, expected (m, 3)")
         seq, first, last = (A.integers(segs[:, i].copy(), np.uintp, name) for i, name in enumerate(("segments[:, 0]", "segments[:, 1]", "segments[:, 2]")))
         m = segs.shape[0]
-        k = A.index(k, "k")
+        k = self._capacity(k)
         sup = np.zeros((m, k), dtype=HIT_DTYPE)
         opp = np.zeros((m, k), dtype=HIT_DTYPE)
         found = np.zeros(m, dtype=np.uintp)

@@ -89,6 +89,11 @@ def test_segments(crf, index):
         raises("ERR_BAD_SEGMENT", q.run, X, Y, 1, 0)
         raises("ERR_BAD_SEGMENT", q.scores, X, Y, 0, 5)
         raises("ERR_INVALID_ARGUMENT", q.run, X, Y, 0, 0, k=0)
+        raises("ERR_INVALID_ARGUMENT", q.run, X, Y, 0, 0, k=-1)
+        sup, opp = q.run(X, Y, 0, 0, k=10**12)  # capped at the number of items, not allocated
+        assert len(sup) == len(opp) == index.num_tokens
+    raises("ERR_INVALID_ARGUMENT", index.token, index.num_tokens)
+    assert index.token(0) == (0, 0, index.tokens()["label"][0])
 
 
 def test_options(index):
