@@ -45,11 +45,12 @@ def library_path():
 __version__ = ".".join(map(str, HEADER_VERSION))
 
 __all__ = [
+    "HEADER_VERSION",
+    "HIT_DTYPE",
+    "TOKEN_DTYPE",
     "Crf",
     "Curvature",
     "Granularity",
-    "HEADER_VERSION",
-    "HIT_DTYPE",
     "Hessian",
     "Index",
     "IndexBuilder",
@@ -60,7 +61,6 @@ __all__ = [
     "SeginfError",
     "Status",
     "Storage",
-    "TOKEN_DTYPE",
     "TagScheme",
     "TokenStat",
     "Trainer",

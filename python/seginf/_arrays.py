@@ -41,7 +41,12 @@ def floats(x, name: str, shape: tuple) -> np.ndarray:
     """
     arr = _numeric(x, name)
     if arr.ndim != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
-        want = "(" + ", ".join("n" if w is None else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
+        want = (
+            "("
+            + ", ".join("n" if w is None else str(w) for w in shape)
+            + ("," if len(shape) == 1 else "")
+            + ")"
+        )
         raise python_error(Status.ERR_DIMENSION_MISMATCH, f"{name} has shape {arr.shape}, expected {want}")
     return np.require(arr, np.float32, _REQ)
 
@@ -59,7 +64,9 @@ def labels(y, n: int | None, name: str = "labels") -> np.ndarray:
     """
     arr = np.asarray(y)
     if arr.dtype.kind not in "iu":
-        raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} must be an integer array, not dtype {arr.dtype}")
+        raise python_error(
+            Status.ERR_INVALID_ARGUMENT, f"{name} must be an integer array, not dtype {arr.dtype}"
+        )
     if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
         want = f"({n},)" if n is not None else "(n,)"
         raise python_error(Status.ERR_DIMENSION_MISMATCH, f"{name} has shape {arr.shape}, expected {want}")
@@ -93,7 +100,9 @@ def index(value, name: str, status: Status = Status.ERR_INVALID_ARGUMENT) -> int
             raise TypeError
         i = operator.index(value)
     except TypeError:
-        raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} must be an int, not {type(value).__name__}") from None
+        raise python_error(
+            Status.ERR_INVALID_ARGUMENT, f"{name} must be an int, not {type(value).__name__}"
+        ) from None
     if i < 0:
         raise python_error(status, f"{name} = {i} is negative")
     return i
@@ -105,9 +114,13 @@ def out_array(out, shape: tuple, dtype, name: str = "out") -> np.ndarray:
     if out is None:
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray) or out.dtype != np.dtype(dtype):
-        raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} must be a numpy array of dtype {np.dtype(dtype)}")
+        raise python_error(
+            Status.ERR_INVALID_ARGUMENT, f"{name} must be a numpy array of dtype {np.dtype(dtype)}"
+        )
     if out.shape != tuple(shape):
-        raise python_error(Status.ERR_DIMENSION_MISMATCH, f"{name} has shape {out.shape}, expected {tuple(shape)}")
+        raise python_error(
+            Status.ERR_DIMENSION_MISMATCH, f"{name} has shape {out.shape}, expected {tuple(shape)}"
+        )
     if not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable):
         raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} must be C-contiguous, aligned and writeable")
     return out
@@ -124,7 +137,9 @@ def path_bytes(path) -> bytes:
 def c_strings(names, name: str = "label_names"):
     """A C array of NUL-terminated UTF-8 strings (and the list keeping the bytes alive)."""
     if isinstance(names, (str, bytes)):
-        raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} must be a sequence of strings, not one string")
+        raise python_error(
+            Status.ERR_INVALID_ARGUMENT, f"{name} must be a sequence of strings, not one string"
+        )
     encoded = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in names]
     if not encoded:
         raise python_error(Status.ERR_INVALID_ARGUMENT, f"{name} is empty")

@@ -91,6 +91,5 @@ def enum_value(cls: type[enum.IntEnum], value) -> int:
     except TypeError:
         raise python_error(
             Status.ERR_INVALID_ARGUMENT,
-            f"{cls.__name__} must be a {cls.__name__} member, its name or an int, "
-            f"not {type(value).__name__}",
+            f"{cls.__name__} must be a {cls.__name__} member, its name or an int, not {type(value).__name__}",
         ) from None

@@ -58,7 +58,7 @@ class Handle:
     def __del__(self):
         try:
             self.close()
-        except Exception:  # interpreter shutdown: the library or module globals may be gone
+        except Exception:  # noqa: BLE001, S110 - at interpreter shutdown the library or globals may be gone
             pass
 
     def __repr__(self) -> str:

@@ -16,7 +16,18 @@ import ctypes
 import os
 import sys
 import threading
-from ctypes import POINTER, c_char_p, c_double, c_float, c_int32, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
+from ctypes import (
+    POINTER,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 from pathlib import Path
 
 from ._errors import LibraryError, SeginfError, Status
@@ -147,7 +158,12 @@ def candidate_paths() -> list[Path]:
     if target_dir:
         bases.append(Path(target_dir))
     bases.append(Path(__file__).resolve().parents[2] / "target")
-    return [base / profile / name for base in bases for profile in ("release", "debug") for name in _library_names()]
+    return [
+        base / profile / name
+        for base in bases
+        for profile in ("release", "debug")
+        for name in _library_names()
+    ]
 
 
 def find_library() -> Path:
@@ -179,7 +195,9 @@ def check_version(version: str) -> None:
     ok = major == want_major and (minor == want_minor if major == 0 else minor >= want_minor)
     if not ok:
         want = ".".join(map(str, HEADER_VERSION))
-        raise LibraryError(f"libseginf {version} does not match the seginf Python module (written for {want})")
+        raise LibraryError(
+            f"libseginf {version} does not match the seginf Python module (written for {want})"
+        )
 
 
 def _load(path: Path) -> ctypes.CDLL:

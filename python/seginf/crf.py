@@ -43,14 +43,26 @@ class Crf(Handle):
         w = A.floats(weights, "weights", (None, None))
         c, d = w.shape
         a = A.floats(transitions, "transitions", (c, c))
-        vecs = [None if v is None else A.floats(v, name, (c,)) for v, name in ((bias, "bias"), (start, "start"), (end, "end"))]
+        vecs = [
+            None if v is None else A.floats(v, name, (c,))
+            for v, name in ((bias, "bias"), (start, "start"), (end, "end"))
+        ]
         lib = _lib.get()
         f = ctypes.c_float
-        ptr = new_handle(lib.seginf_crf_new, c, d, A.ptr(w, f), A.ptr(vecs[0], f), A.ptr(a, f), A.ptr(vecs[1], f), A.ptr(vecs[2], f))
+        ptr = new_handle(
+            lib.seginf_crf_new,
+            c,
+            d,
+            A.ptr(w, f),
+            A.ptr(vecs[0], f),
+            A.ptr(a, f),
+            A.ptr(vecs[1], f),
+            A.ptr(vecs[2], f),
+        )
         super().__init__(ptr)
 
     @classmethod
-    def _from_ptr(cls, ptr) -> "Crf":
+    def _from_ptr(cls, ptr) -> Crf:
         obj = cls.__new__(cls)
         Handle.__init__(obj, ptr)
         return obj
@@ -66,7 +78,7 @@ class Crf(Handle):
         start: str | None = None,
         end: str | None = None,
         transitions_to_from: bool = False,
-    ) -> "Crf":
+    ) -> Crf:
         """Loads a CRF from a safetensors file (F32, F64, F16 or BF16 tensors).
 
         Tensor names default to pytorch-crf's plus an ``nn.Linear``: ``weight`` (C, d),
@@ -75,7 +87,13 @@ class Crf(Handle):
         ``transitions_to_from=True`` reads transitions stored ``[to][from]`` (flair).
         """
         lib = _lib.get()
-        names = {Param.WEIGHT: weight, Param.BIAS: bias, Param.TRANSITIONS: transitions, Param.START: start, Param.END: end}
+        names = {
+            Param.WEIGHT: weight,
+            Param.BIAS: bias,
+            Param.TRANSITIONS: transitions,
+            Param.START: start,
+            Param.END: end,
+        }
         opts = None
         if any(v is not None for v in names.values()) or transitions_to_from:
             opts = new_handle(lib.seginf_load_options_new)
@@ -83,8 +101,12 @@ class Crf(Handle):
             if opts is not None:
                 for param, name in names.items():
                     if name is not None:
-                        _lib.check(lib.seginf_load_options_set_tensor_name(opts, int(param), name.encode("utf-8")))
-                _lib.check(lib.seginf_load_options_set_transitions_to_from(opts, 1 if transitions_to_from else 0))
+                        _lib.check(
+                            lib.seginf_load_options_set_tensor_name(opts, int(param), name.encode("utf-8"))
+                        )
+                _lib.check(
+                    lib.seginf_load_options_set_transitions_to_from(opts, 1 if transitions_to_from else 0)
+                )
             return cls._from_ptr(new_handle(lib.seginf_crf_load_safetensors, A.path_bytes(path), opts))
         finally:
             lib.seginf_load_options_free(opts)
@@ -110,7 +132,9 @@ class Crf(Handle):
         """Where block ``param`` (a :class:`Param` or its name) starts in the dense vector, or
         None when the model has no such block."""
         off = ctypes.c_size_t()
-        _lib.check(_lib.get().seginf_crf_param_offset(self._handle(), enum_value(Param, param), ctypes.byref(off)))
+        _lib.check(
+            _lib.get().seginf_crf_param_offset(self._handle(), enum_value(Param, param), ctypes.byref(off))
+        )
         return None if off.value == ctypes.c_size_t(-1).value else off.value
 
     def params(self) -> np.ndarray:
@@ -126,7 +150,13 @@ class Crf(Handle):
         blocks are missing from the dict."""
         theta = self.params()
         c, d = self.num_labels, self.feature_dim
-        shapes = {Param.WEIGHT: (c, d), Param.BIAS: (c,), Param.TRANSITIONS: (c, c), Param.START: (c,), Param.END: (c,)}
+        shapes = {
+            Param.WEIGHT: (c, d),
+            Param.BIAS: (c,),
+            Param.TRANSITIONS: (c, c),
+            Param.START: (c,),
+            Param.END: (c,),
+        }
         blocks = {}
         for param, shape in shapes.items():
             off = self.param_offset(param)
@@ -146,7 +176,15 @@ class Crf(Handle):
         x = self._x(features)
         out = np.empty(x.shape[0], dtype=np.uint32)
         score = ctypes.c_double()
-        _lib.check(_lib.get().seginf_crf_viterbi(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(out, ctypes.c_uint32), ctypes.byref(score)))
+        _lib.check(
+            _lib.get().seginf_crf_viterbi(
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                x.shape[0],
+                A.ptr(out, ctypes.c_uint32),
+                ctypes.byref(score),
+            )
+        )
         return out, score.value
 
     def log_likelihood(self, features, labels) -> float:
@@ -154,21 +192,37 @@ class Crf(Handle):
         x = self._x(features)
         y = A.labels(labels, x.shape[0])
         out = ctypes.c_double()
-        _lib.check(_lib.get().seginf_crf_log_likelihood(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32), ctypes.byref(out)))
+        _lib.check(
+            _lib.get().seginf_crf_log_likelihood(
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                x.shape[0],
+                A.ptr(y, ctypes.c_uint32),
+                ctypes.byref(out),
+            )
+        )
         return out.value
 
     def log_partition(self, features) -> float:
         """``log Z(x)``; ``-inf`` when the constraints allow no labelling of length n."""
         x = self._x(features)
         out = ctypes.c_double()
-        _lib.check(_lib.get().seginf_crf_log_partition(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], ctypes.byref(out)))
+        _lib.check(
+            _lib.get().seginf_crf_log_partition(
+                self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], ctypes.byref(out)
+            )
+        )
         return out.value
 
     def marginals(self, features, out=None) -> np.ndarray:
         """Token marginals ``p(y_t = j | x)``, (n, C) float64 (into ``out`` when given)."""
         x = self._x(features)
         res = A.out_array(out, (x.shape[0], self.num_labels), np.float64)
-        _lib.check(_lib.get().seginf_crf_marginals(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(res, ctypes.c_double)))
+        _lib.check(
+            _lib.get().seginf_crf_marginals(
+                self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(res, ctypes.c_double)
+            )
+        )
         return res
 
     def pairwise_marginals(self, features) -> np.ndarray:
@@ -177,7 +231,11 @@ class Crf(Handle):
         c = self.num_labels
         res = np.zeros((max(x.shape[0] - 1, 0), c, c), dtype=np.float64)
         buf = res if res.size else np.zeros(1)  # the library wants a non-NULL pointer even for n = 1
-        _lib.check(_lib.get().seginf_crf_pairwise_marginals(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(buf, ctypes.c_double)))
+        _lib.check(
+            _lib.get().seginf_crf_pairwise_marginals(
+                self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(buf, ctypes.c_double)
+            )
+        )
         return res
 
     # --- segments ---------------------------------------------------------------------------
@@ -192,11 +250,24 @@ class Crf(Handle):
             dest = ctypes.byref(res)
         else:  # check before sizing the output by the segment
             if not first <= last < x.shape[0]:
-                raise python_error(Status.ERR_BAD_SEGMENT, f"segment [{first}, {last}] is not inside a sequence of {x.shape[0]} tokens")
+                raise python_error(
+                    Status.ERR_BAD_SEGMENT,
+                    f"segment [{first}, {last}] is not inside a sequence of {x.shape[0]} tokens",
+                )
             res = A.out_array(out, out_shape(last - first + 1), np.float64)
             dest = A.ptr(res, ctypes.c_double)
         fn = getattr(_lib.get(), fn_name)
-        _lib.check(fn(self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32), first, last, dest))
+        _lib.check(
+            fn(
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                x.shape[0],
+                A.ptr(y, ctypes.c_uint32),
+                first,
+                last,
+                dest,
+            )
+        )
         return res.value if out_shape is None else res
 
     def segment_loss(self, features, labels, first: int, last: int) -> float:
@@ -207,30 +278,38 @@ class Crf(Handle):
     def segment_marginals(self, features, labels, first: int, last: int) -> np.ndarray:
         """``q_t[j] = p(y_t = j | y outside [first, last], x)``, (last-first+1, C) float64."""
         c = self.num_labels
-        return self._segment_call("seginf_crf_segment_marginals", features, labels, first, last, lambda m: (m, c))
+        return self._segment_call(
+            "seginf_crf_segment_marginals", features, labels, first, last, lambda m: (m, c)
+        )
 
     def segment_error_vectors(self, features, labels, first: int, last: int) -> np.ndarray:
         """``r_t = q_t - onehot(y_t)`` for t in [first, last], (last-first+1, C) float64: the
         emission gradient of CL is ``sum_t outer(r_t, f_t)``."""
         c = self.num_labels
-        return self._segment_call("seginf_crf_segment_error_vectors", features, labels, first, last, lambda m: (m, c))
+        return self._segment_call(
+            "seginf_crf_segment_error_vectors", features, labels, first, last, lambda m: (m, c)
+        )
 
     def segment_gradient(self, features, labels, first: int, last: int, out=None) -> np.ndarray:
         """The gradient of ``CL(first, last)`` over all parameters, a dense (num_params,)
         float64 vector in the order of :meth:`params` (into ``out`` when given). With
         ``first = 0, last = n-1`` it is the gradient of the whole-sequence NLL."""
         p = self.num_params
-        return self._segment_call("seginf_crf_segment_gradient", features, labels, first, last, lambda m: (p,), out)
+        return self._segment_call(
+            "seginf_crf_segment_gradient", features, labels, first, last, lambda m: (p,), out
+        )
 
     # --- constraints --------------------------------------------------------------------------
 
-    def with_constraints(self, scheme, label_names) -> "Crf":
+    def with_constraints(self, scheme, label_names) -> Crf:
         """A new CRF with ``-inf`` wherever ``scheme`` (a :class:`TagScheme` or its name: "bio",
         "iob1", "bioes") forbids a transition, start or end label, for labels named like
         ``["O", "B-PER", "I-PER"]`` (C names). Start/end vectors are added when absent."""
         names, keep = A.c_strings(label_names)
         lib = _lib.get()
-        ptr = new_handle(lib.seginf_crf_with_constraints, self._handle(), enum_value(TagScheme, scheme), names, len(keep))
+        ptr = new_handle(
+            lib.seginf_crf_with_constraints, self._handle(), enum_value(TagScheme, scheme), names, len(keep)
+        )
         return Crf._from_ptr(ptr)
 
 
@@ -243,5 +322,9 @@ def constraint_mask(scheme, label_names) -> tuple[np.ndarray, np.ndarray, np.nda
     start = np.zeros(c, dtype=np.uint8)
     end = np.zeros(c, dtype=np.uint8)
     u8 = ctypes.c_uint8
-    _lib.check(_lib.get().seginf_constraint_mask(enum_value(TagScheme, scheme), names, c, A.ptr(trans, u8), A.ptr(start, u8), A.ptr(end, u8)))
+    _lib.check(
+        _lib.get().seginf_constraint_mask(
+            enum_value(TagScheme, scheme), names, c, A.ptr(trans, u8), A.ptr(start, u8), A.ptr(end, u8)
+        )
+    )
     return trans.astype(bool), start.astype(bool), end.astype(bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from ._callback import Callback
 from ._enums import Storage, TokenStat, enum_value
 from ._handle import Handle, new_handle
 from .crf import Crf
+
+if TYPE_CHECKING:
+    from .query import Query
 
 #: One training token of an index, as :meth:`Index.tokens` returns them.
 TOKEN_DTYPE = np.dtype([("doc_id", "<u8"), ("position", "<u4"), ("label", "<u4")])
@@ -40,7 +44,11 @@ class IndexBuilder(Handle):
         try:
             _lib.check(lib.seginf_index_options_set_storage(opts, enum_value(Storage, storage)))
             if expected_tokens is not None:
-                _lib.check(lib.seginf_index_options_set_expected_tokens(opts, A.index(expected_tokens, "expected_tokens")))
+                _lib.check(
+                    lib.seginf_index_options_set_expected_tokens(
+                        opts, A.index(expected_tokens, "expected_tokens")
+                    )
+                )
             if progress is not None:
                 self._progress = Callback(_lib.PROGRESS_FN, progress)
                 _lib.check(lib.seginf_index_options_set_progress(opts, self._progress.c_fn, None))
@@ -61,7 +69,11 @@ class IndexBuilder(Handle):
         x = A.features(features, d)
         y = A.labels(labels, x.shape[0])
         doc = A.index(doc_id, "doc_id")
-        self._call(_lib.get().seginf_index_builder_add(self._handle(), doc, A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32)))
+        self._call(
+            _lib.get().seginf_index_builder_add(
+                self._handle(), doc, A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32)
+            )
+        )
 
     def add_batch(self, doc_ids, features, labels, lengths) -> None:
         """Adds sequences stored back to back: sequence i has ``lengths[i]`` tokens and id
@@ -75,7 +87,12 @@ class IndexBuilder(Handle):
         y = A.labels(labels, total)
         self._call(
             _lib.get().seginf_index_builder_add_batch(
-                self._handle(), A.ptr(docs, ctypes.c_uint64), A.ptr(x, ctypes.c_float), A.ptr(y, ctypes.c_uint32), A.ptr(lens, ctypes.c_size_t), lens.shape[0]
+                self._handle(),
+                A.ptr(docs, ctypes.c_uint64),
+                A.ptr(x, ctypes.c_float),
+                A.ptr(y, ctypes.c_uint32),
+                A.ptr(lens, ctypes.c_size_t),
+                lens.shape[0],
             )
         )
 
@@ -84,7 +101,7 @@ class IndexBuilder(Handle):
         """Tokens added so far."""
         return _lib.get().seginf_index_builder_num_tokens(self._handle())
 
-    def finish(self) -> "Index":
+    def finish(self) -> Index:
         """The finished index. The builder is consumed (closed), on success and on error."""
         handle = self._handle()
         self._release()  # the library frees the builder whatever the outcome
@@ -104,14 +121,14 @@ class Index(Handle):
         raise TypeError("make an Index with IndexBuilder(...).finish() or Index.open(path, crf)")
 
     @classmethod
-    def _from_ptr(cls, ptr, dims) -> "Index":
+    def _from_ptr(cls, ptr, dims) -> Index:
         obj = cls.__new__(cls)
         Handle.__init__(obj, ptr)
         obj._dims = dims
         return obj
 
     @classmethod
-    def open(cls, path, crf: Crf) -> "Index":
+    def open(cls, path, crf: Crf) -> Index:
         """Opens a saved index memory-mapped, for the CRF it was built with (validated first:
         header, sizes, labels, checksum; ``SEGINF_ERR_MODEL_MISMATCH`` for another CRF)."""
         ptr = new_handle(_lib.get().seginf_index_open, A.path_bytes(path), crf._handle())
@@ -150,14 +167,22 @@ class Index(Handle):
         """One statistic of every training token in index order, (N,) float64: ``"loss"``
         (CL(k,k)), ``"entropy"`` (nats, of p(y_k|x)) or ``"grad_norm"`` (see :class:`TokenStat`)."""
         out = np.empty(self.num_tokens, dtype=np.float64)
-        _lib.check(_lib.get().seginf_index_token_stats(self._handle(), enum_value(TokenStat, stat), A.ptr(out, ctypes.c_double), out.size))
+        _lib.check(
+            _lib.get().seginf_index_token_stats(
+                self._handle(), enum_value(TokenStat, stat), A.ptr(out, ctypes.c_double), out.size
+            )
+        )
         return out
 
     def token(self, k: int) -> tuple[int, int, int]:
         """``(doc_id, position, label)`` of training token ``k`` (0 <= k < N)."""
         doc, pos, lab = ctypes.c_uint64(), ctypes.c_uint32(), ctypes.c_uint32()
         k = A.index(k, "k")
-        _lib.check(_lib.get().seginf_index_token(self._handle(), k, ctypes.byref(doc), ctypes.byref(pos), ctypes.byref(lab)))
+        _lib.check(
+            _lib.get().seginf_index_token(
+                self._handle(), k, ctypes.byref(doc), ctypes.byref(pos), ctypes.byref(lab)
+            )
+        )
         return doc.value, pos.value, lab.value
 
     def tokens(self) -> np.ndarray:
@@ -173,9 +198,8 @@ class Index(Handle):
             out[k] = (doc.value, pos.value, lab.value)
         return out
 
-    def query(self, **options) -> "Query":
+    def query(self, **options) -> Query:
         """A new :class:`Query` on this index; ``options`` as :class:`Query` takes them."""
         from .query import Query
 
         return Query(self, **options)
-

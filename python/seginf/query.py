@@ -41,7 +41,17 @@ class Query(Handle):
 
     _free_fn = "seginf_query_free"
 
-    def __init__(self, index, *, granularity=None, normalization=None, damping=None, curvature=None, label_filter=None, excluded_docs=None):
+    def __init__(
+        self,
+        index,
+        *,
+        granularity=None,
+        normalization=None,
+        damping=None,
+        curvature=None,
+        label_filter=None,
+        excluded_docs=None,
+    ):
         super().__init__(new_handle(_lib.get().seginf_query_new, index._handle()))
         self._dims = index._dims
         if granularity is not None:
@@ -49,7 +59,9 @@ class Query(Handle):
         if normalization is not None:
             self.set_normalization(normalization)
         if damping is not None and curvature is not None:
-            raise python_error(Status.ERR_INVALID_ARGUMENT, "give damping (identity Hessian) or curvature, not both")
+            raise python_error(
+                Status.ERR_INVALID_ARGUMENT, "give damping (identity Hessian) or curvature, not both"
+            )
         if damping is not None:
             self.set_hessian(damping)
         if curvature is not None:
@@ -64,16 +76,24 @@ class Query(Handle):
     def set_granularity(self, granularity) -> None:
         """What is scored: training tokens, sequences (Koh & Liang) or nearest neighbours
         (score = -similarity, so the most similar supports)."""
-        _lib.check(_lib.get().seginf_query_set_granularity(self._handle(), enum_value(Granularity, granularity)))
+        _lib.check(
+            _lib.get().seginf_query_set_granularity(self._handle(), enum_value(Granularity, granularity))
+        )
 
     def set_normalization(self, normalization) -> None:
         """``"none"`` or ``"gradient_norm"`` (divide by the training item's gradient norm)."""
-        _lib.check(_lib.get().seginf_query_set_normalization(self._handle(), enum_value(Normalization, normalization)))
+        _lib.check(
+            _lib.get().seginf_query_set_normalization(
+                self._handle(), enum_value(Normalization, normalization)
+            )
+        )
 
     def set_hessian(self, damping: float = 1.0, mode=Hessian.IDENTITY) -> None:
         """The identity Hessian ``H = damping * I`` (damping finite, > 0), replacing any
         curvature. Other modes need a fitted :class:`Curvature` (:meth:`set_curvature`)."""
-        _lib.check(_lib.get().seginf_query_set_hessian(self._handle(), enum_value(Hessian, mode), float(damping)))
+        _lib.check(
+            _lib.get().seginf_query_set_hessian(self._handle(), enum_value(Hessian, mode), float(damping))
+        )
 
     def set_curvature(self, curvature) -> None:
         """Uses a fitted K-FAC, EK-FAC or exact :class:`Curvature` (fitted at this index's CRF)
@@ -85,12 +105,20 @@ class Query(Handle):
         the filter. Not valid with instance granularity."""
         arr = np.atleast_1d(np.asarray([] if labels is None else labels))
         y = A.labels(arr.astype(np.uint32) if arr.size == 0 else arr, None, "label_filter")
-        _lib.check(_lib.get().seginf_query_set_label_filter(self._handle(), A.ptr(y, ctypes.c_uint32) if y.size else None, y.size))
+        _lib.check(
+            _lib.get().seginf_query_set_label_filter(
+                self._handle(), A.ptr(y, ctypes.c_uint32) if y.size else None, y.size
+            )
+        )
 
     def set_excluded_docs(self, doc_ids) -> None:
         """Skips training items of these doc ids; None or empty clears the set."""
         docs = A.integers([] if doc_ids is None else np.atleast_1d(doc_ids), np.uint64, "doc_ids")
-        _lib.check(_lib.get().seginf_query_set_excluded_docs(self._handle(), A.ptr(docs, ctypes.c_uint64) if docs.size else None, docs.size))
+        _lib.check(
+            _lib.get().seginf_query_set_excluded_docs(
+                self._handle(), A.ptr(docs, ctypes.c_uint64) if docs.size else None, docs.size
+            )
+        )
 
     @property
     def num_items(self) -> int:
@@ -129,13 +157,23 @@ class Query(Handle):
         hit = _lib.Hit
         _lib.check(
             _lib.get().seginf_query_run(
-                self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32), first, last,
-                A.ptr(sup, hit), A.ptr(opp, hit), k, ctypes.byref(found)
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                x.shape[0],
+                A.ptr(y, ctypes.c_uint32),
+                first,
+                last,
+                A.ptr(sup, hit),
+                A.ptr(opp, hit),
+                k,
+                ctypes.byref(found),
             )
         )
         return sup[: found.value], opp[: found.value]
 
-    def run_batch(self, features, labels, lengths, segments, k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run_batch(
+        self, features, labels, lengths, segments, k: int = 10
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Many test segments in one pass over the index.
 
         Test sequences are stored back to back: sequence i has ``lengths[i]`` tokens,
@@ -151,8 +189,13 @@ class Query(Handle):
         y = A.labels(labels, total)
         segs = np.asarray(segments)
         if segs.ndim != 2 or segs.shape[1] != 3:
-            raise python_error(Status.ERR_DIMENSION_MISMATCH, f"segments has shape {segs.shape}, expected (m, 3)")
-        seq, first, last = (A.integers(segs[:, i].copy(), np.uintp, name) for i, name in enumerate(("segments[:, 0]", "segments[:, 1]", "segments[:, 2]")))
+            raise python_error(
+                Status.ERR_DIMENSION_MISMATCH, f"segments has shape {segs.shape}, expected (m, 3)"
+            )
+        seq, first, last = (
+            A.integers(segs[:, i].copy(), np.uintp, name)
+            for i, name in enumerate(("segments[:, 0]", "segments[:, 1]", "segments[:, 2]"))
+        )
         m = segs.shape[0]
         k = self._capacity(k)
         sup = np.zeros((m, k), dtype=HIT_DTYPE)
@@ -161,8 +204,19 @@ class Query(Handle):
         sz, hit = ctypes.c_size_t, _lib.Hit
         _lib.check(
             _lib.get().seginf_query_run_batch(
-                self._handle(), A.ptr(x, ctypes.c_float), A.ptr(y, ctypes.c_uint32), A.ptr(lens, sz), lens.shape[0],
-                A.ptr(seq, sz), A.ptr(first, sz), A.ptr(last, sz), m, A.ptr(sup, hit), A.ptr(opp, hit), k, A.ptr(found, sz)
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                A.ptr(y, ctypes.c_uint32),
+                A.ptr(lens, sz),
+                lens.shape[0],
+                A.ptr(seq, sz),
+                A.ptr(first, sz),
+                A.ptr(last, sz),
+                m,
+                A.ptr(sup, hit),
+                A.ptr(opp, hit),
+                k,
+                A.ptr(found, sz),
             )
         )
         return [(sup[j, : found[j]], opp[j, : found[j]]) for j in range(m)]
@@ -176,7 +230,14 @@ class Query(Handle):
         res = A.out_array(out, (self.num_items,), np.float64)
         _lib.check(
             _lib.get().seginf_query_scores(
-                self._handle(), A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32), first, last, A.ptr(res, ctypes.c_double), res.size
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                x.shape[0],
+                A.ptr(y, ctypes.c_uint32),
+                first,
+                last,
+                A.ptr(res, ctypes.c_double),
+                res.size,
             )
         )
         return res
@@ -193,7 +254,10 @@ def concat_sequences(sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lengths = np.array([x.shape[0] if x.ndim else 0 for x in xs], dtype=np.uintp)
     for i, (x, y) in enumerate(zip(xs, ys)):
         if x.ndim != 2 or y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise python_error(Status.ERR_DIMENSION_MISMATCH, f"sequence {i}: features {x.shape} and labels {y.shape} do not match")
+            raise python_error(
+                Status.ERR_DIMENSION_MISMATCH,
+                f"sequence {i}: features {x.shape} and labels {y.shape} do not match",
+            )
     features = np.concatenate(xs).astype(np.float32, copy=False)
     labels = A.labels(np.concatenate(ys), None)
     return features, labels, lengths

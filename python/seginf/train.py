@@ -28,7 +28,14 @@ class Trainer(Handle):
 
     _free_fn = "seginf_trainer_free"
 
-    def __init__(self, init: Crf, *, l2: float | None = None, tolerance: float | None = None, max_iterations: int | None = None):
+    def __init__(
+        self,
+        init: Crf,
+        *,
+        l2: float | None = None,
+        tolerance: float | None = None,
+        max_iterations: int | None = None,
+    ):
         super().__init__(new_handle(_lib.get().seginf_trainer_new, init._handle()))
         self._dims = (init.feature_dim, init.num_labels)
         #: ``(objective, max_abs_gradient, iterations)`` of the last successful :meth:`run`.
@@ -53,16 +60,29 @@ class Trainer(Handle):
         else:
             mask = np.asarray(observed)
             if mask.dtype.kind not in "biu":
-                raise python_error(Status.ERR_INVALID_ARGUMENT, f"observed must be a bool or integer array, not dtype {mask.dtype}")
+                raise python_error(
+                    Status.ERR_INVALID_ARGUMENT,
+                    f"observed must be a bool or integer array, not dtype {mask.dtype}",
+                )
             if mask.shape != (n,):
-                raise python_error(Status.ERR_DIMENSION_MISMATCH, f"observed has shape {mask.shape}, expected ({n},)")
+                raise python_error(
+                    Status.ERR_DIMENSION_MISMATCH, f"observed has shape {mask.shape}, expected ({n},)"
+                )
             mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)
             # Unlabelled tokens accept any label value; keep them from failing the range check.
             y = np.asarray(labels)
             if y.dtype.kind in "iu" and y.shape == (n,) and y.dtype != np.uint32:
                 y = np.where(mask.astype(bool), y, 0)
             y = A.labels(y, n)
-        _lib.check(_lib.get().seginf_trainer_add(self._handle(), A.ptr(x, ctypes.c_float), n, A.ptr(y, ctypes.c_uint32), A.ptr(mask, ctypes.c_uint8)))
+        _lib.check(
+            _lib.get().seginf_trainer_add(
+                self._handle(),
+                A.ptr(x, ctypes.c_float),
+                n,
+                A.ptr(y, ctypes.c_uint32),
+                A.ptr(mask, ctypes.c_uint8),
+            )
+        )
 
     @property
     def num_sequences(self) -> int:
@@ -79,7 +99,11 @@ class Trainer(Handle):
 
     def set_max_iterations(self, max_iterations: int) -> None:
         """Most L-BFGS steps per run; reaching it unconverged raises ``SEGINF_ERR_NOT_CONVERGED``."""
-        _lib.check(_lib.get().seginf_trainer_set_max_iterations(self._handle(), A.index(max_iterations, "max_iterations")))
+        _lib.check(
+            _lib.get().seginf_trainer_set_max_iterations(
+                self._handle(), A.index(max_iterations, "max_iterations")
+            )
+        )
 
     def set_init(self, crf: Crf) -> None:
         """Starts later runs from ``crf`` (same shape; its ``-inf`` entries become the constraints)."""
@@ -97,7 +121,9 @@ class Trainer(Handle):
         out = ctypes.c_void_p()
         obj, grad, iters = ctypes.c_double(), ctypes.c_double(), ctypes.c_size_t()
         try:
-            status = lib.seginf_trainer_run(h, ctypes.byref(out), ctypes.byref(obj), ctypes.byref(grad), ctypes.byref(iters))
+            status = lib.seginf_trainer_run(
+                h, ctypes.byref(out), ctypes.byref(obj), ctypes.byref(grad), ctypes.byref(iters)
+            )
         finally:
             if cb is not None:
                 lib.seginf_trainer_set_progress(h, _lib.TRAIN_PROGRESS_FN(), None)
@@ -118,21 +144,27 @@ class Curvature(Handle):
         raise TypeError("make a Curvature with Curvature.fit(...) or Curvature.open(path, crf)")
 
     @classmethod
-    def _from_ptr(cls, ptr) -> "Curvature":
+    def _from_ptr(cls, ptr) -> Curvature:
         obj = cls.__new__(cls)
         Handle.__init__(obj, ptr)
         return obj
 
     @classmethod
-    def fit(cls, trainer: Trainer, trained: Crf, mode="kfac", damping: float = 0.0) -> "Curvature":
+    def fit(cls, trainer: Trainer, trained: Crf, mode="kfac", damping: float = 0.0) -> Curvature:
         """Fits ``mode`` ("kfac", "ekfac" or "exact"; see :class:`Hessian`) at ``trained``
         (normally ``trainer.run()``) with ``damping`` (>= 0; l2 + damping > 0). Exact keeps
         the training data and solves by conjugate gradient at each use."""
-        ptr = new_handle(_lib.get().seginf_curvature_fit, trainer._handle(), trained._handle(), enum_value(Hessian, mode), float(damping))
+        ptr = new_handle(
+            _lib.get().seginf_curvature_fit,
+            trainer._handle(),
+            trained._handle(),
+            enum_value(Hessian, mode),
+            float(damping),
+        )
         return cls._from_ptr(ptr)
 
     @classmethod
-    def open(cls, path, crf: Crf) -> "Curvature":
+    def open(cls, path, crf: Crf) -> Curvature:
         """Opens a K-FAC / EK-FAC curvature saved by :meth:`save`, for the CRF it was fitted at."""
         return cls._from_ptr(new_handle(_lib.get().seginf_curvature_open, A.path_bytes(path), crf._handle()))
 
@@ -148,7 +180,9 @@ class Curvature(Handle):
     def last_solve(self) -> tuple[int, float]:
         """For an exact curvature: ``(iterations, relative_residual)`` of its latest CG solve."""
         iters, resid = ctypes.c_size_t(), ctypes.c_double()
-        _lib.check(_lib.get().seginf_curvature_last_solve(self._handle(), ctypes.byref(iters), ctypes.byref(resid)))
+        _lib.check(
+            _lib.get().seginf_curvature_last_solve(self._handle(), ctypes.byref(iters), ctypes.byref(resid))
+        )
         return iters.value, resid.value
 
 
@@ -175,14 +209,30 @@ def exact_influence(
     y = A.labels(test_labels, x.shape[0], "test_labels")
     idx = [
         A.index(v, name, Status.ERR_BAD_SEGMENT if name != "train_sequence" else Status.ERR_INVALID_ARGUMENT)
-        for v, name in ((train_sequence, "train_sequence"), (train_first, "train_first"), (train_last, "train_last"), (test_first, "test_first"), (test_last, "test_last"))
+        for v, name in (
+            (train_sequence, "train_sequence"),
+            (train_first, "train_first"),
+            (train_last, "train_last"),
+            (test_first, "test_first"),
+            (test_last, "test_last"),
+        )
     ]
     actual, predicted = ctypes.c_double(), ctypes.c_double()
     _lib.check(
         _lib.get().seginf_exact_influence(
-            trainer._handle(), trained._handle(), None if curvature is None else curvature._handle(),
-            idx[0], idx[1], idx[2], A.ptr(x, ctypes.c_float), x.shape[0], A.ptr(y, ctypes.c_uint32), idx[3], idx[4],
-            ctypes.byref(actual), ctypes.byref(predicted),
+            trainer._handle(),
+            trained._handle(),
+            None if curvature is None else curvature._handle(),
+            idx[0],
+            idx[1],
+            idx[2],
+            A.ptr(x, ctypes.c_float),
+            x.shape[0],
+            A.ptr(y, ctypes.c_uint32),
+            idx[3],
+            idx[4],
+            ctypes.byref(actual),
+            ctypes.byref(predicted),
         )
     )
     return actual.value, predicted.value

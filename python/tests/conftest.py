@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import seginf  # noqa: E402
+import seginf
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,9 @@ def random_params(rng, c, d, with_optional=True):
 
 
 def make_crf(p):
-    return seginf.Crf(p["weights"], p["transitions"], bias=p.get("bias"), start=p.get("start"), end=p.get("end"))
+    return seginf.Crf(
+        p["weights"], p["transitions"], bias=p.get("bias"), start=p.get("start"), end=p.get("end")
+    )
 
 
 def random_sequences(rng, count, c, d, lo=2, hi=7):
@@ -57,7 +59,10 @@ class Enumerated:
         u = x @ w.T + b
         t = np.arange(n)
         self.scores = np.array(
-            [s[y[0]] + u[t, y].sum() + sum(a[y[i - 1], y[i]] for i in range(1, n)) + e[y[-1]] for y in self.paths]
+            [
+                s[y[0]] + u[t, y].sum() + sum(a[y[i - 1], y[i]] for i in range(1, n)) + e[y[-1]]
+                for y in self.paths
+            ]
         )
         feats = []
         for y in self.paths:

@@ -28,13 +28,13 @@ ENUMS = {
 
 def header_enum(name):
     body = re.search(r"enum " + name + r"\n(?:.*\n)*? \{\n((?:.*\n)*?)\};", HEADER).group(1)
-    return {k: int(v) for k, v in re.findall(r"^\s*SEGINF_(\w+) = (-?\d+),?$", body, re.M)}
+    return {k: int(v) for k, v in re.findall(r"^\s*SEGINF_(\w+) = (-?\d+),?$", body, re.MULTILINE)}
 
 
 @pytest.mark.parametrize("cls", list(ENUMS), ids=lambda c: c.__name__)
 def test_enums_match_the_header(cls):
     c_name, prefix = ENUMS[cls]
-    want = {k[len(prefix):]: v for k, v in header_enum(c_name).items()}
+    want = {k[len(prefix) :]: v for k, v in header_enum(c_name).items()}
     assert want and {m.name: int(m) for m in cls} == want
 
 
@@ -45,7 +45,10 @@ def test_status_names_come_from_the_library():
 
 
 def test_version_matches_the_header():
-    macros = tuple(int(re.search(rf"#define SEGINF_VERSION_{p} (\d+)", HEADER).group(1)) for p in ("MAJOR", "MINOR", "PATCH"))
+    macros = tuple(
+        int(re.search(rf"#define SEGINF_VERSION_{p} (\d+)", HEADER).group(1))
+        for p in ("MAJOR", "MINOR", "PATCH")
+    )
     assert seginf.HEADER_VERSION == macros
     assert seginf.version() == ".".join(map(str, macros))
 
@@ -53,7 +56,11 @@ def test_version_matches_the_header():
 def test_version_check_rule():
     major, minor, _ = seginf.HEADER_VERSION
     _lib.check_version(f"{major}.{minor}.99")
-    for bad in (f"{major}.{minor + 1}.0" if major == 0 else f"{major + 1}.0.0", f"{major + 1}.{minor}.0", "garbage"):
+    for bad in (
+        f"{major}.{minor + 1}.0" if major == 0 else f"{major + 1}.0.0",
+        f"{major + 1}.{minor}.0",
+        "garbage",
+    ):
         with pytest.raises(seginf.LibraryError):
             _lib.check_version(bad)
 
@@ -131,4 +138,6 @@ def test_float32_inputs_and_outputs_are_not_copied(monkeypatch, rng):
 
 def test_pyproject_version_matches_the_header():
     text = (REPO / "python" / "pyproject.toml").read_text()
-    assert re.search(r'^version = "(.*)"$', text, re.M).group(1) == ".".join(map(str, seginf.HEADER_VERSION))
+    assert re.search(r'^version = "(.*)"$', text, re.MULTILINE).group(1) == ".".join(
+        map(str, seginf.HEADER_VERSION)
+    )

@@ -61,7 +61,10 @@ def test_marginals(case):
     pair = crf.pairwise_marginals(x)
     assert pair.shape == (N - 1, C, C)
     want = np.array(
-        [[[p[(en.paths[:, t - 1] == i) & (en.paths[:, t] == j)].sum() for j in range(C)] for i in range(C)] for t in range(1, N)]
+        [
+            [[p[(en.paths[:, t - 1] == i) & (en.paths[:, t] == j)].sum() for j in range(C)] for i in range(C)]
+            for t in range(1, N)
+        ]
     )
     np.testing.assert_allclose(pair, want, rtol=1e-9, atol=1e-14)
     assert crf.pairwise_marginals(x[:1]).shape == (0, C, C)
@@ -78,7 +81,9 @@ def test_segment_loss_marginals_gradient(case, first, last):
     want = np.array([[q[en.paths[:, t] == j].sum() for j in range(C)] for t in range(first, last + 1)])
     np.testing.assert_allclose(crf.segment_marginals(x, y, first, last), want, rtol=1e-9, atol=1e-14)
     onehot = np.eye(C)[y[first : last + 1]]
-    np.testing.assert_allclose(crf.segment_error_vectors(x, y, first, last), want - onehot, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        crf.segment_error_vectors(x, y, first, last), want - onehot, rtol=1e-9, atol=1e-12
+    )
     # dCL/dtheta = E_q[phi] - phi(y)
     grad = crf.segment_gradient(x, y, first, last)
     np.testing.assert_allclose(grad, q @ en.phi - en.phi[i], rtol=1e-8, atol=1e-10)
@@ -126,7 +131,11 @@ def _write_safetensors(path, tensors):
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr)
         dtype = {np.dtype("<f4"): "F32", np.dtype("<f8"): "F64", np.dtype("<f2"): "F16"}[arr.dtype]
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         blobs.append(arr.tobytes())
         offset += arr.nbytes
     raw = json.dumps(header).encode()
@@ -139,8 +148,13 @@ def test_load_safetensors_default_names(tmp_path, rng):
     f = tmp_path / "crf.safetensors"
     _write_safetensors(
         f,
-        {"weight": p["weights"], "bias": p["bias"].astype(np.float64), "transitions": p["transitions"],
-         "start_transitions": p["start"], "end_transitions": p["end"]},
+        {
+            "weight": p["weights"],
+            "bias": p["bias"].astype(np.float64),
+            "transitions": p["transitions"],
+            "start_transitions": p["start"],
+            "end_transitions": p["end"],
+        },
     )
     with seginf.Crf.load_safetensors(f) as loaded, make_crf(p) as direct:
         np.testing.assert_array_equal(loaded.params(), direct.params())
@@ -149,8 +163,18 @@ def test_load_safetensors_default_names(tmp_path, rng):
 def test_load_safetensors_custom_names_and_to_from(tmp_path, rng):
     p = random_params(rng, C, D)
     f = tmp_path / "flair.safetensors"
-    _write_safetensors(f, {"linear.weight": p["weights"], "linear.bias": p["bias"], "trans": p["transitions"].T.copy(), "start_transitions": p["start"]})
-    with seginf.Crf.load_safetensors(f, weight="linear.weight", bias="linear.bias", transitions="trans", end="", transitions_to_from=True) as crf:
+    _write_safetensors(
+        f,
+        {
+            "linear.weight": p["weights"],
+            "linear.bias": p["bias"],
+            "trans": p["transitions"].T.copy(),
+            "start_transitions": p["start"],
+        },
+    )
+    with seginf.Crf.load_safetensors(
+        f, weight="linear.weight", bias="linear.bias", transitions="trans", end="", transitions_to_from=True
+    ) as crf:
         blocks = crf.param_blocks()
         np.testing.assert_array_equal(blocks["transitions"], p["transitions"])
         np.testing.assert_array_equal(blocks["bias"], p["bias"])

@@ -52,7 +52,7 @@ def test_non_finite(crf, index):
     bad[1, 2] = np.nan
     e = raises("ERR_NON_FINITE", crf.marginals, bad)
     assert e.message == _lib.last_error_message()  # the library's message, read on this thread
-    raises("ERR_NON_FINITE", crf.viterbi, np.where(bad == bad, bad, np.inf))
+    raises("ERR_NON_FINITE", crf.viterbi, np.nan_to_num(bad, nan=np.inf))
     raises("ERR_NON_FINITE", index.query().run, bad, Y, 0, 0)
     b = seginf.IndexBuilder(crf)
     raises("ERR_NON_FINITE", b.add, 0, bad, Y)
@@ -135,9 +135,8 @@ def test_handles_close_and_reject_use_after_close(crf, rng):
     c.close()  # double close is a no-op
     raises("ERR_NULL_ARGUMENT", c.marginals, X)
     raises("ERR_NULL_ARGUMENT", lambda: c.num_labels)
-    with pytest.raises(seginf.SeginfError):
-        with c:
-            pass
+    with pytest.raises(seginf.SeginfError), c:
+        pass
     b = seginf.IndexBuilder(crf)
     raises("ERR_INVALID_ARGUMENT", b.finish)  # no tokens: the builder is consumed anyway
     assert b.closed
@@ -154,7 +153,7 @@ def test_children_outlive_their_parents(rng):
     q = index.query()
     index.close()
     sup, opp = q.run(X, Y, 0, 0, k=2)
-    assert len(sup) == 2 and (sup["doc_id"] == 0).all()
+    assert len(sup) == len(opp) == 2 and (sup["doc_id"] == 0).all()
     q.close()
     del q  # __del__ after close is harmless
     b2 = seginf.IndexBuilder(make_crf(random_params(rng, C, D)))

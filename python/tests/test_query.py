@@ -42,7 +42,11 @@ def test_index_tokens_and_stats(setup):
     np.testing.assert_array_equal(toks["label"], np.concatenate([y for _, y in train]))
     losses = [crf.segment_loss(x, y, k, k) for x, y in train for k in range(len(y))]
     np.testing.assert_allclose(index.token_stats("loss"), losses, rtol=1e-9)
-    np.testing.assert_allclose(index.token_stats(seginf.TokenStat.GRAD_NORM), np.linalg.norm(token_gradients(crf, train), axis=1), rtol=1e-9)
+    np.testing.assert_allclose(
+        index.token_stats(seginf.TokenStat.GRAD_NORM),
+        np.linalg.norm(token_gradients(crf, train), axis=1),
+        rtol=1e-9,
+    )
     marg = np.concatenate([crf.marginals(x) for x, _ in train])
     np.testing.assert_allclose(index.token_stats("entropy"), -(marg * np.log(marg)).sum(axis=1), rtol=1e-9)
 
@@ -57,7 +61,9 @@ def test_token_scores_equal_dense_gradients(setup, first, last):
         assert q.num_items == index.num_tokens
         np.testing.assert_allclose(q.scores(tx, ty, first, last), want, rtol=1e-6)
     with index.query(damping=DAMPING, normalization="gradient_norm") as q:
-        np.testing.assert_allclose(q.scores(tx, ty, first, last), want / np.linalg.norm(g_train, axis=1), rtol=1e-6)
+        np.testing.assert_allclose(
+            q.scores(tx, ty, first, last), want / np.linalg.norm(g_train, axis=1), rtol=1e-6
+        )
 
 
 def test_instance_scores_equal_sequence_gradients(setup):
@@ -92,7 +98,7 @@ def test_run_top_k_equals_sorted_scores(setup):
 
 
 def test_filters(setup):
-    _, index, train, doc_ids, tx, ty = setup
+    _, index, _, doc_ids, tx, ty = setup
     toks = index.tokens()
     with index.query(label_filter=[1, 3], excluded_docs=[doc_ids[0], doc_ids[4]]) as q:
         scores = q.scores(tx, ty, 0, 0)
@@ -140,7 +146,9 @@ def test_save_open_gives_identical_scores(setup, tmp_path, rng):
         assert e.value.name == "SEGINF_ERR_MODEL_MISMATCH"
 
 
-@pytest.mark.parametrize("storage,expected", [("f16", seginf.Storage.F16), (seginf.Storage.INT8, seginf.Storage.INT8)])
+@pytest.mark.parametrize(
+    "storage,expected", [("f16", seginf.Storage.F16), (seginf.Storage.INT8, seginf.Storage.INT8)]
+)
 def test_compressed_storage_close_to_f32(setup, storage, expected):
     crf, index, train, doc_ids, tx, ty = setup
     b = seginf.IndexBuilder(crf, storage=storage)

@@ -90,18 +90,29 @@ def test_progress_callback_cancel_and_exception(init, data):
     trainer.close()
 
 
-@pytest.mark.parametrize("mode,expected", [("kfac", seginf.Hessian.KFAC), (seginf.Hessian.EKFAC, seginf.Hessian.EKFAC)])
+@pytest.mark.parametrize(
+    "mode,expected", [("kfac", seginf.Hessian.KFAC), (seginf.Hessian.EKFAC, seginf.Hessian.EKFAC)]
+)
 def test_curvature_save_open_same_scores(init, data, tmp_path, mode, expected, rng):
     trainer, crf = trained_on(init, data)
     builder = seginf.IndexBuilder(crf)
     for i, (x, y) in enumerate(data):
         builder.add(i, x, y)
     tx, ty = rng.normal(size=(4, D)).astype(np.float32), rng.integers(0, C, 4)
-    with trainer, crf, builder.finish() as index, seginf.Curvature.fit(trainer, crf, mode, damping=0.01) as curv:
+    with (
+        trainer,
+        crf,
+        builder.finish() as index,
+        seginf.Curvature.fit(trainer, crf, mode, damping=0.01) as curv,
+    ):
         assert curv.mode == expected
         path = tmp_path / "curvature.safetensors"
         curv.save(path)
-        with seginf.Curvature.open(path, crf) as reopened, index.query(curvature=curv) as q1, index.query(curvature=reopened) as q2:
+        with (
+            seginf.Curvature.open(path, crf) as reopened,
+            index.query(curvature=curv) as q1,
+            index.query(curvature=reopened) as q2,
+        ):
             s1 = q1.scores(tx, ty, 1, 2)
             np.testing.assert_array_equal(q2.scores(tx, ty, 1, 2), s1)
             with index.query() as q_id:
@@ -136,7 +147,12 @@ def test_exact_curvature_matches_exact_influence(init, data, rng, tmp_path):
     for i, (x, y) in enumerate(data):
         builder.add(i, x, y)
     tx, ty = rng.normal(size=(3, D)).astype(np.float32), rng.integers(0, C, 3)
-    with trainer, crf, builder.finish() as index, seginf.Curvature.fit(trainer, crf, "exact", damping=0.0) as curv:
+    with (
+        trainer,
+        crf,
+        builder.finish() as index,
+        seginf.Curvature.fit(trainer, crf, "exact", damping=0.0) as curv,
+    ):
         with index.query(curvature=curv) as q:
             scores = q.scores(tx, ty, 1, 1)
         iterations, residual = curv.last_solve()
