@@ -19,12 +19,12 @@ training label lowered the test segment's loss), **positive = opposing**.
 Every failure raises :class:`SeginfError` (``status``, ``name``, ``message``).
 """
 
-from ._enums import Granularity, Hessian, Normalization, Param, Storage, TagScheme, TokenStat
+from ._enums import Granularity, Hessian, Normalization, Param, RankMethod, Storage, TagScheme, TokenStat
 from ._errors import LibraryError, SeginfError, Status
 from ._lib import HEADER_VERSION
 from .crf import Crf, constraint_mask
 from .index import TOKEN_DTYPE, Index, IndexBuilder
-from .query import HIT_DTYPE, Query, concat_sequences
+from .query import DOC_SCORE_DTYPE, HIT_DTYPE, Query, concat_sequences
 from .train import Curvature, Trainer, exact_influence
 
 
@@ -45,6 +45,7 @@ def library_path():
 __version__ = ".".join(map(str, HEADER_VERSION))
 
 __all__ = [
+    "DOC_SCORE_DTYPE",
     "HEADER_VERSION",
     "HIT_DTYPE",
     "TOKEN_DTYPE",
@@ -58,6 +59,7 @@ __all__ = [
     "Normalization",
     "Param",
     "Query",
+    "RankMethod",
     "SeginfError",
     "Status",
     "Storage",

@@ -73,6 +73,21 @@ class Hessian(enum.IntEnum):
     EXACT = 3
 
 
+class RankMethod(enum.IntEnum):
+    """``seginf_rank_method``: how :meth:`Query.rank_training` scores training items (higher =
+    more likely mislabelled). The last three read the clean set."""
+
+    TOKEN_LOSS = 0
+    TOKEN_MARGINAL_LOSS = 1
+    TOKEN_ENTROPY = 2
+    TOKEN_GRADIENT_NORM = 3
+    INSTANCE_LOSS = 4
+    INSTANCE_GRADIENT_NORM = 5
+    SEGMENT_INFLUENCE = 6
+    SEGMENT_NEAREST = 7
+    INSTANCE_INFLUENCE = 8
+
+
 def enum_value(cls: type[enum.IntEnum], value) -> int:
     """The int to pass for ``value``: a member of ``cls``, its name (any case) or an int."""
     if isinstance(value, str):

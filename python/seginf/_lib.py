@@ -42,6 +42,12 @@ class Hit(ctypes.Structure):
     _fields_ = [("doc_id", c_uint64), ("position", c_uint32), ("label", c_uint32), ("score", c_double)]
 
 
+class DocScore(ctypes.Structure):
+    """``seginf_doc_score`` (the layout of :data:`seginf.DOC_SCORE_DTYPE`)."""
+
+    _fields_ = [("doc_id", c_uint64), ("mean", c_double), ("max", c_double), ("items", c_uint64)]
+
+
 #: ``seginf_progress_fn``: (done, total, user) -> non-zero to cancel.
 PROGRESS_FN = ctypes.CFUNCTYPE(c_int32, c_uint64, c_uint64, c_void_p)
 #: ``seginf_train_progress_fn``: (iteration, objective, max_abs_gradient, user) -> non-zero to cancel.
@@ -107,6 +113,7 @@ _PROTOTYPES = {
     "seginf_index_storage": (_I, [_H]),
     "seginf_index_token_stats": (_S, [_H, _I, _F64, _N]),
     "seginf_index_token": (_S, [_H, _N, _U64, _U32, _U32]),
+    "seginf_index_num_documents": (_S, [_H, c_uint32, _SZ]),
     "seginf_query_new": (_S, [_H, _HP]),
     "seginf_query_free": (None, [_H]),
     "seginf_query_set_granularity": (_S, [_H, _I]),
@@ -119,6 +126,10 @@ _PROTOTYPES = {
     "seginf_query_run": (_S, [_H, _F32, _N, _U32, _N, _N, _HIT, _HIT, _N, _SZ]),
     "seginf_query_run_batch": (_S, [_H, _F32, _U32, _SZ, _N, _SZ, _SZ, _SZ, _N, _HIT, _HIT, _N, _SZ]),
     "seginf_query_scores": (_S, [_H, _F32, _N, _U32, _N, _N, _F64, _N]),
+    "seginf_rank_training": (
+        _S,
+        [_H, _I, _N, c_uint32, _F32, _U32, _SZ, _N, _F64, _N, POINTER(DocScore), _N, _SZ],
+    ),
     "seginf_trainer_new": (_S, [_H, _HP]),
     "seginf_trainer_free": (None, [_H]),
     "seginf_trainer_add": (_S, [_H, _F32, _N, _U32, _U8]),

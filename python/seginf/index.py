@@ -198,6 +198,14 @@ class Index(Handle):
             out[k] = (doc.value, pos.value, lab.value)
         return out
 
+    def num_documents(self, doc_id_shift: int = 0) -> int:
+        """Documents :meth:`Query.rank_training` reports: distinct ``doc_id >> doc_id_shift``
+        (0 <= shift <= 63; 32 when doc ids are ``document << 32 | sentence``)."""
+        out = ctypes.c_size_t()
+        shift = A.index(doc_id_shift, "doc_id_shift")
+        _lib.check(_lib.get().seginf_index_num_documents(self._handle(), shift, ctypes.byref(out)))
+        return out.value
+
     def query(self, **options) -> Query:
         """A new :class:`Query` on this index; ``options`` as :class:`Query` takes them."""
         from .query import Query

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _arrays as A
 from . import _lib
-from ._enums import Granularity, Hessian, Normalization, enum_value
+from ._enums import Granularity, Hessian, Normalization, RankMethod, enum_value
 from ._errors import Status, python_error
 from ._handle import Handle, new_handle
 
@@ -23,6 +23,12 @@ from ._handle import Handle, new_handle
 #: ``position`` and ``label`` are 2**32 - 1 (the hit is the whole sequence ``doc_id``).
 HIT_DTYPE = np.dtype([("doc_id", "<u8"), ("position", "<u4"), ("label", "<u4"), ("score", "<f8")])
 assert HIT_DTYPE.itemsize == ctypes.sizeof(_lib.Hit)
+
+#: One training document's aggregated misannotation score, the layout of ``seginf_doc_score``:
+#: mean and max over its items (tokens, or sequences for per-sequence methods) with a finite
+#: score (NaN when none), and how many those are.
+DOC_SCORE_DTYPE = np.dtype([("doc_id", "<u8"), ("mean", "<f8"), ("max", "<f8"), ("items", "<u8")])
+assert DOC_SCORE_DTYPE.itemsize == ctypes.sizeof(_lib.DocScore)
 
 
 class Query(Handle):
@@ -54,6 +60,7 @@ class Query(Handle):
     ):
         super().__init__(new_handle(_lib.get().seginf_query_new, index._handle()))
         self._dims = index._dims
+        self._sizes = (index.num_tokens, index.num_sequences)
         if granularity is not None:
             self.set_granularity(granularity)
         if normalization is not None:
@@ -241,6 +248,57 @@ class Query(Handle):
             )
         )
         return res
+
+    def rank_training(self, method, clean=None, top: int = 10, doc_id_shift: int = 0):
+        """Scores every training token for "is this label wrong?" (paper section 6.1) and
+        ranks the training documents. Higher = more suspect, for every method.
+
+        ``method``: a :class:`RankMethod` or its name. The loss, entropy and gradient-norm
+        baselines read the index only; ``"segment_influence"`` (a token's mean of its ``top``
+        largest influences on the clean tokens: positive = it raises their loss),
+        ``"segment_nearest"`` (mean of its ``top`` largest feature dot products with clean
+        tokens of another label) and ``"instance_influence"`` (a sequence's influence
+        averaged over the clean sequences) need ``clean``: ``[(features (n, d), labels
+        (n,)), ...]`` of expert-labelled sequences. The influence methods use this query's
+        Hessian (damping or curvature) and normalisation; use unnormalised scores to find
+        noisy labels; the query's granularity is not used, and its label filter and excluded
+        docs must be unset. Documents are ``doc_id >> doc_id_shift``.
+
+        Returns ``(token_scores, documents)``: a (N,) float64 score per training token in
+        index order (per-sequence methods: the sequence's score; NaN where undefined), and a
+        structured array of :data:`DOC_SCORE_DTYPE`, most suspect first by mean (NaN last,
+        ties by doc id).
+        """
+        m = enum_value(RankMethod, method)
+        top = A.index(top, "top")
+        shift = A.index(doc_id_shift, "doc_id_shift")
+        if clean:
+            x, y, lengths = concat_sequences(clean)
+            x = A.floats(x, "clean features", (None, self._dims[0]))
+        else:
+            x = y = lengths = None
+        num_tokens, num_sequences = self._sizes
+        scores = np.empty(num_tokens, dtype=np.float64)
+        docs = np.zeros(num_sequences, dtype=DOC_SCORE_DTYPE)  # documents <= sequences
+        found = ctypes.c_size_t()
+        _lib.check(
+            _lib.get().seginf_rank_training(
+                self._handle(),
+                m,
+                top,
+                shift,
+                A.ptr(x, ctypes.c_float),
+                A.ptr(y, ctypes.c_uint32),
+                A.ptr(lengths, ctypes.c_size_t),
+                0 if lengths is None else lengths.shape[0],
+                A.ptr(scores, ctypes.c_double),
+                scores.size,
+                A.ptr(docs, _lib.DocScore),
+                docs.size,
+                ctypes.byref(found),
+            )
+        )
+        return scores, docs[: found.value]
 
 
 def concat_sequences(sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ ENUMS = {
     seginf.Granularity: ("seginf_granularity", "GRANULARITY_"),
     seginf.Normalization: ("seginf_normalization", "NORMALIZATION_"),
     seginf.Hessian: ("seginf_hessian", "HESSIAN_"),
+    seginf.RankMethod: ("seginf_rank_method", "RANK_"),
 }
 
 
@@ -69,6 +70,12 @@ def test_hit_layout_matches_seginf_hit():
     for field in ("doc_id", "position", "label", "score"):
         assert seginf.HIT_DTYPE.fields[field][1] == getattr(_lib.Hit, field).offset
     assert seginf.HIT_DTYPE.itemsize == ctypes.sizeof(_lib.Hit) == 24
+
+
+def test_doc_score_layout_matches_seginf_doc_score():
+    for field in ("doc_id", "mean", "max", "items"):
+        assert seginf.DOC_SCORE_DTYPE.fields[field][1] == getattr(_lib.DocScore, field).offset
+    assert seginf.DOC_SCORE_DTYPE.itemsize == ctypes.sizeof(_lib.DocScore) == 32
 
 
 def test_library_lookup(monkeypatch, tmp_path):
