@@ -131,9 +131,85 @@ pub fn dot_f16(a: &[half::f16], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// As [`dot_rows_f32`] over f16 rows, converted in registers.
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// As [`dot_rows_f32`] over f16 rows: with the F16C instructions (`vcvtph2ps`, 8 halves per
+/// instruction) when the CPU has them, else converted with integer and float ops.
 pub fn dot_rows_f16(
+    values: &[half::f16],
+    rows: Range<usize>,
+    d: usize,
+    cols: &[&[f32]],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if f16c::available() {
+        let bits: &[u16] = bytemuck::cast_slice(values);
+        dot_rows(bits, rows, d, cols, out, |_, row, col| f16c::dot(row, col));
+        return;
+    }
+    dot_rows_f16_portable(values, rows, d, cols, out);
+}
+
+/// F16C kernels (x86_64): the one place outside `src/ffi/` and the memory map that needs
+/// `unsafe` — intrinsics behind a run-time CPU check.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod f16c {
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has AVX2, FMA and F16C (cached by std after the first check).
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    }
+
+    /// `Σ_i half(a_i) b_i` in f32 (any summation order is within the ranking pass's `γ`
+    /// bound). The caller has checked [`available`].
+    #[inline(always)]
+    pub fn dot(a: &[u16], b: &[f32]) -> f32 {
+        // SAFETY: `available()` was checked by the only caller (dot_rows_f16).
+        unsafe { dot_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_avx2(a: &[u16], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load reads 8 elements at i + 8j < n (checked by the loop bounds).
+        unsafe {
+            while i + 32 <= n {
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let h = _mm_loadu_si128(pa.add(i + 8 * j).cast());
+                    *acc = _mm256_fmadd_ps(
+                        _mm256_cvtph_ps(h),
+                        _mm256_loadu_ps(pb.add(i + 8 * j)),
+                        *acc,
+                    );
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let h = _mm_loadu_si128(pa.add(i).cast());
+                acc[0] = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(pb.add(i)), acc[0]);
+                i += 8;
+            }
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` holds 8 f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        let tail: f32 = (i..n)
+            .map(|k| half::f16::from_bits(a[k]).to_f32() * b[k])
+            .sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
+/// As [`dot_rows_f32`] over f16 rows, converted in registers without F16C.
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn dot_rows_f16_portable(
     values: &[half::f16],
     rows: Range<usize>,
     d: usize,
@@ -146,6 +222,32 @@ pub fn dot_rows_f16(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_row_kernels_agree_with_each_other_and_with_exact_sums() {
+        let d = 77; // a tail after the 32- and 8-wide loops
+        let rows: Vec<half::f16> = (0..3 * d)
+            .map(|i| half::f16::from_f32(((i * 13) % 29) as f32 * 0.37 - 5.0))
+            .collect();
+        let col: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut fast, mut portable) = ([0.0f32; 3], [0.0f32; 3]);
+        dot_rows_f16(&rows, 0..3, d, &[&col], &mut fast);
+        dot_rows_f16_portable(&rows, 0..3, d, &[&col], &mut portable);
+        for k in 0..3 {
+            let exact: f64 = (0..d)
+                .map(|j| f64::from(rows[k * d + j].to_f32()) * f64::from(col[j]))
+                .sum();
+            let scale: f64 = (0..d)
+                .map(|j| f64::from(rows[k * d + j].to_f32()).abs() * f64::from(col[j]).abs())
+                .sum();
+            for got in [fast[k], portable[k]] {
+                assert!(
+                    (f64::from(got) - exact).abs() <= 1e-5 * scale,
+                    "{got} vs {exact}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn kernels_agree_with_plain_sums() {
