@@ -823,6 +823,170 @@ static void check_query_run_batch(const seginf_index *index) {
     seginf_query_free(q);
 }
 
+/* seginf_index_num_documents and seginf_rank_training: bad input, then values. */
+static void fill_docs(seginf_doc_score *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        v[i].doc_id = SENTINEL_U64;
+        v[i].mean = SENTINEL_F64;
+        v[i].max = SENTINEL_F64;
+        v[i].items = SENTINEL_U64;
+    }
+}
+static int kept_docs(const seginf_doc_score *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (v[i].doc_id != SENTINEL_U64 || v[i].mean != SENTINEL_F64 ||
+            v[i].max != SENTINEL_F64 || v[i].items != SENTINEL_U64)
+            return 0;
+    return 1;
+}
+
+/* The mean of the `top` largest of v[0..n) (n <= BIG). */
+static double top_mean(const double *v, size_t n, size_t top) {
+    double sorted[BIG], sum = 0, t;
+    size_t i, j;
+    memcpy(sorted, v, n * sizeof *v);
+    for (i = 1; i < n; i++) /* insertion sort, descending */
+        for (j = i; j > 0 && sorted[j] > sorted[j - 1]; j--) {
+            t = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = t;
+        }
+    if (top > n) top = n;
+    for (i = 0; i < top; i++) sum += sorted[i];
+    return sum / (double)top;
+}
+
+static void check_rank_training(const seginf_index *index) {
+    seginf_query *q = NULL;
+    /* The clean set: training docs 7 and 8 (7 tokens), back to back. */
+    const size_t lengths[2] = {4, 3};
+    const float *x = TRAIN_X;
+    const uint32_t *y = TRAIN_Y;
+    double scores[BIG], stats[BIG], per_clean[7][NT], column[7], want;
+    seginf_doc_score docs[BIG];
+    size_t num_docs = SENTINEL_SIZE, count = SENTINEL_SIZE, k, t;
+    const uint32_t filter[1] = {1};
+    unsigned char raw[sizeof(seginf_doc_score) * 4];
+    seginf_doc_score *misaligned = (seginf_doc_score *)(void *)(raw + 1);
+    int ok;
+
+    EXPECT("num_documents: index NULL", SEGINF_ERR_NULL_ARGUMENT, "`index`",
+           seginf_index_num_documents(NULL, 0, &count));
+    EXPECT("num_documents: out NULL", SEGINF_ERR_NULL_ARGUMENT, "`out`",
+           seginf_index_num_documents(index, 0, NULL));
+    EXPECT("num_documents: shift 64", SEGINF_ERR_INVALID_ARGUMENT, "63",
+           seginf_index_num_documents(index, 64, &count));
+    CHECK("num_documents: out untouched by failures", count == SENTINEL_SIZE);
+    EXPECT("num_documents: shift 0", SEGINF_OK, NULL, seginf_index_num_documents(index, 0, &count));
+    CHECK("num_documents: 3 doc ids", count == NS);
+    EXPECT("num_documents: shift 4", SEGINF_OK, NULL, seginf_index_num_documents(index, 4, &count));
+    CHECK("num_documents: 7, 8, 9 >> 4 are one document", count == 1);
+
+    if (seginf_query_new(index, &q) != SEGINF_OK) {
+        CHECK("query_new (fixture)", 0);
+        return;
+    }
+    fill_f64(scores, BIG);
+    fill_docs(docs, BIG);
+#define RANK(what, want, needle, query, method, top, shift, cx, cy, cl, nc, ts, tl, d, dc, nd) \
+    EXPECT("rank_training: " what, (want), (needle),                                          \
+           seginf_rank_training((query), (method), (top), (shift), (cx), (cy), (cl), (nc), (ts), \
+                                (tl), (d), (dc), (nd)))
+    RANK("query NULL", SEGINF_ERR_NULL_ARGUMENT, "`query`", NULL, SEGINF_RANK_SEGMENT_INFLUENCE,
+         10, 0, x, y, lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("method -1", SEGINF_ERR_INVALID_ARGUMENT, "seginf_rank_method", q, -1, 10, 0, x, y,
+         lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("method 9", SEGINF_ERR_INVALID_ARGUMENT, "seginf_rank_method", q, 9, 10, 0, x, y,
+         lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("top 0", SEGINF_ERR_INVALID_ARGUMENT, "top", q, SEGINF_RANK_SEGMENT_INFLUENCE, 0, 0, x,
+         y, lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("shift 64", SEGINF_ERR_INVALID_ARGUMENT, "63", q, SEGINF_RANK_TOKEN_LOSS, 10, 64, NULL,
+         NULL, NULL, 0, scores, NT, docs, BIG, &num_docs);
+    RANK("num_docs NULL", SEGINF_ERR_NULL_ARGUMENT, "`num_docs`", q, SEGINF_RANK_TOKEN_LOSS, 10,
+         0, NULL, NULL, NULL, 0, scores, NT, docs, BIG, NULL);
+    RANK("token_scores NULL with len N", SEGINF_ERR_NULL_ARGUMENT, "`token_scores`", q,
+         SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0, NULL, NT, docs, BIG, &num_docs);
+    RANK("token_scores_len N - 1", SEGINF_ERR_DIMENSION_MISMATCH, "token_scores_len", q,
+         SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0, scores, NT - 1, docs, BIG, &num_docs);
+    RANK("docs NULL with capacity 3", SEGINF_ERR_NULL_ARGUMENT, "`docs`", q,
+         SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0, scores, NT, NULL, 3, &num_docs);
+    RANK("docs_capacity 2 < 3 documents", SEGINF_ERR_INVALID_ARGUMENT, "docs_capacity", q,
+         SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0, scores, NT, docs, 2, &num_docs);
+    RANK("docs misaligned", SEGINF_ERR_INVALID_ARGUMENT, "`docs`", q, SEGINF_RANK_TOKEN_LOSS, 10,
+         0, NULL, NULL, NULL, 0, scores, NT, misaligned, 3, &num_docs);
+    RANK("clean_lengths NULL", SEGINF_ERR_NULL_ARGUMENT, "`clean_lengths`", q,
+         SEGINF_RANK_SEGMENT_INFLUENCE, 10, 0, x, y, NULL, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("clean_features NULL", SEGINF_ERR_NULL_ARGUMENT, "`features`", q,
+         SEGINF_RANK_SEGMENT_INFLUENCE, 10, 0, NULL, y, lengths, 2, scores, NT, docs, BIG,
+         &num_docs);
+    RANK("clean_labels NULL", SEGINF_ERR_NULL_ARGUMENT, "`labels`", q,
+         SEGINF_RANK_INSTANCE_INFLUENCE, 10, 0, x, NULL, lengths, 2, scores, NT, docs, BIG,
+         &num_docs);
+    RANK("no clean set for segment influence", SEGINF_ERR_INVALID_ARGUMENT, "clean", q,
+         SEGINF_RANK_SEGMENT_INFLUENCE, 10, 0, NULL, NULL, NULL, 0, scores, NT, docs, BIG,
+         &num_docs);
+    RANK("no clean set for nearest", SEGINF_ERR_INVALID_ARGUMENT, "clean", q,
+         SEGINF_RANK_SEGMENT_NEAREST, 10, 0, NULL, NULL, NULL, 0, scores, NT, docs, BIG,
+         &num_docs);
+    RANK("NaN clean feature", SEGINF_ERR_NON_FINITE, "features", q, SEGINF_RANK_SEGMENT_INFLUENCE,
+         10, 0, with_value(x, 7 * D, 5, NAN), y, lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("clean label = C", SEGINF_ERR_LABEL_OUT_OF_RANGE, NULL, q, SEGINF_RANK_INSTANCE_INFLUENCE,
+         10, 0, x, label_at(y, 7, 6, C), lengths, 2, scores, NT, docs, BIG, &num_docs);
+    RANK("impossible clean labels", SEGINF_ERR_IMPOSSIBLE_LABELS, NULL, q,
+         SEGINF_RANK_SEGMENT_INFLUENCE, 10, 0, x, label_at(y, 7, 0, 0), lengths, 2, scores, NT,
+         docs, BIG, &num_docs);
+    EXPECT("set_normalization: gradient norm", SEGINF_OK, NULL,
+           seginf_query_set_normalization(q, SEGINF_NORMALIZATION_GRADIENT_NORM));
+    RANK("nearest with normalisation", SEGINF_ERR_INVALID_ARGUMENT, "normalisation", q,
+         SEGINF_RANK_SEGMENT_NEAREST, 10, 0, x, y, lengths, 2, scores, NT, docs, BIG, &num_docs);
+    EXPECT("set_normalization: none", SEGINF_OK, NULL,
+           seginf_query_set_normalization(q, SEGINF_NORMALIZATION_NONE));
+    EXPECT("set_label_filter {1}", SEGINF_OK, NULL, seginf_query_set_label_filter(q, filter, 1));
+    RANK("label filter set on the query", SEGINF_ERR_INVALID_ARGUMENT, "filter", q,
+         SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0, scores, NT, docs, BIG, &num_docs);
+    EXPECT("set_label_filter: clear", SEGINF_OK, NULL, seginf_query_set_label_filter(q, NULL, 0));
+    CHECK("rank_training: outputs untouched by failures",
+          kept_f64(scores, BIG) && kept_docs(docs, BIG) && num_docs == SENTINEL_SIZE);
+
+    /* Values: the loss baseline is the index's stored CL(k,k). */
+    RANK("token loss", SEGINF_OK, NULL, q, SEGINF_RANK_TOKEN_LOSS, 10, 0, NULL, NULL, NULL, 0,
+         scores, NT, docs, BIG, &num_docs);
+    seginf_index_token_stats(index, SEGINF_TOKEN_LOSS, stats, NT);
+    ok = num_docs == NS && kept_f64(scores + NT, BIG - NT) && kept_docs(docs + NS, BIG - NS);
+    for (k = 0; k < NT; k++) ok = ok && scores[k] == stats[k];
+    CHECK("token loss: N scores equal to the stored losses, 3 documents, nothing past them", ok);
+    ok = 1;
+    for (k = 0; k + 1 < NS; k++) ok = ok && docs[k].mean >= docs[k + 1].mean;
+    for (k = 0; k < NS; k++) ok = ok && docs[k].max >= docs[k].mean && docs[k].items > 0;
+    CHECK("token loss: documents by descending mean, max >= mean", ok);
+
+    /* Values: segment influence is the mean of the top 2 influences on the 7 clean tokens. */
+    for (t = 0; t < 7; t++) {
+        size_t seq = t < 4 ? 0 : 1, at = t < 4 ? t : t - 4;
+        const float *sx = x + (seq == 0 ? 0 : 4 * D);
+        const uint32_t *sy = y + (seq == 0 ? 0 : 4);
+        if (seginf_query_scores(q, sx, lengths[seq], sy, at, at, per_clean[t], NT) != SEGINF_OK)
+            CHECK("query_scores (fixture)", 0);
+    }
+    RANK("segment influence, top 2, docs skipped", SEGINF_OK, NULL, q,
+         SEGINF_RANK_SEGMENT_INFLUENCE, 2, 0, x, y, lengths, 2, scores, NT, NULL, 0, &num_docs);
+    ok = num_docs == NS;
+    for (k = 0; k < NT; k++) {
+        for (t = 0; t < 7; t++) column[t] = per_clean[t][k];
+        want = top_mean(column, 7, 2);
+        ok = ok && fabs(scores[k] - want) <= 1e-9 * (fabs(want) + 1e-12);
+    }
+    CHECK("segment influence: each token's score = mean of its 2 largest query_scores", ok);
+    RANK("instance influence, token scores skipped", SEGINF_OK, NULL, q,
+         SEGINF_RANK_INSTANCE_INFLUENCE, 10, 0, x, y, lengths, 2, NULL, 0, docs, NS, &num_docs);
+    CHECK("instance influence: one item per document (one sequence each)",
+          num_docs == NS && docs[0].items == 1 && docs[NS - 1].items == 1);
+#undef RANK
+    seginf_query_free(q);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : ".";
     seginf_crf *crf = NULL, *other_crf = NULL;
@@ -847,6 +1011,7 @@ int main(int argc, char **argv) {
         check_query_setters(index);
         check_query_run_and_scores(index);
         check_query_run_batch(index);
+        check_rank_training(index);
     }
 
     seginf_index_free(index);

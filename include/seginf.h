@@ -224,6 +224,44 @@ typedef int32_t seginf_hessian;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How seginf_rank_training scores training items (passed as int32_t). Higher = more likely
+// mislabelled, for every method. The influence methods read the clean set; the others
+// ignore it (pass num_clean = 0).
+enum seginf_rank_method
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // CL(k,k): the token's loss given its neighbours' labels.
+  SEGINF_RANK_TOKEN_LOSS = 0,
+  // -log p(y_k | x): the token's marginal loss.
+  SEGINF_RANK_TOKEN_MARGINAL_LOSS = 1,
+  // Entropy of the model's marginal label distribution of the token.
+  SEGINF_RANK_TOKEN_ENTROPY = 2,
+  // Norm of the gradient of CL(k,k).
+  SEGINF_RANK_TOKEN_GRADIENT_NORM = 3,
+  // -log p(y|x) of the token's sequence.
+  SEGINF_RANK_INSTANCE_LOSS = 4,
+  // Norm of the gradient of the sequence's -log p(y|x).
+  SEGINF_RANK_INSTANCE_GRADIENT_NORM = 5,
+  // Mean of the token's `top` largest (most opposing) segment influences on the clean
+  // tokens (paper §6.1), with the query's Hessian and normalisation.
+  SEGINF_RANK_SEGMENT_INFLUENCE = 6,
+  // Mean of the token's `top` largest feature dot products with clean tokens of another
+  // label (segment nearest neighbour).
+  SEGINF_RANK_SEGMENT_NEAREST = 7,
+  // The sequence's instance influence averaged over the clean sequences, with the query's
+  // Hessian and normalisation.
+  SEGINF_RANK_INSTANCE_INFLUENCE = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum seginf_rank_method seginf_rank_method;
+#else
+typedef int32_t seginf_rank_method;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A linear-chain CRF (DESIGN.md section 1). Immutable once made: any number of threads may
 // use one handle at once. Made by seginf_crf_new, seginf_crf_load_safetensors or
 // seginf_crf_with_constraints; freed by seginf_crf_free.
@@ -286,6 +324,18 @@ typedef struct {
   uint32_t label;
   double score;
 } seginf_hit;
+
+// A training document's aggregated misannotation score. Documents are doc_id >> shift.
+typedef struct {
+  // doc_id >> doc_id_shift.
+  uint64_t doc_id;
+  // Mean and max over the document's items (tokens; sequences for the INSTANCE methods)
+  // with a finite score; NaN when none has one.
+  double mean;
+  double max;
+  // Items with a finite score.
+  uint64_t items;
+} seginf_doc_score;
 
 // Training progress callback: after L-BFGS step `iteration` (counted from 1), the objective
 // `mean NLL + (l2/2)|theta|^2` and the largest absolute gradient entry. Return non-zero to
@@ -713,6 +763,54 @@ seginf_status seginf_query_scores(seginf_query *query,
                                   size_t last,
                                   double *scores_out,
                                   size_t len);
+
+// Number of training documents (distinct doc_id >> doc_id_shift) into *out: the size of the
+// `docs` buffer seginf_rank_training needs.
+// Errors: NULL_ARGUMENT; INVALID_ARGUMENT when doc_id_shift > 63.
+seginf_status seginf_index_num_documents(const seginf_index *index,
+                                         uint32_t doc_id_shift,
+                                         size_t *out);
+
+// Scores every training token of the query's index for how likely its label is wrong (paper
+// §6.1-6.2) and ranks the training documents (doc_id >> doc_id_shift; 32 when doc ids are
+// `document << 32 | sentence`).
+//
+// `query` supplies the index, the Hessian (seginf_query_set_hessian or _set_curvature) and
+// the normalisation (use NONE to find noisy labels); its granularity is not used (the method
+// decides) and its label filter and excluded docs must be unset. `top`: how many of a
+// token's largest influences or similarities are averaged (the paper: 10).
+// The clean (expert-labelled) sequences are stored back to back: sequence i has
+// clean_lengths[i] tokens (`clean_features`: sum x d, `clean_labels`: sum). Only the
+// SEGMENT_INFLUENCE, SEGMENT_NEAREST and INSTANCE_INFLUENCE methods read them; the others
+// accept num_clean = 0 with NULL pointers.
+//
+// Outputs, written only on success: `token_scores` (N = seginf_index_num_tokens doubles,
+// index order; INSTANCE methods give each token its sequence's score; NaN where undefined:
+// SEGMENT_NEAREST with no clean token of another label), or NULL with token_scores_len = 0 to
+// skip; `docs` (docs_capacity >= seginf_index_num_documents entries), most suspect first by
+// mean (NaN last, ties by doc id), or NULL with docs_capacity = 0 to skip; *num_docs the
+// number of documents.
+// Cost: the influence methods run blocked GEMMs of the index against the clean set's test
+// columns (one per clean token; one per clean sequence and label for INSTANCE_INFLUENCE);
+// with an EXACT curvature each clean token costs a conjugate-gradient solve.
+// Thread-safety: the query is used by this thread only; the index may be shared.
+// Errors: NULL_ARGUMENT; INVALID_ARGUMENT (unknown method, top = 0, shift > 63, filters set
+// on the query, no clean tokens for an influence method, NEAREST with normalisation,
+// docs_capacity too small); DIMENSION_MISMATCH (token_scores_len != N); LABEL_OUT_OF_RANGE,
+// NON_FINITE (clean data); IMPOSSIBLE_LABELS (clean labels the constraints forbid).
+seginf_status seginf_rank_training(seginf_query *query,
+                                   int32_t method,
+                                   size_t top,
+                                   uint32_t doc_id_shift,
+                                   const float *clean_features,
+                                   const uint32_t *clean_labels,
+                                   const size_t *clean_lengths,
+                                   size_t num_clean,
+                                   double *token_scores,
+                                   size_t token_scores_len,
+                                   seginf_doc_score *docs,
+                                   size_t docs_capacity,
+                                   size_t *num_docs);
 
 // A new trainer that starts from `init` (a warm start; the trainer keeps it alive, so the
 // caller may free its handle right after) into *out, with no sequences and the defaults: l2 = 1e-4,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what seginf needs on a Debian/Ubuntu machine, when missing: OpenBLAS (linked by the
-# library), a C and C++ compiler with AddressSanitizer (the C ABI tests), and checks for cargo.
+# library), a C and C++ compiler with AddressSanitizer (the C ABI tests), python3 with venv
+# support (the Python module's tests, when numpy and pytest are not importable already: they go
+# into a venv, see scripts/test.sh), and checks for cargo.
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -11,6 +13,12 @@ need=()
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# Python tests: python3 itself, and `python3 -m venv` (Debian's python3-venv) unless numpy and
+# pytest are importable already.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ! python3 -c "import numpy, pytest" >/dev/null 2>&1 && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo

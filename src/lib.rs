@@ -30,6 +30,8 @@ mod kernels;
 #[deny(unsafe_code)]
 pub mod query;
 #[deny(unsafe_code)]
+pub mod rank;
+#[deny(unsafe_code)]
 pub mod train;
 
 mod ffi;

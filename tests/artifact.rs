@@ -179,7 +179,7 @@ fn segment_influence_finds_the_artifact_for_every_artifact_prediction() {
         clock.elapsed()
     );
     // Measured on this corpus (seed 2022): normalised segment influence finds the artifact for
-    // every single-token prediction, unnormalised segment influence for 45 of 47. Its two
+    // every single-token prediction, unnormalised segment influence for 38 of 41. Its
     // misses are predictions the model is all but certain of (test gradient ~1e-5), where the
     // unnormalised score is dominated by a high-loss training token (a sentence-initial
     // surname): the large-gradient bias DESIGN.md §3 describes. The paper reports 100 % for

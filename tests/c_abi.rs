@@ -1634,8 +1634,10 @@ fn train_null_args_gets_the_right_error_from_every_function() {
 /// loader options.
 const NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/boundary.rs", "src/ffi/crf.rs"];
 
-/// The C entry points index_null_args.c covers: index options, builder, index, query.
-const INDEX_NULL_ARGS_SCOPE: [&str; 2] = ["src/ffi/index.rs", "src/ffi/query.rs"];
+/// The C entry points index_null_args.c covers: index options, builder, index, query, and
+/// noisy-label ranking.
+const INDEX_NULL_ARGS_SCOPE: [&str; 3] =
+    ["src/ffi/index.rs", "src/ffi/query.rs", "src/ffi/rank.rs"];
 
 /// The C entry points train_null_args.c covers: trainer, curvatures, exact influence (it also
 /// checks seginf_query_set_curvature and seginf_query_set_hessian with fitted modes, which

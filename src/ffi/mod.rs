@@ -8,6 +8,7 @@ mod boundary;
 mod crf;
 mod index;
 mod query;
+mod rank;
 mod train;
 
 // The exported symbols are the `#[no_mangle]` functions; nothing is re-exported to Rust.

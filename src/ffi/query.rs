@@ -69,7 +69,7 @@ pub enum seginf_hessian {
 /// and scratch space. Use from one thread at a time; make one per thread to query a shared
 /// index concurrently. Made by seginf_query_new, freed by seginf_query_free.
 pub struct seginf_query {
-    query: Query,
+    pub(crate) query: Query,
 }
 
 impl From<&Hit> for seginf_hit {

@@ -2,7 +2,7 @@
 //! a test segment's labels (DESIGN.md §3). Negative scores support, positive scores oppose.
 
 mod options;
-mod score;
+pub(crate) mod score;
 mod topk;
 
 use std::sync::Arc;

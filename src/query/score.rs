@@ -232,18 +232,18 @@ pub(crate) fn prepare(
 /// Everything the per-item formulas read from the index and the options, as plain slices.
 pub(crate) struct Ctx<'a> {
     index: &'a Index,
-    c: usize,
-    d: usize,
+    pub c: usize,
+    pub d: usize,
     granularity: Granularity,
     normalize: bool,
     /// `−1 / damping`.
     scale: f64,
     /// `γ` of [`gamma32`] for this `d`.
     gamma: f64,
-    errors: &'a [f64],
+    pub errors: &'a [f64],
     prev: &'a [u32],
     next: &'a [u32],
-    grad_norms: &'a [f64],
+    pub grad_norms: &'a [f64],
     feature_norms: &'a [f64],
     seq_of: &'a [u32],
 }
@@ -349,7 +349,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The sequence-level terms of instance influence: `G_A·∇_A + G_s·∇_s + G_e·∇_e`.
-    fn sequence_part(&self, side: &TestSide, s: usize) -> f64 {
+    pub fn sequence_part(&self, side: &TestSide, s: usize) -> f64 {
         let (c, q) = (self.c, &self.index.seqs);
         let mut raw = dot64(
             &side.transitions,
@@ -374,7 +374,7 @@ impl<'a> Ctx<'a> {
     /// `−raw / damping`, divided by the item's gradient norm when normalising (0 for a zero
     /// gradient: such an item has no influence).
     #[inline]
-    fn finish(&self, raw: f64, grad_norm: f64) -> f64 {
+    pub fn finish(&self, raw: f64, grad_norm: f64) -> f64 {
         let score = self.scale * raw;
         match self.normalize {
             false => score,
@@ -692,38 +692,16 @@ where
         ];
         nq
     ];
-    let coefs = Array2::from_shape_vec(
-        (prep.columns32.nrows(), c),
-        prep.sides
-            .iter()
-            .flat_map(|s| s.coefs.iter().copied())
-            .collect(),
-    )
-    .unwrap_or_else(|_| Array2::zeros((prep.columns32.nrows(), c)));
-    let width = if ctx.instance() { c } else { c * c + 3 * c };
-    let g = Array2::from_shape_fn((nq, width), |(q, j)| {
-        let side = &prep.sides[q];
-        let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
-        match (ctx.instance(), j) {
-            (true, j) => at(&side.bias, j),
-            (false, j) if j < c * c => side.transitions[j],
-            (false, j) if j < c * c + c => at(&side.bias, j - c * c),
-            (false, j) if j < c * c + 2 * c => at(&side.start, j - c * c - c),
-            (false, j) => at(&side.end, j - c * c - 2 * c),
-        }
-    });
+    let terms = PairTerms::new(ctx, prep);
     let mut decoded = Vec::new();
-    let mut aux = Array2::<f64>::zeros((GEMM_BLOCK, width));
+    let mut aux = Array2::<f64>::zeros((GEMM_BLOCK, terms.width()));
     let mut w = vec![0.0; c];
     for start in (0..n).step_by(GEMM_BLOCK) {
         let end = (start + GEMM_BLOCK).min(n);
         let rb = end - start;
         let x = index.features.rows(start, end, d, &mut decoded);
-        let (Ok(x), Ok(r)) = (
-            ArrayView2::from_shape((rb, d), x),
-            ArrayView2::from_shape((rb, c), &ctx.errors[start * c..end * c]),
-        ) else {
-            continue; // cannot happen: both slices have exactly these sizes
+        let Ok(x) = ArrayView2::from_shape((rb, d), x) else {
+            continue; // cannot happen: `rows` returns rb × d values
         };
         let dots = x.dot(&prep.columns32.t()); // rb × L, sgemm
         if ctx.nearest() {
@@ -743,34 +721,8 @@ where
             }
             continue;
         }
-        let e = r.dot(&coefs.t()); // rb × L, dgemm (K = C)
-        let mut a = aux.slice_mut(s![..rb, ..]);
-        a.fill(0.0);
-        if ctx.instance() {
-            a.assign(&r);
-        } else {
-            for (i, mut row) in a.outer_iter_mut().enumerate() {
-                let (k, rk) = (start + i, r.row(i));
-                let (p, nx) = (ctx.prev[k], ctx.next[k]);
-                for j in 0..c {
-                    if p != NO_LABEL {
-                        row[p as usize * c + j] += rk[j];
-                    }
-                    if nx != NO_LABEL {
-                        row[j * c + nx as usize] += rk[j];
-                    }
-                    row[c * c + j] = rk[j];
-                    if p == NO_LABEL {
-                        row[c * c + c + j] = rk[j];
-                    }
-                    if nx == NO_LABEL {
-                        row[c * c + 2 * c + j] = rk[j];
-                    }
-                }
-            }
-        }
-        let v = a.dot(&g.t()); // rb × Q, dgemm
-                               // Pairs: split by query across threads (each query's keeper is its own).
+        let (e, v) = terms.block(ctx, start..end, &mut aux);
+        // Pairs: split by query across threads (each query's keeper is its own).
         tops.par_iter_mut()
             .zip(seq_parts.par_iter_mut())
             .enumerate()
@@ -801,6 +753,90 @@ where
         }
     }
     tops
+}
+
+/// The matrices that turn a block's dots into per-pair scores (DESIGN.md §3 regrouped, see
+/// [`scan_gemm`]): `raw[k,q] = Σ_{l∈q} dots[k,l] E[k,l] + V[k,q]` with `E = R·Coefᵀ` and
+/// `V = A·Gᵀ`, where row `a_k` of `A` holds the token's dense-block terms and row `G_q` the
+/// query's dense blocks.
+pub(crate) struct PairTerms {
+    /// L × C: every column's coefficient vector `c_l`.
+    coefs: Array2<f64>,
+    /// Q × width: `[vec(G_A), G_b, G_s, G_e]` per query (`G_b` alone for instance influence).
+    dense: Array2<f64>,
+}
+
+impl PairTerms {
+    pub fn new(ctx: &Ctx, prep: &Prepared) -> PairTerms {
+        let c = ctx.c;
+        let (num_cols, nq) = (prep.columns.nrows(), prep.sides.len());
+        let coefs = Array2::from_shape_vec(
+            (num_cols, c),
+            prep.sides
+                .iter()
+                .flat_map(|s| s.coefs.iter().copied())
+                .collect(),
+        )
+        .unwrap_or_else(|_| Array2::zeros((num_cols, c)));
+        let width = if ctx.instance() { c } else { c * c + 3 * c };
+        let dense = Array2::from_shape_fn((nq, width), |(q, j)| {
+            let side = &prep.sides[q];
+            let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
+            match (ctx.instance(), j) {
+                (true, j) => at(&side.bias, j),
+                (false, j) if j < c * c => side.transitions[j],
+                (false, j) if j < c * c + c => at(&side.bias, j - c * c),
+                (false, j) if j < c * c + 2 * c => at(&side.start, j - c * c - c),
+                (false, j) => at(&side.end, j - c * c - 2 * c),
+            }
+        });
+        PairTerms { coefs, dense }
+    }
+
+    /// Columns of `A` (scratch for [`PairTerms::block`]: at least a block's rows).
+    pub fn width(&self) -> usize {
+        self.dense.ncols()
+    }
+
+    /// `(E, V)` for the tokens `rows` (rb × L and rb × Q, two dgemms); `aux` is scratch.
+    pub fn block(
+        &self,
+        ctx: &Ctx,
+        rows: Range<usize>,
+        aux: &mut Array2<f64>,
+    ) -> (Array2<f64>, Array2<f64>) {
+        let (c, start, rb) = (ctx.c, rows.start, rows.len());
+        let Ok(r) = ArrayView2::from_shape((rb, c), &ctx.errors[start * c..rows.end * c]) else {
+            return (Array2::zeros((rb, 0)), Array2::zeros((rb, 0))); // cannot happen
+        };
+        let e = r.dot(&self.coefs.t()); // rb × L, dgemm (K = C)
+        let mut a = aux.slice_mut(s![..rb, ..]);
+        a.fill(0.0);
+        if ctx.instance() {
+            a.assign(&r);
+        } else {
+            for (i, mut row) in a.outer_iter_mut().enumerate() {
+                let (k, rk) = (start + i, r.row(i));
+                let (p, nx) = (ctx.prev[k], ctx.next[k]);
+                for j in 0..c {
+                    if p != NO_LABEL {
+                        row[p as usize * c + j] += rk[j];
+                    }
+                    if nx != NO_LABEL {
+                        row[j * c + nx as usize] += rk[j];
+                    }
+                    row[c * c + j] = rk[j];
+                    if p == NO_LABEL {
+                        row[c * c + c + j] = rk[j];
+                    }
+                    if nx == NO_LABEL {
+                        row[c * c + 2 * c + j] = rk[j];
+                    }
+                }
+            }
+        }
+        (e, a.dot(&self.dense.t())) // V: rb × Q, dgemm
+    }
 }
 
 type TopKs = Vec<TopK>;
