@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use seginf::data::{split_doc_id, Conll, ReadOptions};
+use seginf::rank::{rank_training, Aggregate, CleanSequence, RankMethod, RankOptions};
 use seginf::{Crf, Granularity, Index, LoadOptions, Normalization, Query, TestSegment};
 use serde_json::Value;
 
@@ -47,7 +48,7 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn every_command_has_help_naming_its_options() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &[&str]); 7] = [
+    let cases: [(&[&str], &[&str]); 8] = [
         (
             &["--help"],
             &[
@@ -103,6 +104,22 @@ fn every_command_has_help_naming_its_options() {
         ),
         (&["inspect", "--help"], &["--json", "FILE"]),
         (
+            &["rank-noise", "--help"],
+            &[
+                "--model",
+                "--index",
+                "--clean",
+                "--clean-features",
+                "--method",
+                "--all",
+                "--format",
+                "--top",
+                "--per",
+                "segment-influence",
+                "token-entropy",
+            ],
+        ),
+        (
             &["demo", "--help"],
             &["--out", "<art>", "--train-documents"],
         ),
@@ -138,9 +155,9 @@ fn small_corpus(dir: &Path) -> String {
             "--out",
             ".",
             "--documents",
-            "40",
+            "60",
             "--held-out",
-            "10",
+            "20",
             "--systematic",
             "2",
             "--random",
@@ -156,11 +173,11 @@ fn corpus_writes_conll_features_and_the_noise_truth() {
     let dir = tempfile::tempdir().unwrap();
     let said = small_corpus(dir.path());
     assert!(
-        said.contains("30 documents") && said.contains("2 with systematic noise"),
+        said.contains("40 documents") && said.contains("2 with systematic noise"),
         "{said}"
     );
     let train = Conll::read(&dir.path().join("train.conll"), &ReadOptions::default()).unwrap();
-    assert_eq!(train.documents.len(), 30);
+    assert_eq!(train.documents.len(), 40);
     let x = seginf::data::read_features(&dir.path().join("train.npy"), None).unwrap();
     assert_eq!(x.dim(), (train.num_tokens(), 48));
     // The rows are the synthetic features of the words, in file order.
@@ -168,12 +185,13 @@ fn corpus_writes_conll_features_and_the_noise_truth() {
     let expected = seginf::corpus::sentence_features(&first, 48).unwrap();
     assert_eq!(x.slice(ndarray::s![0..first.len(), ..]), expected);
     let test = Conll::read(&dir.path().join("test.conll"), &ReadOptions::default()).unwrap();
-    assert_eq!(test.documents.len(), 10);
+    assert_eq!(test.documents.len(), 20);
     let clean = Conll::read(&dir.path().join("clean.conll"), &ReadOptions::default()).unwrap();
-    assert!(clean.documents.len() <= 10);
+    assert_eq!(clean.documents.len(), 7);
+    assert!(said.contains("clean.conll: 7 held-out documents"), "{said}");
     let truth = std::fs::read_to_string(dir.path().join("noise.tsv")).unwrap();
     let rows: Vec<&str> = truth.lines().skip(1).collect();
-    assert_eq!(rows.len(), 30);
+    assert_eq!(rows.len(), 40);
     assert_eq!(
         rows.iter()
             .filter(|r| r.contains("\ttrue\tfalse\t"))
@@ -427,6 +445,132 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
             }
         }
     }
+
+    // rank-noise: the same ranking as seginf::rank, per document and per token.
+    let clean = Conll::read(&dir.join("clean.conll"), &ReadOptions::default()).unwrap();
+    let cx = seginf::data::read_features(&dir.join("clean.npy"), None).unwrap();
+    let clean_features = clean.split_features(cx.view(), "clean.npy").unwrap();
+    let clean_labels = clean.label_ids(&labels).unwrap();
+    let clean_set: Vec<CleanSequence> = clean_features
+        .iter()
+        .zip(&clean_labels)
+        .map(|(x, y)| CleanSequence {
+            features: x.view(),
+            labels: y,
+        })
+        .collect();
+    let rank = |method: RankMethod| {
+        let options = RankOptions {
+            method,
+            doc_id_shift: 32,
+            ..RankOptions::default()
+        };
+        rank_training(&index, &options, &clean_set).unwrap()
+    };
+    let base = [
+        "rank-noise",
+        "--model",
+        "model.safetensors",
+        "--index",
+        "index.safetensors",
+        "--clean",
+        "clean.conll",
+        "--clean-features",
+        "clean.npy",
+        "-q",
+    ];
+    let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<&str>>();
+    let rows = hits(&ok(
+        dir,
+        &with(&[
+            "--method",
+            "segment-influence",
+            "--format",
+            "json",
+            "--sort",
+            "max",
+        ]),
+    ));
+    let want = rank(RankMethod::SegmentInfluence).documents_by(Aggregate::Max);
+    assert_eq!(rows.len(), want.len());
+    assert_eq!(rows.len(), train.documents.len());
+    for (i, (row, doc)) in rows.iter().zip(&want).enumerate() {
+        assert_eq!(row["method"], "segment-influence");
+        assert_eq!(row["rank"], i + 1);
+        assert_eq!(row["document"], doc.doc_id);
+        assert_eq!(row["mean"].as_f64(), Some(doc.mean));
+        assert_eq!(row["max"].as_f64(), Some(doc.max));
+        assert_eq!(row["items"], doc.items);
+    }
+    let tsv = ok(
+        dir,
+        &with(&["--all", "--limit", "3", "--train", "train.conll"]),
+    );
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(lines[0], "method\trank\tdocument\tmean\tmax\titems");
+    assert_eq!(lines.len(), 1 + 3 * RankMethod::ALL.len(), "{tsv}");
+    for method in RankMethod::ALL {
+        let top = rank(method).documents[0];
+        let first = format!("{}\t1\t{}\t", method.name(), top.doc_id);
+        assert!(
+            lines.iter().any(|l| l.starts_with(&first)),
+            "{first} not in {tsv}"
+        );
+    }
+    let tokens = hits(&ok(
+        dir,
+        &with(&[
+            "--method",
+            "token-loss",
+            "--per",
+            "token",
+            "--format",
+            "json",
+            "--limit",
+            "5",
+            "--train",
+            "train.conll",
+        ]),
+    ));
+    let mut losses: Vec<(f64, usize)> = index.token_losses().iter().copied().zip(0..).collect();
+    losses.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (row, (loss, k)) in tokens.iter().zip(&losses) {
+        assert_eq!(row["score"].as_f64(), Some(*loss));
+        let (doc_id, position) = index.token_id(*k);
+        let (d, s) = split_doc_id(doc_id);
+        assert_eq!(
+            (row["doc_id"].as_u64(), row["position"].as_u64()),
+            (Some(doc_id), Some(position.into()))
+        );
+        assert_eq!(
+            row["token"],
+            train.documents[d].sentences[s].words[position as usize]
+        );
+        assert_eq!(
+            row["label"],
+            train.documents[d].sentences[s].labels[position as usize]
+        );
+    }
+    let e = fails(
+        dir,
+        &[
+            "rank-noise",
+            "--model",
+            "model.safetensors",
+            "--index",
+            "index.safetensors",
+            "--method",
+            "segment-influence",
+        ],
+    );
+    assert!(e.contains("--clean"), "{e}");
+    let out = seginf(dir, &with(&["--method", "no-such-method"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("token-entropy"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Without --train, hits carry ids only.
     let out = ok(

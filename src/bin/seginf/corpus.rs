@@ -14,11 +14,14 @@ use crate::Result;
 /// Write a synthetic NER corpus with label noise as CoNLL + .npy files.
 ///
 /// The corpus of `seginf::corpus` (seeded; ~30 sentence templates over invented names;
-/// IOB2 labels O, B-/I-PER, ORG, LOC, MISC; 3–8 sentences a document). Its last --held-out
-/// documents get no noise. In DIR:
+/// IOB2 labels O, B-/I-PER, ORG, LOC, MISC; 3–8 sentences a document; a quarter of the
+/// documents are about sport, the only ones naming football clubs). Its last --held-out
+/// documents get no noise. The defaults are the setting of the library's noise-ranking test
+/// (tests/noise.rs). In DIR:
 ///   train.conll, train.npy   the other documents, with their noisy labels
-///   test.conll, test.npy     the held-out documents (true labels)
-///   clean.conll, clean.npy   the held-out documents that mention a football club
+///   test.conll, test.npy     the held-out documents (no noise)
+///   clean.conll, clean.npy   the first --clean-documents held-out documents that mention a
+///                            football club: the expert-labelled set of `rank-noise --clean`
 ///   noise.tsv                per training document: which noise it got, tokens changed
 /// The .npy files hold the synthetic features (one row per token in file order), the same
 /// ones `seginf train` computes without --features.
@@ -29,11 +32,14 @@ pub struct CorpusArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Documents in all (training + held out).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 560)]
     pub documents: usize,
     /// Noise-free documents at the end: test.conll, and clean.conll among them.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 60)]
     pub held_out: usize,
+    /// Held-out documents mentioning a club written to clean.conll (0 = all of them).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub clean_documents: usize,
     /// Training documents that mention a football club whose clubs are labelled LOC instead of
     /// ORG (systematic noise, like CoNLL's sports teams).
     #[arg(long, value_name = "N", default_value_t = 20)]
@@ -45,7 +51,7 @@ pub struct CorpusArgs {
     /// (paper §5.2).
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub artifact_fraction: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 62)]
     pub seed: u64,
     /// Columns of the synthetic features.
     #[arg(long, value_name = "D", default_value_t = 48)]
@@ -169,7 +175,15 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
             held_out.len(),
             test.num_tokens()
         )?;
-        let clubs: Vec<&Document> = held_out.iter().filter(|d| d.mentions_club()).collect();
+        let take = match args.clean_documents {
+            0 => usize::MAX,
+            n => n,
+        };
+        let clubs: Vec<&Document> = held_out
+            .iter()
+            .filter(|d| d.mentions_club)
+            .take(take)
+            .collect();
         match clubs.is_empty() {
             true => writeln!(
                 out,

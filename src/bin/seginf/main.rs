@@ -12,6 +12,7 @@ mod inspect;
 mod load;
 mod progress;
 mod query;
+mod rank;
 mod train;
 
 use std::process::ExitCode;
@@ -29,7 +30,8 @@ support or oppose a test prediction (Jain et al., Findings of EMNLP 2022).
 
 Typical use: `seginf train` a CRF on a CoNLL file (with token features from your encoder as \
 .npy or safetensors), `seginf index build` its training tokens, then `seginf query` a test \
-token, span or entity. `seginf demo` runs the paper's artifact experiment end to end.
+token, span or entity; `seginf rank-noise` ranks the training documents by how likely their \
+labels are wrong. `seginf demo` runs the paper's artifact experiment end to end.
 
 Scores: negative = supporting (the training label lowered the test segment's loss), \
 positive = opposing. Index doc ids encode (document << 32) | sentence, both counted from 0 \
@@ -49,6 +51,7 @@ enum Command {
     #[command(subcommand)]
     Index(index::IndexCommand),
     Query(query::QueryArgs),
+    RankNoise(rank::RankArgs),
     Inspect(inspect::InspectArgs),
     Demo(demo::DemoArgs),
     Corpus(corpus::CorpusArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(&a),
         Command::Index(index::IndexCommand::Build(a)) => index::build(&a),
         Command::Query(a) => query::run(&a),
+        Command::RankNoise(a) => rank::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Corpus(a) => corpus::run(&a),
