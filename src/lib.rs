@@ -16,6 +16,8 @@ pub mod corpus;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod crf;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
+pub mod data;
+#[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod error;
 #[deny(unsafe_code)]
 pub mod hessian;
@@ -35,7 +37,8 @@ pub mod train;
 mod ffi;
 
 pub use crf::{
-    ConstraintMask, Crf, LoadOptions, Marginals, SegmentGradient, SegmentMarginals, TagScheme,
+    ConstraintMask, Crf, LoadOptions, Marginals, ModelMetadata, SegmentGradient, SegmentMarginals,
+    TagScheme,
 };
 pub use error::{Error, Result};
 pub use index::{BuildOptions, Index, IndexBuilder, Storage};

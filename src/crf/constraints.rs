@@ -18,8 +18,30 @@ pub enum TagScheme {
     Bioes,
 }
 
+impl TagScheme {
+    /// `"iob2"`, `"iob1"` or `"bioes"`: the names the CLI and saved models use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TagScheme::Bio => "iob2",
+            TagScheme::Iob1 => "iob1",
+            TagScheme::Bioes => "bioes",
+        }
+    }
+
+    /// The scheme of [`TagScheme::name`], also accepting `"bio"` (IOB2) and `"bilou"` (BIOES).
+    pub fn from_name(name: &str) -> Option<TagScheme> {
+        match name {
+            "iob2" | "bio" => Some(TagScheme::Bio),
+            "iob1" => Some(TagScheme::Iob1),
+            "bioes" | "bilou" => Some(TagScheme::Bioes),
+            _ => None,
+        }
+    }
+}
+
+/// The role of a tag in its entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prefix {
+pub(crate) enum Prefix {
     Outside,
     Begin,
     Inside,
@@ -36,7 +58,8 @@ pub struct ConstraintMask {
     end: Vec<bool>,
 }
 
-fn parse_tag(scheme: TagScheme, name: &str) -> Result<(Prefix, &str)> {
+/// A tag's prefix and entity type (`""` for `O`); errors on a name `scheme` does not know.
+pub(crate) fn parse_tag(scheme: TagScheme, name: &str) -> Result<(Prefix, &str)> {
     if name == "O" {
         return Ok((Prefix::Outside, ""));
     }

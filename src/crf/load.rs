@@ -39,7 +39,7 @@ impl Default for LoadOptions {
 }
 
 /// A tensor's values widened to f64, with its shape. f32, f64, f16 and bf16 are accepted.
-fn to_f64(name: &str, view: &TensorView) -> Result<(Vec<usize>, Vec<f64>)> {
+pub(crate) fn to_f64(name: &str, view: &TensorView) -> Result<(Vec<usize>, Vec<f64>)> {
     let bytes = view.data();
     let values: Vec<f64> = match view.dtype() {
         Dtype::F32 => bytes

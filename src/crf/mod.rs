@@ -3,13 +3,16 @@
 
 mod constraints;
 mod forward_backward;
-mod load;
+pub(crate) mod load;
 mod model;
+mod save;
 mod segment;
 mod viterbi;
 
+pub(crate) use constraints::{parse_tag, Prefix};
 pub use constraints::{ConstraintMask, TagScheme};
 pub use forward_backward::Marginals;
 pub use load::LoadOptions;
 pub use model::Crf;
+pub use save::{ModelMetadata, MODEL_FORMAT};
 pub use segment::{SegmentGradient, SegmentMarginals};

@@ -366,6 +366,66 @@ impl Index {
     }
 }
 
+/// What a saved index's metadata says, read without opening the index (no CRF needed, no
+/// tensor data read): `seginf inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexInfo {
+    pub format_version: String,
+    pub num_labels: usize,
+    pub feature_dim: usize,
+    pub num_tokens: usize,
+    pub num_sequences: usize,
+    pub storage: Storage,
+    /// The fingerprint of the CRF it was built for, as 16 hex digits ([`Crf::fingerprint`]).
+    pub crf_fingerprint: String,
+    /// The seginf version that wrote it (empty when not recorded).
+    pub seginf_version: String,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+}
+
+impl IndexInfo {
+    /// Reads the metadata of the index file at `path` (memory-mapped; only the header is
+    /// touched). Errors when it is not a seginf index. [`Index::open`] checks everything else.
+    pub fn read(path: &Path) -> Result<IndexInfo> {
+        let format = |m: String| Error::Format(format!("{}: {m}", path.display()));
+        let file = File::open(path)
+            .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+        let map = map_file(&file)
+            .map_err(|e| Error::Io(format!("cannot map {}: {e}", path.display())))?;
+        let (_, header) = SafeTensors::read_metadata(&map)
+            .map_err(|e| format(format!("not a valid safetensors file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| {
+            meta.get(k).cloned().ok_or_else(|| {
+                format(format!(
+                    "metadata field {k:?} is missing (not a seginf index?)"
+                ))
+            })
+        };
+        let number = |k: &str| -> Result<usize> {
+            field(k)?
+                .parse::<usize>()
+                .map_err(|_| format(format!("metadata field {k:?} is not a number")))
+        };
+        if field("format")? != FORMAT {
+            return Err(format(format!("metadata format is not {FORMAT:?}")));
+        }
+        Ok(IndexInfo {
+            format_version: field("format_version")?,
+            num_labels: number("num_labels")?,
+            feature_dim: number("feature_dim")?,
+            num_tokens: number("num_tokens")?,
+            num_sequences: number("num_sequences")?,
+            storage: Storage::from_name(&field("storage")?)
+                .ok_or_else(|| format(format!("unknown storage {:?}", meta.get("storage"))))?,
+            crf_fingerprint: field("crf_fingerprint")?,
+            seginf_version: meta.get("seginf_version").cloned().unwrap_or_default(),
+            file_bytes: map.len() as u64,
+        })
+    }
+}
+
 /// Writes named tensors plus metadata (and their checksum) as one safetensors file,
 /// atomically: a temporary file in the same directory, synced, then renamed over `path`. On
 /// failure `path` is untouched and the temporary is removed.

@@ -9,6 +9,7 @@ mod storage;
 use std::sync::Arc;
 
 pub use build::{BuildOptions, IndexBuilder, Progress, TrainingSequence};
+pub use file::IndexInfo;
 pub use storage::Storage;
 
 pub(crate) use column::Column;
