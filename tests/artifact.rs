@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array1, Array2};
 use seginf::corpus::{self, CorpusOptions, B_PER};
 use seginf::train::{train, TrainOptions};
 use seginf::{
@@ -39,16 +38,7 @@ fn segment_influence_finds_the_artifact_for_every_artifact_prediction() {
     let c = corpus.label_names.len();
 
     let mask = ConstraintMask::from_labels(TagScheme::Bio, &corpus.label_names).unwrap();
-    let zero = Crf::new(
-        Array2::zeros((c, d)),
-        Some(Array1::zeros(c)),
-        Array2::zeros((c, c)),
-        Some(Array1::zeros(c)),
-        Some(Array1::zeros(c)),
-    )
-    .unwrap()
-    .with_constraints(&mask)
-    .unwrap();
+    let zero = Crf::zeros(c, d).unwrap().with_constraints(&mask).unwrap();
     let options = TrainOptions {
         // With 1e-3, frequent O words ("the", "start") stay O after the artifact in a quarter
         // of the test sentences; with 1e-4 the artifact's weights win.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array1, Array2};
 use seginf::corpus::{self, CorpusOptions};
 use seginf::rank::{rank_training, Aggregate, CleanSequence, RankMethod, RankOptions};
 use seginf::train::{train, TrainOptions};
@@ -36,16 +35,7 @@ fn influence_from_clean_documents_finds_systematic_noise_better_than_every_basel
     let (train_docs, held_out) = corpus.split(HELD_OUT).unwrap();
     let (c, d) = (corpus.label_names.len(), 48);
     let mask = ConstraintMask::from_labels(TagScheme::Bio, &corpus.label_names).unwrap();
-    let zero = Crf::new(
-        Array2::zeros((c, d)),
-        Some(Array1::zeros(c)),
-        Array2::zeros((c, c)),
-        Some(Array1::zeros(c)),
-        Some(Array1::zeros(c)),
-    )
-    .unwrap()
-    .with_constraints(&mask)
-    .unwrap();
+    let zero = Crf::zeros(c, d).unwrap().with_constraints(&mask).unwrap();
     let options = TrainOptions {
         l2: 1e-3,
         tolerance: 1e-5,

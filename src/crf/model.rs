@@ -119,6 +119,18 @@ impl Crf {
         })
     }
 
+    /// All parameters zero, every block (bias, start, end) present: where training starts.
+    /// Errors when `c` or `d` is 0.
+    pub fn zeros(c: usize, d: usize) -> Result<Crf> {
+        Crf::new(
+            Array2::zeros((c, d)),
+            Some(Array1::zeros(c)),
+            Array2::zeros((c, c)),
+            Some(Array1::zeros(c)),
+            Some(Array1::zeros(c)),
+        )
+    }
+
     /// Builds a CRF from f32 buffers as a C caller holds them: `weights` C×d row-major,
     /// `transitions` C×C `[from*C + to]`.
     pub fn from_f32(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use seginf::data::Conll;
 use seginf::train::{TrainOptions, TrainResult, TrainSeq};
 use seginf::{ConstraintMask, Crf, ModelMetadata, TagScheme};
@@ -60,14 +60,7 @@ pub fn initial_crf(
     scheme: Option<TagScheme>,
     constrain: bool,
 ) -> Result<Crf> {
-    let c = labels.len();
-    let zero = Crf::new(
-        Array2::zeros((c, d)),
-        Some(Array1::zeros(c)),
-        Array2::zeros((c, c)),
-        Some(Array1::zeros(c)),
-        Some(Array1::zeros(c)),
-    )?;
+    let zero = Crf::zeros(labels.len(), d)?;
     match (constrain, scheme) {
         (false, _) => Ok(zero),
         (true, Some(scheme)) => {
