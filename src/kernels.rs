@@ -21,15 +21,15 @@ pub fn dot_exact(a: &[f32], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// `Σ_i a_i b_i` in f32 with 16 independent partial sums; its rounding error is within the
+/// `Σ_i a_i b_i` in f32 with 32 independent partial sums (4 AVX registers); its rounding error is within the
 /// `γ_d` bound of recursive summation that the ranking pass's proof uses.
 #[inline(always)] // so that the AVX2 clones of the row loops inline it
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let mut acc = [0.0f32; 32];
+    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
-        for i in 0..16 {
+        for i in 0..32 {
             acc[i] += x[i] * y[i];
         }
     }
@@ -84,9 +84,29 @@ pub fn dot_rows_f32(
     dot_rows(values, rows, d, cols, out, |_, row, col| dot_f32(row, col));
 }
 
-/// As [`dot_rows_f32`] over int8 rows, each scaled by its `scales[k]`.
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// As [`dot_rows_f32`] over int8 rows, each scaled by its `scales[k]`: with AVX2 intrinsics
+/// when the CPU has them (see `x86`), else the portable loop.
 pub fn dot_rows_i8(
+    values: &[i8],
+    scales: &[f32],
+    rows: Range<usize>,
+    d: usize,
+    cols: &[&[f32]],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        dot_rows(values, rows, d, cols, out, |k, row, col| {
+            x86::dot_i8(row, col) * scales[k]
+        });
+        return;
+    }
+    dot_rows_i8_portable(values, scales, rows, d, cols, out);
+}
+
+/// As [`dot_rows_i8`] without intrinsics (multiversioned for AVX2+FMA all the same).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn dot_rows_i8_portable(
     values: &[i8],
     scales: &[f32],
     rows: Range<usize>,
@@ -141,68 +161,97 @@ pub fn dot_rows_f16(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if f16c::available() {
+    if x86::available() {
         let bits: &[u16] = bytemuck::cast_slice(values);
-        dot_rows(bits, rows, d, cols, out, |_, row, col| f16c::dot(row, col));
+        dot_rows(bits, rows, d, cols, out, |_, row, col| {
+            x86::dot_f16(row, col)
+        });
         return;
     }
     dot_rows_f16_portable(values, rows, d, cols, out);
 }
 
-/// F16C kernels (x86_64): the one place outside `src/ffi/` and the memory map that needs
-/// `unsafe` — intrinsics behind a run-time CPU check.
+/// x86_64 kernels with intrinsics (F16C `vcvtph2ps`; int8 sign-extend + convert; FMA into 8
+/// accumulators, the FMA latency × 2 ports in flight — written out because LLVM keeps wide
+/// accumulator arrays on the stack): the one place outside `src/ffi/` and the memory map that
+/// needs `unsafe`, behind run-time CPU checks. Any summation order is within the ranking
+/// pass's `γ` bound.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod f16c {
+mod x86 {
     use std::arch::x86_64::*;
 
-    /// Whether this CPU has AVX2, FMA and F16C (cached by std after the first check).
+    /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
+    /// std after the first check; every AVX2 CPU so far has the other two).
     pub fn available() -> bool {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     }
 
-    /// `Σ_i half(a_i) b_i` in f32 (any summation order is within the ranking pass's `γ`
-    /// bound). The caller has checked [`available`].
+    /// `Σ_i half(a_i) b_i` in f32. The caller has checked [`available`].
     #[inline(always)]
-    pub fn dot(a: &[u16], b: &[f32]) -> f32 {
-        // SAFETY: `available()` was checked by the only caller (dot_rows_f16).
-        unsafe { dot_avx2(a, b) }
+    pub fn dot_f16(a: &[u16], b: &[f32]) -> f32 {
+        // SAFETY: `available()` was checked by the only caller (dot_rows_f16); loads stay in
+        // bounds (see `dot8`).
+        unsafe {
+            dot8(
+                a,
+                b,
+                |p| _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+                |x| half::f16::from_bits(x).to_f32(),
+            )
+        }
     }
 
+    /// `Σ_i a_i b_i` over int8 × f32 in f32. The caller has checked [`available`].
+    #[inline(always)]
+    pub fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
+        // SAFETY: `available()` was checked by the only caller (dot_rows_i8); loads stay in
+        // bounds (see `dot8`).
+        unsafe {
+            dot8(
+                a,
+                b,
+                |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))),
+                f32::from,
+            )
+        }
+    }
+
+    /// `Σ_i widen(a_i) b_i`: `load8(p)` widens the 8 values at `p` to f32 lanes, `one` a single
+    /// value (the tail). Loads read `a[i..i + 8]` and `b[i..i + 8]` with `i + 8 <= n` only.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_avx2(a: &[u16], b: &[f32]) -> f32 {
+    unsafe fn dot8<T: Copy>(
+        a: &[T],
+        b: &[f32],
+        load8: impl Fn(*const T) -> __m256,
+        one: impl Fn(T) -> f32,
+    ) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); 8];
         let mut i = 0;
-        // SAFETY: every load reads 8 elements at i + 8j < n (checked by the loop bounds).
+        // SAFETY: every load covers 8 elements at an offset + 8 <= n (the loop bounds).
         unsafe {
-            while i + 32 <= n {
+            while i + 64 <= n {
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    let h = _mm_loadu_si128(pa.add(i + 8 * j).cast());
-                    *acc = _mm256_fmadd_ps(
-                        _mm256_cvtph_ps(h),
-                        _mm256_loadu_ps(pb.add(i + 8 * j)),
-                        *acc,
-                    );
+                    let x = load8(pa.add(i + 8 * j));
+                    *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
                 }
-                i += 32;
+                i += 64;
             }
             while i + 8 <= n {
-                let h = _mm_loadu_si128(pa.add(i).cast());
-                acc[0] = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(pb.add(i)), acc[0]);
+                let x = load8(pa.add(i));
+                acc[0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pb.add(i)), acc[0]);
                 i += 8;
             }
         }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let sum = acc[1..].iter().fold(acc[0], |s, a| _mm256_add_ps(s, *a));
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` holds 8 f32.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-        let tail: f32 = (i..n)
-            .map(|k| half::f16::from_bits(a[k]).to_f32() * b[k])
-            .sum();
+        let tail: f32 = (i..n).map(|k| one(a[k]) * b[k]).sum();
         lanes.iter().sum::<f32>() + tail
     }
 }
@@ -224,8 +273,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn int8_row_kernels_agree_with_each_other_and_with_exact_sums() {
+        let d = 77;
+        let rows: Vec<i8> = (0..3 * d).map(|i| ((i * 37) % 255) as u8 as i8).collect();
+        let scales = [0.5f32, 0.25, 2.0];
+        let col: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut fast, mut portable) = ([0.0f32; 3], [0.0f32; 3]);
+        dot_rows_i8(&rows, &scales, 0..3, d, &[&col], &mut fast);
+        dot_rows_i8_portable(&rows, &scales, 0..3, d, &[&col], &mut portable);
+        for k in 0..3 {
+            let terms = (0..d).map(|j| f64::from(rows[k * d + j]) * f64::from(col[j]));
+            let exact = terms.clone().sum::<f64>() * f64::from(scales[k]);
+            let scale = terms.map(f64::abs).sum::<f64>() * f64::from(scales[k]);
+            for got in [fast[k], portable[k]] {
+                assert!(
+                    (f64::from(got) - exact).abs() <= 1e-5 * scale,
+                    "{got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn f16_row_kernels_agree_with_each_other_and_with_exact_sums() {
-        let d = 77; // a tail after the 32- and 8-wide loops
+        let d = 77; // a tail after the 64- and 8-wide loops
         let rows: Vec<half::f16> = (0..3 * d)
             .map(|i| half::f16::from_f32(((i * 13) % 29) as f32 * 0.37 - 5.0))
             .collect();

@@ -92,6 +92,8 @@ impl Query {
         );
         let doc_ids = index.seqs.doc_ids.as_slice();
         let offer = |top: &mut TopK, item: usize, score: f64| match instance {
+            // Most scores fall between the cuts: skip gathering their ids.
+            _ if !top.admits(score) => {}
             true => top.offer(score, doc_ids[item], u32::MAX, item as u64, u32::MAX),
             false => top.offer(
                 score,

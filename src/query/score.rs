@@ -332,7 +332,13 @@ impl<'a> Ctx<'a> {
         } else if let Some(ge) = &side.end {
             add(w, ge);
         }
-        self.finish(dot64(w, self.r(k)), self.grad_norms[k])
+        // The norm is read only when normalising: one column fewer streamed per token.
+        let grad_norm = if self.normalize {
+            self.grad_norms[k]
+        } else {
+            0.0
+        };
+        self.finish(dot64(w, self.r(k)), grad_norm)
     }
 
     /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.

@@ -67,6 +67,13 @@ impl TopK {
         }
     }
 
+    /// Whether `score` could enter either end (false for most scores once both are full):
+    /// callers check this before gathering the item's ids.
+    #[inline]
+    pub fn admits(&self, score: f64) -> bool {
+        !(score > self.low_cut && score < self.high_cut)
+    }
+
     /// Offers one score to both ends.
     #[inline]
     pub fn offer(&mut self, score: f64, doc_id: u64, position: u32, row: u64, label: u32) {
