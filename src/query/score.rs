@@ -21,6 +21,7 @@
 
 use std::ops::Range;
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -700,7 +701,8 @@ where
     ];
     let terms = PairTerms::new(ctx, prep);
     let mut decoded = Vec::new();
-    let mut aux = Array2::<f64>::zeros((GEMM_BLOCK, terms.width()));
+    let mut buf = terms.buffers(GEMM_BLOCK);
+    let mut dots = Array2::<f32>::zeros((GEMM_BLOCK, prep.columns32.nrows()));
     let mut w = vec![0.0; c];
     for start in (0..n).step_by(GEMM_BLOCK) {
         let end = (start + GEMM_BLOCK).min(n);
@@ -709,7 +711,9 @@ where
         let Ok(x) = ArrayView2::from_shape((rb, d), x) else {
             continue; // cannot happen: `rows` returns rb × d values
         };
-        let dots = x.dot(&prep.columns32.t()); // rb × L, sgemm
+        let mut dots = dots.slice_mut(s![..rb, ..]);
+        general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut dots); // rb × L, sgemm
+        let dots = dots.view();
         if ctx.nearest() {
             for (i, row) in dots
                 .outer_iter()
@@ -727,7 +731,8 @@ where
             }
             continue;
         }
-        let (e, v) = terms.block(ctx, start..end, &mut aux);
+        terms.block(ctx, start..end, &mut buf);
+        let (e, v) = (buf.e(), buf.v());
         // Pairs: split by query across threads (each query's keeper is its own).
         tops.par_iter_mut()
             .zip(seq_parts.par_iter_mut())
@@ -799,24 +804,26 @@ impl PairTerms {
         PairTerms { coefs, dense }
     }
 
-    /// Columns of `A` (scratch for [`PairTerms::block`]: at least a block's rows).
-    pub fn width(&self) -> usize {
-        self.dense.ncols()
+    /// Scratch for [`PairTerms::block`] on blocks of up to `rows` tokens, allocated once per
+    /// scan: fresh multi-MB arrays per block would cost a page fault per 4 KiB each time.
+    pub fn buffers(&self, rows: usize) -> BlockBuffers {
+        BlockBuffers {
+            aux: Array2::zeros((rows, self.dense.ncols())),
+            e: Array2::zeros((rows, self.coefs.nrows())),
+            v: Array2::zeros((rows, self.dense.nrows())),
+        }
     }
 
-    /// `(E, V)` for the tokens `rows` (rb × L and rb × Q, two dgemms); `aux` is scratch.
-    pub fn block(
-        &self,
-        ctx: &Ctx,
-        rows: Range<usize>,
-        aux: &mut Array2<f64>,
-    ) -> (Array2<f64>, Array2<f64>) {
+    /// Fills `buf` with `E` (rb × L) and `V` (rb × Q) for the tokens `rows` (two dgemms);
+    /// read them with [`BlockBuffers::e`] and [`BlockBuffers::v`].
+    pub fn block(&self, ctx: &Ctx, rows: Range<usize>, buf: &mut BlockBuffers) {
         let (c, start, rb) = (ctx.c, rows.start, rows.len());
         let Ok(r) = ArrayView2::from_shape((rb, c), &ctx.errors[start * c..rows.end * c]) else {
-            return (Array2::zeros((rb, 0)), Array2::zeros((rb, 0))); // cannot happen
+            return; // cannot happen: the slice has exactly rb × C values
         };
-        let e = r.dot(&self.coefs.t()); // rb × L, dgemm (K = C)
-        let mut a = aux.slice_mut(s![..rb, ..]);
+        let mut e = buf.e.slice_mut(s![..rb, ..]);
+        general_mat_mul(1.0, &r, &self.coefs.t(), 0.0, &mut e); // dgemm, K = C
+        let mut a = buf.aux.slice_mut(s![..rb, ..]);
         a.fill(0.0);
         if ctx.instance() {
             a.assign(&r);
@@ -841,7 +848,25 @@ impl PairTerms {
                 }
             }
         }
-        (e, a.dot(&self.dense.t())) // V: rb × Q, dgemm
+        let mut v = buf.v.slice_mut(s![..rb, ..]);
+        general_mat_mul(1.0, &a, &self.dense.t(), 0.0, &mut v); // dgemm
+    }
+}
+
+/// Scratch of [`PairTerms::block`]: the last block's `E` and `V` are their first rb rows.
+pub(crate) struct BlockBuffers {
+    aux: Array2<f64>,
+    e: Array2<f64>,
+    v: Array2<f64>,
+}
+
+impl BlockBuffers {
+    pub fn e(&self) -> &Array2<f64> {
+        &self.e
+    }
+
+    pub fn v(&self) -> &Array2<f64> {
+        &self.v
     }
 }
 

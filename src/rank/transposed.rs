@@ -9,7 +9,8 @@
 
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -33,22 +34,26 @@ fn top_mean(values: &mut [f64], top: usize) -> f64 {
 }
 
 /// Calls `each(rows, dots)` for consecutive blocks of index rows, `dots` being rows × L exact
-/// dot products with the prepared columns.
+/// dot products with the prepared columns (buffers allocated once: fresh multi-MB arrays per
+/// block would cost a page fault per 4 KiB each time).
 fn for_each_block(
     index: &Index,
     prep: &Prepared,
-    mut each: impl FnMut(Range<usize>, &Array2<f64>),
+    mut each: impl FnMut(Range<usize>, ArrayView2<f64>),
 ) {
     let (n, d) = (index.num_tokens(), index.crf().feature_dim());
     let mut decoded = Vec::new();
+    let mut wide = Array2::<f64>::zeros((ROWS, d));
+    let mut dots = Array2::<f64>::zeros((ROWS, prep.columns.nrows()));
     for start in (0..n).step_by(ROWS) {
         let end = (start + ROWS).min(n);
+        let rb = end - start;
         let x = index.features.rows(start, end, d, &mut decoded);
-        let Ok(x) = ArrayView2::from_shape((end - start, d), x) else {
-            continue; // cannot happen: `rows` returns (end − start) × d values
-        };
-        let dots = x.mapv(f64::from).dot(&prep.columns.t());
-        each(start..end, &dots);
+        let mut w = wide.slice_mut(s![..rb, ..]);
+        w.iter_mut().zip(x).for_each(|(w, &x)| *w = f64::from(x));
+        let mut out = dots.slice_mut(s![..rb, ..]);
+        general_mat_mul(1.0, &w, &prep.columns.t(), 0.0, &mut out);
+        each(start..end, out.view());
     }
 }
 
@@ -95,10 +100,11 @@ pub(crate) fn segment_influence(
     let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
     let terms = PairTerms::new(&ctx, &prep);
-    let mut aux = Array2::zeros((ROWS, terms.width()));
+    let mut buf = terms.buffers(ROWS);
     let mut out = vec![0.0; index.num_tokens()];
     for_each_block(index, &prep, |rows, dots| {
-        let (e, v) = terms.block(&ctx, rows.clone(), &mut aux);
+        terms.block(&ctx, rows.clone(), &mut buf);
+        let (e, v) = (buf.e(), buf.v());
         let start = rows.start;
         out[rows]
             .par_iter_mut()
@@ -185,12 +191,13 @@ pub(crate) fn instance_influence(
     let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
     let terms = PairTerms::new(&ctx, &prep);
-    let mut aux = Array2::zeros((ROWS, terms.width()));
+    let mut buf = terms.buffers(ROWS);
     let mut token_sums = vec![0.0; index.num_tokens()];
     for_each_block(index, &prep, |rows, dots| {
-        let (e, v) = terms.block(&ctx, rows.clone(), &mut aux);
+        terms.block(&ctx, rows.clone(), &mut buf);
+        let (e, v) = (buf.e(), buf.v());
         for (i, sum) in token_sums[rows].iter_mut().enumerate() {
-            *sum = v.row(i).sum() + (dots.row(i).to_owned() * e.row(i)).sum();
+            *sum = v.row(i).sum() + dots.row(i).dot(&e.row(i));
         }
     });
     let nq = prep.sides.len() as f64;
