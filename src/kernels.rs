@@ -268,6 +268,19 @@ pub fn dot_rows_f16_portable(
     dot_rows(values, rows, d, cols, out, |_, row, col| dot_f16(row, col));
 }
 
+/// `out = Σ_j coefs[j] · rows[j]` for `rows` of `out.len()` values each (a small
+/// vector-times-matrix: the per-pair terms of a batched scan, DESIGN.md §3).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn combine_rows(coefs: &[f64], rows: &[f64], out: &mut [f64]) {
+    out.iter_mut().for_each(|o| *o = 0.0);
+    let n = out.len();
+    for (&a, row) in coefs.iter().zip(rows.chunks_exact(n.max(1))) {
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o += a * x;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -236,7 +236,7 @@ pub(crate) struct Ctx<'a> {
     pub c: usize,
     pub d: usize,
     granularity: Granularity,
-    normalize: bool,
+    pub normalize: bool,
     /// `−1 / damping`.
     scale: f64,
     /// `γ` of [`gamma32`] for this `d`.
@@ -704,6 +704,9 @@ where
     let mut buf = terms.buffers(GEMM_BLOCK);
     let mut dots = Array2::<f32>::zeros((GEMM_BLOCK, prep.columns32.nrows()));
     let mut w = vec![0.0; c];
+    let mut part_tops: Vec<Vec<TopK>> = (0..rayon::current_num_threads().max(1))
+        .map(|_| (0..nq).map(|_| TopK::new(k_ext)).collect())
+        .collect();
     for start in (0..n).step_by(GEMM_BLOCK) {
         let end = (start + GEMM_BLOCK).min(n);
         let rb = end - start;
@@ -733,28 +736,50 @@ where
         }
         terms.block(ctx, start..end, &mut buf);
         let (e, v) = (buf.e(), buf.v());
-        // Pairs: split by query across threads (each query's keeper is its own).
-        tops.par_iter_mut()
-            .zip(seq_parts.par_iter_mut())
-            .enumerate()
-            .for_each(|(q, (top, parts))| {
-                let side = &prep.sides[q];
-                for i in 0..rb {
+        if !ctx.instance() {
+            // Pairs, row by row (the block's matrices are row-major): each part of the rows
+            // has its own keepers, merged at the end (ties break by ids, so the split does not
+            // change the result).
+            let per_part = rb.div_ceil(part_tops.len());
+            part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
+                let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
+                for i in rows.filter(|&i| keep(start + i)) {
                     let k = start + i;
-                    if !ctx.instance() && !keep(k) {
-                        continue;
-                    }
-                    let (dots_k, e_k) = (dots.row(i), e.row(i));
-                    let mut raw = v[[i, q]];
-                    for l in side.cols.clone() {
-                        raw += f64::from(dots_k[l]) * e_k[l];
-                    }
-                    match ctx.instance() {
-                        true => parts[ctx.seq_of[k] as usize] += raw,
-                        false => offer(top, k, ctx.finish(raw, ctx.grad_norms[k])),
+                    let (dots_k, e_k, v_k) = (dots.row(i), e.row(i), v.row(i));
+                    let grad_norm = if ctx.normalize {
+                        ctx.grad_norms[k]
+                    } else {
+                        0.0
+                    };
+                    for (q, side) in prep.sides.iter().enumerate() {
+                        let mut raw = v_k[q];
+                        for l in side.cols.clone() {
+                            raw += f64::from(dots_k[l]) * e_k[l];
+                        }
+                        offer(&mut tops[q], k, ctx.finish(raw, grad_norm));
                     }
                 }
             });
+            continue;
+        }
+        // Instance granularity: split by query across threads (each query's sums are its own).
+        seq_parts.par_iter_mut().enumerate().for_each(|(q, parts)| {
+            let side = &prep.sides[q];
+            for i in 0..rb {
+                let k = start + i;
+                let (dots_k, e_k) = (dots.row(i), e.row(i));
+                let mut raw = v[[i, q]];
+                for l in side.cols.clone() {
+                    raw += f64::from(dots_k[l]) * e_k[l];
+                }
+                parts[ctx.seq_of[k] as usize] += raw;
+            }
+        });
+    }
+    for part in part_tops {
+        for (m, t) in tops.iter_mut().zip(part) {
+            m.merge(t);
+        }
     }
     for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
         for (s, &part) in seq_parts[q].iter().enumerate() {
@@ -773,8 +798,15 @@ where
 pub(crate) struct PairTerms {
     /// L × C: every column's coefficient vector `c_l`.
     coefs: Array2<f64>,
-    /// Q × width: `[vec(G_A), G_b, G_s, G_e]` per query (`G_b` alone for instance influence).
+    /// Instance granularity: Q × C, each query's `G_b` (then `V = R·denseᵀ`, a dgemm).
+    /// Token granularity: ((C+1)²·C) × Q. Row `(p, n, j)` (p the previous label or C at a
+    /// sequence start, n the next label or C at its end) holds every query's
+    /// `[p<C] G_A[p,j] + [n<C] G_A[j,n] + G_b[j] + [p=C] G_s[j] + [n=C] G_e[j]`, so that
+    /// `V[k,q] = Σ_j r_k[j] table[(p_k, n_k, j), q]`: C multiply-adds a pair, where the dense
+    /// product `a_k·G_q` over `[vec(G_A), G_b, G_s, G_e]` took C² + 3C.
     dense: Array2<f64>,
+    instance: bool,
+    num_queries: usize,
 }
 
 impl PairTerms {
@@ -789,33 +821,43 @@ impl PairTerms {
                 .collect(),
         )
         .unwrap_or_else(|_| Array2::zeros((num_cols, c)));
-        let width = if ctx.instance() { c } else { c * c + 3 * c };
-        let dense = Array2::from_shape_fn((nq, width), |(q, j)| {
-            let side = &prep.sides[q];
-            let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
-            match (ctx.instance(), j) {
-                (true, j) => at(&side.bias, j),
-                (false, j) if j < c * c => side.transitions[j],
-                (false, j) if j < c * c + c => at(&side.bias, j - c * c),
-                (false, j) if j < c * c + 2 * c => at(&side.start, j - c * c - c),
-                (false, j) => at(&side.end, j - c * c - 2 * c),
-            }
-        });
-        PairTerms { coefs, dense }
+        let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
+        let dense = match ctx.instance() {
+            true => Array2::from_shape_fn((nq, c), |(q, j)| at(&prep.sides[q].bias, j)),
+            false => Array2::from_shape_fn(((c + 1) * (c + 1) * c, nq), |(row, q)| {
+                let (pn, j) = (row / c, row % c);
+                let (p, n) = (pn / (c + 1), pn % (c + 1));
+                let side = &prep.sides[q];
+                let before = match p < c {
+                    true => side.transitions[p * c + j],
+                    false => at(&side.start, j),
+                };
+                let after = match n < c {
+                    true => side.transitions[j * c + n],
+                    false => at(&side.end, j),
+                };
+                before + after + at(&side.bias, j)
+            }),
+        };
+        PairTerms {
+            coefs,
+            dense,
+            instance: ctx.instance(),
+            num_queries: nq,
+        }
     }
 
     /// Scratch for [`PairTerms::block`] on blocks of up to `rows` tokens, allocated once per
     /// scan: fresh multi-MB arrays per block would cost a page fault per 4 KiB each time.
     pub fn buffers(&self, rows: usize) -> BlockBuffers {
         BlockBuffers {
-            aux: Array2::zeros((rows, self.dense.ncols())),
             e: Array2::zeros((rows, self.coefs.nrows())),
-            v: Array2::zeros((rows, self.dense.nrows())),
+            v: Array2::zeros((rows, self.num_queries)),
         }
     }
 
-    /// Fills `buf` with `E` (rb × L) and `V` (rb × Q) for the tokens `rows` (two dgemms);
-    /// read them with [`BlockBuffers::e`] and [`BlockBuffers::v`].
+    /// Fills `buf` with `E` (rb × L, a dgemm) and `V` (rb × Q) for the tokens `rows`; read
+    /// them with [`BlockBuffers::e`] and [`BlockBuffers::v`].
     pub fn block(&self, ctx: &Ctx, rows: Range<usize>, buf: &mut BlockBuffers) {
         let (c, start, rb) = (ctx.c, rows.start, rows.len());
         let Ok(r) = ArrayView2::from_shape((rb, c), &ctx.errors[start * c..rows.end * c]) else {
@@ -823,39 +865,30 @@ impl PairTerms {
         };
         let mut e = buf.e.slice_mut(s![..rb, ..]);
         general_mat_mul(1.0, &r, &self.coefs.t(), 0.0, &mut e); // dgemm, K = C
-        let mut a = buf.aux.slice_mut(s![..rb, ..]);
-        a.fill(0.0);
-        if ctx.instance() {
-            a.assign(&r);
-        } else {
-            for (i, mut row) in a.outer_iter_mut().enumerate() {
-                let (k, rk) = (start + i, r.row(i));
-                let (p, nx) = (ctx.prev[k], ctx.next[k]);
-                for j in 0..c {
-                    if p != NO_LABEL {
-                        row[p as usize * c + j] += rk[j];
-                    }
-                    if nx != NO_LABEL {
-                        row[j * c + nx as usize] += rk[j];
-                    }
-                    row[c * c + j] = rk[j];
-                    if p == NO_LABEL {
-                        row[c * c + c + j] = rk[j];
-                    }
-                    if nx == NO_LABEL {
-                        row[c * c + 2 * c + j] = rk[j];
-                    }
-                }
-            }
+        if self.instance {
+            let mut v = buf.v.slice_mut(s![..rb, ..]);
+            general_mat_mul(1.0, &r, &self.dense.t(), 0.0, &mut v); // dgemm, K = C
+            return;
         }
-        let mut v = buf.v.slice_mut(s![..rb, ..]);
-        general_mat_mul(1.0, &a, &self.dense.t(), 0.0, &mut v); // dgemm
+        let (nq, table) = (self.num_queries, self.dense.as_slice().unwrap_or(&[]));
+        let Some(v) = buf.v.as_slice_mut() else {
+            return; // cannot happen: the buffer is a standard-layout array
+        };
+        let side = |label: u32| if label == NO_LABEL { c } else { label as usize };
+        v[..rb * nq]
+            .par_chunks_mut(nq.max(1))
+            .enumerate()
+            .for_each(|(i, v_k)| {
+                let k = start + i;
+                let pn = side(ctx.prev[k]) * (c + 1) + side(ctx.next[k]);
+                let rows = &table[pn * c * nq..(pn + 1) * c * nq];
+                crate::kernels::combine_rows(&ctx.errors[k * c..(k + 1) * c], rows, v_k);
+            });
     }
 }
 
 /// Scratch of [`PairTerms::block`]: the last block's `E` and `V` are their first rb rows.
 pub(crate) struct BlockBuffers {
-    aux: Array2<f64>,
     e: Array2<f64>,
     v: Array2<f64>,
 }
