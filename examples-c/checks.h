@@ -1,8 +1,9 @@
 /*
  * checks.h -- the reporting shared by the bad-input programs (null_args.c, index_null_args.c,
  * train_null_args.c): one line per check, "N passed, M failed" at the end, EXPECT, which
- * checks a call's status and that it left a fresh, non-empty error message, and sentinels for
- * checking that failed calls leave their outputs alone.
+ * checks a call's status and that it left a fresh, non-empty error message, sentinels for
+ * checking that failed calls leave their outputs alone, copies of good inputs with one value
+ * replaced, and scratch-file helpers.
  * A test helper, not part of the API: the programs otherwise use only seginf.h.
  */
 #ifndef SEGINF_EXAMPLES_CHECKS_H
@@ -14,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int passed = 0, failed = 0;
@@ -116,6 +118,63 @@ static inline int kept_size(const size_t *v, size_t n) {
     for (i = 0; i < n; i++)
         if (v[i] != SENTINEL_SIZE) return 0;
     return 1;
+}
+
+/* ---- bad inputs made from good ones ---------------------------------------------------- */
+
+#define CHECKS_COPY_MAX 64 /* the longest array the copies below hold */
+
+/* A copy of `src` (len <= CHECKS_COPY_MAX floats) with one value replaced. */
+static inline const float *with_value(const float *src, size_t len, size_t at, float value) {
+    static float copy[CHECKS_COPY_MAX];
+    memcpy(copy, src, len * sizeof *src);
+    copy[at] = value;
+    return copy;
+}
+
+/* A copy of `src` (len <= CHECKS_COPY_MAX labels) with one label replaced. */
+static inline const uint32_t *label_at(const uint32_t *src, size_t len, size_t at,
+                                       uint32_t label) {
+    static uint32_t copy[CHECKS_COPY_MAX];
+    memcpy(copy, src, len * sizeof *src);
+    copy[at] = label;
+    return copy;
+}
+
+/* ---- scratch files ---------------------------------------------------------------------- */
+
+static char scratch_path[4096];
+
+/* dir/name, in a static buffer (valid until the next call). */
+static inline const char *scratch(const char *dir, const char *name) {
+    snprintf(scratch_path, sizeof scratch_path, "%s/%s", dir, name);
+    return scratch_path;
+}
+
+static inline int write_bytes(const char *path, const void *bytes, size_t len) {
+    FILE *f = fopen(path, "wb");
+    size_t done;
+    if (f == NULL) return 0;
+    done = fwrite(bytes, 1, len, f);
+    return fclose(f) == 0 && done == len;
+}
+
+/* The whole file in a malloc'd buffer (free it), its length in *len; NULL on failure. */
+static inline unsigned char *read_bytes(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    long size;
+    if (f == NULL) return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = malloc((size_t)size);
+        if (buf != NULL && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+            free(buf);
+            buf = NULL;
+        }
+        *len = (size_t)size;
+    }
+    fclose(f);
+    return buf;
 }
 
 #endif /* SEGINF_EXAMPLES_CHECKS_H */

@@ -85,57 +85,6 @@ static const uint32_t GOLD[N] = {1, 2, 0, 0};
 /* Uses O -> I-X at positions 0..1: impossible under the -inf transition. */
 static const uint32_t IMPOSSIBLE[N] = {0, 2, 0, 0};
 
-/* A copy of `src` (len floats) with one value replaced. */
-static const float *with_value(const float *src, size_t len, size_t at, float value) {
-    static float copy[BIG];
-    memcpy(copy, src, len * sizeof *src);
-    copy[at] = value;
-    return copy;
-}
-
-/* A copy of `src` (len labels) with one label replaced. */
-static const uint32_t *label_at(const uint32_t *src, size_t len, size_t at, uint32_t label) {
-    static uint32_t copy[BIG];
-    memcpy(copy, src, len * sizeof *src);
-    copy[at] = label;
-    return copy;
-}
-
-/* ---- files ------------------------------------------------------------------------------ */
-
-static char scratch_path[4096];
-
-static const char *scratch(const char *dir, const char *name) {
-    snprintf(scratch_path, sizeof scratch_path, "%s/%s", dir, name);
-    return scratch_path;
-}
-
-static int write_bytes(const char *path, const void *bytes, size_t len) {
-    FILE *f = fopen(path, "wb");
-    size_t done;
-    if (f == NULL) return 0;
-    done = fwrite(bytes, 1, len, f);
-    return fclose(f) == 0 && done == len;
-}
-
-/* The whole file in a malloc'd buffer (free it), its length in *len; NULL on failure. */
-static unsigned char *read_bytes(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *buf = NULL;
-    long size;
-    if (f == NULL) return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)size);
-        if (buf != NULL && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-            free(buf);
-            buf = NULL;
-        }
-        *len = (size_t)size;
-    }
-    fclose(f);
-    return buf;
-}
-
 /* ---- progress callbacks ----------------------------------------------------------------- */
 
 static int32_t keep_going(uint64_t done, uint64_t total, void *user) {

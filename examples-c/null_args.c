@@ -69,38 +69,7 @@ static const float *features_with(float value, size_t at) {
     return copy;
 }
 
-/* A copy of `src` (len floats) with one value replaced. */
-static const float *with_value(const float *src, size_t len, size_t at, float value) {
-    static float copy[BIG];
-    memcpy(copy, src, len * sizeof *src);
-    copy[at] = value;
-    return copy;
-}
-
-/* A copy of GOLD with one label replaced. */
-static const uint32_t *labels_with(uint32_t label, size_t at) {
-    static uint32_t copy[N];
-    memcpy(copy, GOLD, sizeof copy);
-    copy[at] = label;
-    return copy;
-}
-
 /* ---- tiny safetensors writer ------------------------------------------------------------ */
-
-static char scratch_path[4096];
-
-static const char *scratch(const char *dir, const char *name) {
-    snprintf(scratch_path, sizeof scratch_path, "%s/%s", dir, name);
-    return scratch_path;
-}
-
-static int write_bytes(const char *path, const void *bytes, size_t len) {
-    FILE *f = fopen(path, "wb");
-    size_t done;
-    if (f == NULL) return 0;
-    done = fwrite(bytes, 1, len, f);
-    return fclose(f) == 0 && done == len;
-}
 
 /* u64 little-endian header length, the JSON header padded with spaces to 8 bytes, then `data`. */
 static int write_safetensors(const char *path, const char *json, const void *data,
@@ -378,9 +347,9 @@ static void check_inference(const seginf_crf *crf, const seginf_crf *no_path) {
     EXPECT("log_likelihood: n = 0", SEGINF_ERR_INVALID_ARGUMENT, "n = 0",
            seginf_crf_log_likelihood(crf, x, 0, GOLD, out));
     EXPECT("log_likelihood: label = C", SEGINF_ERR_LABEL_OUT_OF_RANGE, "labels[2]",
-           seginf_crf_log_likelihood(crf, x, N, labels_with(C, 2), out));
+           seginf_crf_log_likelihood(crf, x, N, label_at(GOLD, N, 2, C), out));
     EXPECT("log_likelihood: label = UINT32_MAX", SEGINF_ERR_LABEL_OUT_OF_RANGE, "labels[3]",
-           seginf_crf_log_likelihood(crf, x, N, labels_with(UINT32_MAX, 3), out));
+           seginf_crf_log_likelihood(crf, x, N, label_at(GOLD, N, 3, UINT32_MAX), out));
     EXPECT("log_likelihood: NaN feature", SEGINF_ERR_NON_FINITE, "features",
            seginf_crf_log_likelihood(crf, nan_features, N, GOLD, out));
     EXPECT("log_likelihood: no labelling allowed", SEGINF_ERR_IMPOSSIBLE_LABELS, NULL,
@@ -477,9 +446,9 @@ static void check_segment_fn(const char *name, segment_fn fn, const seginf_crf *
     SEG("out NULL", SEGINF_ERR_NULL_ARGUMENT, out_name, fn(crf, x, N, GOLD, 1, 2, NULL));
     SEG("n = 0", SEGINF_ERR_INVALID_ARGUMENT, "n = 0", fn(crf, x, 0, GOLD, 0, 0, out));
     SEG("label = C", SEGINF_ERR_LABEL_OUT_OF_RANGE, "labels[0]",
-        fn(crf, x, N, labels_with(C, 0), 1, 2, out));
+        fn(crf, x, N, label_at(GOLD, N, 0, C), 1, 2, out));
     SEG("label = C outside the segment", SEGINF_ERR_LABEL_OUT_OF_RANGE, "labels[3]",
-        fn(crf, x, N, labels_with(C + 7, 3), 0, 0, out));
+        fn(crf, x, N, label_at(GOLD, N, 3, C + 7), 0, 0, out));
     SEG("first > last", SEGINF_ERR_BAD_SEGMENT, "first = 2 > last = 1",
         fn(crf, x, N, GOLD, 2, 1, out));
     SEG("last = n", SEGINF_ERR_BAD_SEGMENT, "last = 4", fn(crf, x, N, GOLD, 1, N, out));

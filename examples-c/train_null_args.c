@@ -69,22 +69,6 @@ static const uint8_t SECOND_UNLABELLED[4] = {1, 0, 2, 255};
 #define X(s) (TRAIN_X + OFFSETS[s] * D)
 #define Y(s) (TRAIN_Y + OFFSETS[s])
 
-/* A copy of `src` (len floats) with one value replaced. */
-static const float *with_value(const float *src, size_t len, size_t at, float value) {
-    static float copy[BIG];
-    memcpy(copy, src, len * sizeof *src);
-    copy[at] = value;
-    return copy;
-}
-
-/* A copy of `src` (len labels) with one label replaced. */
-static const uint32_t *label_at(const uint32_t *src, size_t len, size_t at, uint32_t label) {
-    static uint32_t copy[BIG];
-    memcpy(copy, src, len * sizeof *src);
-    copy[at] = label;
-    return copy;
-}
-
 /* A trainer from `init` holding the whole training set, l2 = 1/4; NULL on failure. */
 static seginf_trainer *full_trainer(const seginf_crf *init) {
     seginf_trainer *t = NULL;
