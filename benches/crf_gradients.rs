@@ -10,8 +10,7 @@ mod common;
 use common::{best_of, Rng};
 use std::hint::black_box;
 
-use ndarray::{s, Array1, Array2};
-use seginf::Crf;
+use ndarray::{s, Array2};
 
 fn main() {
     let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS")
@@ -30,14 +29,7 @@ fn main() {
     let labels: Vec<u32> = (0..tokens)
         .map(|_| (rng.next().abs() * c as f64) as u32 % c as u32)
         .collect();
-    let crf = Crf::new(
-        Array2::from_shape_fn((c, d), |_| rng.next() * 0.05),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-        Array2::from_shape_fn((c, c), |_| rng.next()),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-    )
-    .expect("valid CRF");
+    let crf = common::random_crf(&mut rng, c, d, 0.05);
     let sentences = bounds.len() - 1;
     println!("corpus: {tokens} tokens, {sentences} sentences, C = {c}, d = {d}");
     let flops = 2.0 * tokens as f64 * d as f64 * c as f64;

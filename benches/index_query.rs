@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{s, Array1, Array2};
-use seginf::{BuildOptions, Crf, Index, IndexBuilder, Query, Storage, TestSegment};
+use ndarray::{s, Array2};
+use seginf::{BuildOptions, Index, IndexBuilder, Query, Storage, TestSegment};
 
 /// Sums the bytes as u64 words with 4 independent accumulators: a plain streaming read.
 fn stream(bytes: &[u8]) -> u64 {
@@ -56,16 +56,7 @@ fn main() {
         .unwrap_or(200_000);
     let (c, d) = (9usize, 768usize);
     let mut rng = Rng(11);
-    let crf = Arc::new(
-        Crf::new(
-            Array2::from_shape_fn((c, d), |_| rng.next() * 0.08),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-            Array2::from_shape_fn((c, c), |_| rng.next()),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-        )
-        .unwrap(),
-    );
+    let crf = Arc::new(common::random_crf(&mut rng, c, d, 0.08));
     let features = Array2::from_shape_fn((tokens, d), |_| rng.next() as f32);
     let labels: Vec<u32> = (0..tokens)
         .map(|_| ((rng.next() + 1.0) * 4.5) as u32 % c as u32)

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{best_of, Rng};
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use seginf::rank::{rank_training, CleanSequence, RankMethod, RankOptions};
-use seginf::{BuildOptions, Crf, IndexBuilder, Query, Storage, TestSegment};
+use seginf::{BuildOptions, IndexBuilder, Query, Storage, TestSegment};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,16 +32,7 @@ fn main() {
     );
     let (c, d) = (9usize, 768usize);
     let mut rng = Rng(5);
-    let crf = Arc::new(
-        Crf::new(
-            Array2::from_shape_fn((c, d), |_| rng.next() * 0.08),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-            Array2::from_shape_fn((c, c), |_| rng.next()),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-            Some(Array1::from_shape_fn(c, |_| rng.next())),
-        )
-        .unwrap(),
-    );
+    let crf = Arc::new(common::random_crf(&mut rng, c, d, 0.08));
     let sequence = |n: usize, rng: &mut Rng| {
         let x = Array2::from_shape_fn((n, d), |_| rng.next() as f32);
         let y: Vec<u32> = (0..n)

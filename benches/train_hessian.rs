@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{best_of, Rng};
-use ndarray::{Array1, Array2};
+use ndarray::Array2;
 use seginf::hessian::{ExactInverse, Factored, KroneckerInverse};
 use seginf::train::{objective, train, TrainOptions, TrainSeq};
-use seginf::{BuildOptions, Crf, Hessian, IndexBuilder, Query, Storage, TestSegment};
+use seginf::{BuildOptions, Hessian, IndexBuilder, Query, Storage, TestSegment};
 
 fn main() {
     let tokens: usize = std::env::var("SEGINF_BENCH_TOKENS")
@@ -23,14 +23,7 @@ fn main() {
         .unwrap_or(200_000);
     let (c, d) = (9usize, 768usize);
     let mut rng = Rng(5);
-    let teacher = Crf::new(
-        Array2::from_shape_fn((c, d), |_| rng.next() * 0.1),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-        Array2::from_shape_fn((c, c), |_| rng.next()),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-        Some(Array1::from_shape_fn(c, |_| rng.next())),
-    )
-    .unwrap();
+    let teacher = common::random_crf(&mut rng, c, d, 0.1);
     let mut data = Vec::new();
     let mut total = 0;
     while total < tokens {

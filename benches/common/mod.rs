@@ -1,7 +1,10 @@
-//! Shared by the bench binaries: a seeded generator and best-of-n timing.
+//! Shared by the bench binaries: a seeded generator, a random CRF and best-of-n timing.
 
 use std::hint::black_box;
 use std::time::Instant;
+
+use ndarray::{Array1, Array2};
+use seginf::Crf;
 
 /// A 64-bit LCG: enough to fill synthetic matrices reproducibly.
 pub struct Rng(pub u64);
@@ -26,4 +29,17 @@ pub fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
             t.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+/// A CRF with every block: weights uniform in ±`weight_scale`, the rest in ±1 (drawn in the
+/// order W, b, A, s, e).
+pub fn random_crf(rng: &mut Rng, c: usize, d: usize, weight_scale: f64) -> Crf {
+    Crf::new(
+        Array2::from_shape_fn((c, d), |_| rng.next() * weight_scale),
+        Some(Array1::from_shape_fn(c, |_| rng.next())),
+        Array2::from_shape_fn((c, c), |_| rng.next()),
+        Some(Array1::from_shape_fn(c, |_| rng.next())),
+        Some(Array1::from_shape_fn(c, |_| rng.next())),
+    )
+    .expect("finite parameters make a valid CRF")
 }
