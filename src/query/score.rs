@@ -22,7 +22,7 @@
 use std::ops::Range;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::crf::Crf;
@@ -236,7 +236,7 @@ pub(crate) struct Ctx<'a> {
     pub c: usize,
     pub d: usize,
     granularity: Granularity,
-    pub normalize: bool,
+    normalize: bool,
     /// `−1 / damping`.
     scale: f64,
     /// `γ` of [`gamma32`] for this `d`.
@@ -333,13 +333,7 @@ impl<'a> Ctx<'a> {
         } else if let Some(ge) = &side.end {
             add(w, ge);
         }
-        // The norm is read only when normalising: one column fewer streamed per token.
-        let grad_norm = if self.normalize {
-            self.grad_norms[k]
-        } else {
-            0.0
-        };
-        self.finish(dot64(w, self.r(k)), grad_norm)
+        self.finish(dot64(w, self.r(k)), self.grad_norm(k))
     }
 
     /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.
@@ -376,6 +370,17 @@ impl<'a> Ctx<'a> {
             token_parts + self.sequence_part(side, s),
             self.grad_norms[s],
         )
+    }
+
+    /// Token `k`'s gradient norm for [`Ctx::finish`], read only when normalising (one column
+    /// fewer streamed per token otherwise).
+    #[inline]
+    pub fn grad_norm(&self, k: usize) -> f64 {
+        if self.normalize {
+            self.grad_norms[k]
+        } else {
+            0.0
+        }
     }
 
     /// `−raw / damping`, divided by the item's gradient norm when normalising (0 for a zero
@@ -436,6 +441,20 @@ impl<'a> Ctx<'a> {
 }
 
 impl TestSide {
+    /// A pair's raw `g_test·g_k` from a block's rows (see [`PairTerms`]):
+    /// `Σ_{l∈q} dots[k,l] E[k,l] + V[k,q]`.
+    #[inline]
+    pub fn pair_raw<D: Copy + Into<f64>>(
+        &self,
+        dots_k: ArrayView1<D>,
+        e_k: ArrayView1<f64>,
+        v_kq: f64,
+    ) -> f64 {
+        self.cols
+            .clone()
+            .fold(v_kq, |raw, l| raw + dots_k[l].into() * e_k[l])
+    }
+
     /// `w = Σ_l dots_l c_l + G_b`.
     #[inline]
     fn emission_part<D: Copy + Into<f64>>(&self, dots: &[D], w: &mut [f64], c: usize) {
@@ -746,16 +765,9 @@ where
                 for i in rows.filter(|&i| keep(start + i)) {
                     let k = start + i;
                     let (dots_k, e_k, v_k) = (dots.row(i), e.row(i), v.row(i));
-                    let grad_norm = if ctx.normalize {
-                        ctx.grad_norms[k]
-                    } else {
-                        0.0
-                    };
+                    let grad_norm = ctx.grad_norm(k);
                     for (q, side) in prep.sides.iter().enumerate() {
-                        let mut raw = v_k[q];
-                        for l in side.cols.clone() {
-                            raw += f64::from(dots_k[l]) * e_k[l];
-                        }
+                        let raw = side.pair_raw(dots_k, e_k, v_k[q]);
                         offer(&mut tops[q], k, ctx.finish(raw, grad_norm));
                     }
                 }
@@ -767,12 +779,7 @@ where
             let side = &prep.sides[q];
             for i in 0..rb {
                 let k = start + i;
-                let (dots_k, e_k) = (dots.row(i), e.row(i));
-                let mut raw = v[[i, q]];
-                for l in side.cols.clone() {
-                    raw += f64::from(dots_k[l]) * e_k[l];
-                }
-                parts[ctx.seq_of[k] as usize] += raw;
+                parts[ctx.seq_of[k] as usize] += side.pair_raw(dots.row(i), e.row(i), v[[i, q]]);
             }
         });
     }

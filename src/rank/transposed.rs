@@ -110,17 +110,13 @@ pub(crate) fn segment_influence(
             .par_iter_mut()
             .enumerate()
             .for_each_init(Vec::new, |scores, (i, out)| {
-                let k = start + i;
+                let (dots_k, e_k, grad_norm) = (dots.row(i), e.row(i), ctx.grad_norm(start + i));
                 scores.clear();
-                scores.extend(prep.sides.iter().enumerate().map(|(q, side)| {
-                    let raw = v[[i, q]]
-                        + side
-                            .cols
-                            .clone()
-                            .map(|l| dots[[i, l]] * e[[i, l]])
-                            .sum::<f64>();
-                    ctx.finish(raw, ctx.grad_norms[k])
-                }));
+                scores.extend(
+                    prep.sides.iter().enumerate().map(|(q, side)| {
+                        ctx.finish(side.pair_raw(dots_k, e_k, v[[i, q]]), grad_norm)
+                    }),
+                );
                 *out = top_mean(scores, top);
             });
     });
