@@ -1,6 +1,7 @@
 //! Dot-product kernels for the index scans, written so that LLVM vectorises them
-//! (independent partial sums). The block-level loops are compiled twice by `multiversion`:
-//! for the baseline target and for AVX2+FMA, chosen at run time by CPU feature detection.
+//! (independent partial sums). The f32 and f64 row loops are compiled twice by `multiversion`:
+//! for the baseline target and for AVX2+FMA, chosen at run time by CPU feature detection; the
+//! f16 and int8 ones use intrinsics on such CPUs (module `x86`) and portable loops elsewhere.
 
 use std::ops::Range;
 
@@ -104,8 +105,8 @@ pub fn dot_rows_i8(
     dot_rows_i8_portable(values, scales, rows, d, cols, out);
 }
 
-/// As [`dot_rows_i8`] without intrinsics (multiversioned for AVX2+FMA all the same).
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// As [`dot_rows_i8`] without intrinsics: CPUs without AVX2/FMA/F16C, other architectures
+/// (not multiversioned: an AVX2 clone would never run, `x86` takes those CPUs).
 pub fn dot_rows_i8_portable(
     values: &[i8],
     scales: &[f32],
@@ -256,8 +257,8 @@ mod x86 {
     }
 }
 
-/// As [`dot_rows_f32`] over f16 rows, converted in registers without F16C.
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// As [`dot_rows_f32`] over f16 rows, converted in registers without F16C: CPUs without
+/// AVX2/FMA/F16C, other architectures (not multiversioned, as for int8).
 pub fn dot_rows_f16_portable(
     values: &[half::f16],
     rows: Range<usize>,
