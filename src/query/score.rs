@@ -54,13 +54,16 @@ pub(crate) struct TestSide {
     /// `‖col_l‖ ` of this query's columns (error bounds).
     col_norms: Vec<f64>,
     bias: Option<Vec<f64>>,
-    /// `G_A` (C × C) and its transpose, so both a row and a column are contiguous.
+    /// `G_A` (C × C).
     transitions: Vec<f64>,
-    transitions_t: Vec<f64>,
     start: Option<Vec<f64>>,
     end: Option<Vec<f64>>,
     /// `‖f̄‖` for nearest-neighbour cosine.
     mean_norm: f64,
+    /// (C+1)² × C, token granularity: row `(p, n)` (p the previous label or C at a sequence
+    /// start, n the next label or C at its end) holds `[p<C] G_A[p,:] + [n<C] G_A[:,n] + G_b
+    /// + [p=C] G_s + [n=C] G_e`, so that a token's dense terms are `r_k · table[(p_k, n_k)]`.
+    pair_table: Vec<f64>,
 }
 
 impl TestSide {
@@ -81,13 +84,46 @@ impl TestSide {
             coefs: coefs.iter().copied().collect(),
             col_norms: Vec::new(),
             bias,
-            transitions_t: transitions.t().iter().copied().collect(),
             transitions: transitions.iter().copied().collect(),
             start,
             end,
             mean_norm,
+            pair_table: Vec::new(),
         }
     }
+
+    /// Fills [`TestSide::pair_table`] from the dense blocks.
+    fn build_pair_table(&mut self, c: usize) {
+        let at = |v: &Option<Vec<f64>>, j: usize| v.as_ref().map_or(0.0, |v| v[j]);
+        self.pair_table = (0..(c + 1) * (c + 1) * c)
+            .map(|row| {
+                let (pn, j) = (row / c, row % c);
+                let (p, n) = (pn / (c + 1), pn % (c + 1));
+                let before = match p < c {
+                    true => self.transitions[p * c + j],
+                    false => at(&self.start, j),
+                };
+                let after = match n < c {
+                    true => self.transitions[j * c + n],
+                    false => at(&self.end, j),
+                };
+                before + after + at(&self.bias, j)
+            })
+            .collect();
+    }
+
+    /// Row `(p_k, n_k)` of [`TestSide::pair_table`].
+    #[inline]
+    fn pair_row(&self, pn: usize, c: usize) -> &[f64] {
+        &self.pair_table[pn * c..(pn + 1) * c]
+    }
+}
+
+/// A token's row in the (C+1)² per-(previous, next label) tables: C stands for "none".
+#[inline]
+pub(crate) fn pair_class(prev: u32, next: u32, c: usize) -> usize {
+    let side = |label: u32| if label == NO_LABEL { c } else { label as usize };
+    side(prev) * (c + 1) + side(next)
 }
 
 impl TestSide {
@@ -105,7 +141,6 @@ impl TestSide {
         side.bias = block(l.bias);
         side.start = block(l.start);
         side.end = block(l.end);
-        side.transitions_t = transitions.t().iter().copied().collect();
         side.transitions = transitions.iter().copied().collect();
         side
     }
@@ -222,6 +257,7 @@ pub(crate) fn prepare(
     let col_norms: Vec<f64> = columns.outer_iter().map(|c| c.dot(&c).sqrt()).collect();
     for side in &mut sides {
         side.col_norms = col_norms[side.cols.clone()].to_vec();
+        side.build_pair_table(c); // 900 values for C = 9: built whatever the granularity
     }
     Ok(Prepared {
         columns32: columns.mapv(|v| v as f32),
@@ -302,13 +338,7 @@ impl<'a> Ctx<'a> {
 
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
-    fn token_score<D: Copy + Into<f64>>(
-        &self,
-        side: &TestSide,
-        k: usize,
-        dots: &[D],
-        w: &mut [f64],
-    ) -> f64 {
+    fn token_score<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D]) -> f64 {
         if self.nearest() {
             let mut sim: f64 = dots[0].into();
             if self.granularity == Granularity::NearestCosine {
@@ -317,23 +347,16 @@ impl<'a> Ctx<'a> {
             }
             return -sim;
         }
-        let c = self.c;
-        side.emission_part(dots, w, c);
-        // v_k: the transition/start/end terms of this training token.
-        let (prev, next) = (self.prev[k], self.next[k]);
-        if prev != NO_LABEL {
-            let p = prev as usize;
-            add(w, &side.transitions[p * c..(p + 1) * c]);
-        } else if let Some(gs) = &side.start {
-            add(w, gs);
-        }
-        if next != NO_LABEL {
-            let n = next as usize;
-            add(w, &side.transitions_t[n * c..(n + 1) * c]);
-        } else if let Some(ge) = &side.end {
-            add(w, ge);
-        }
-        self.finish(dot64(w, self.r(k)), self.grad_norm(k))
+        // r_k · (Σ_l dots_l c_l + table[(p_k, n_k)]): two or three length-C dot products.
+        let (c, r) = (self.c, self.r(k));
+        let pn = pair_class(self.prev[k], self.next[k], c);
+        let raw = dots
+            .iter()
+            .zip(side.coefs.chunks_exact(c))
+            .fold(dot64(r, side.pair_row(pn, c)), |raw, (&x, coef)| {
+                raw + x.into() * dot64(r, coef)
+            });
+        self.finish(raw, self.grad_norm(k))
     }
 
     /// A token's share of its sequence's instance score: `R_k · (Σ_l dots_l c_l + G_b)`.
@@ -592,7 +615,7 @@ pub(crate) fn exact_scores(
                     let row = dots.row(k - start);
                     let dk = &row.as_slice().unwrap_or(&[])[side.cols.clone()];
                     if !ctx.instance() {
-                        out.push(ctx.token_score(side, k, dk, &mut w));
+                        out.push(ctx.token_score(side, k, dk));
                         continue;
                     }
                     seq_sum += ctx.instance_part(side, k, dk, &mut w);
@@ -629,7 +652,7 @@ fn exact_item(
     };
     if !ctx.instance() {
         let dots = dots_of(item, decoded);
-        return ctx.token_score(side, item, &dots, w);
+        return ctx.token_score(side, item, &dots);
     }
     let mut sum = 0.0;
     for k in index.sequence_tokens(item) {
@@ -670,7 +693,7 @@ where
                             seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
                                 ctx.instance_part(side, k, dk, &mut w);
                         } else {
-                            offer(&mut tops[q], k, ctx.token_score(side, k, dk, &mut w));
+                            offer(&mut tops[q], k, ctx.token_score(side, k, dk));
                         }
                     }
                 }
@@ -704,7 +727,7 @@ where
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     let index = ctx.index;
-    let (c, d, n) = (ctx.c, ctx.d, index.num_tokens());
+    let (d, n) = (ctx.d, index.num_tokens());
     let nq = prep.sides.len();
     let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
     let mut seq_parts = vec![
@@ -722,7 +745,6 @@ where
     let mut decoded = Vec::new();
     let mut buf = terms.buffers(GEMM_BLOCK);
     let mut dots = Array2::<f32>::zeros((GEMM_BLOCK, prep.columns32.nrows()));
-    let mut w = vec![0.0; c];
     let mut part_tops: Vec<Vec<TopK>> = (0..rayon::current_num_threads().max(1))
         .map(|_| (0..nq).map(|_| TopK::new(k_ext)).collect())
         .collect();
@@ -747,7 +769,7 @@ where
                     offer(
                         &mut tops[q],
                         start + i,
-                        ctx.token_score(side, start + i, &row[side.cols.clone()], &mut w),
+                        ctx.token_score(side, start + i, &row[side.cols.clone()]),
                     );
                 }
             }
@@ -806,11 +828,9 @@ pub(crate) struct PairTerms {
     /// L × C: every column's coefficient vector `c_l`.
     coefs: Array2<f64>,
     /// Instance granularity: Q × C, each query's `G_b` (then `V = R·denseᵀ`, a dgemm).
-    /// Token granularity: ((C+1)²·C) × Q. Row `(p, n, j)` (p the previous label or C at a
-    /// sequence start, n the next label or C at its end) holds every query's
-    /// `[p<C] G_A[p,j] + [n<C] G_A[j,n] + G_b[j] + [p=C] G_s[j] + [n=C] G_e[j]`, so that
-    /// `V[k,q] = Σ_j r_k[j] table[(p_k, n_k, j), q]`: C multiply-adds a pair, where the dense
-    /// product `a_k·G_q` over `[vec(G_A), G_b, G_s, G_e]` took C² + 3C.
+    /// Token granularity: ((C+1)²·C) × Q, every query's [`TestSide::pair_table`] as a
+    /// column, so that `V[k,q] = Σ_j r_k[j] table[(p_k, n_k, j), q]`: C multiply-adds a pair,
+    /// where the dense product `a_k·G_q` over `[vec(G_A), G_b, G_s, G_e]` took C² + 3C.
     dense: Array2<f64>,
     instance: bool,
     num_queries: usize,
@@ -832,18 +852,7 @@ impl PairTerms {
         let dense = match ctx.instance() {
             true => Array2::from_shape_fn((nq, c), |(q, j)| at(&prep.sides[q].bias, j)),
             false => Array2::from_shape_fn(((c + 1) * (c + 1) * c, nq), |(row, q)| {
-                let (pn, j) = (row / c, row % c);
-                let (p, n) = (pn / (c + 1), pn % (c + 1));
-                let side = &prep.sides[q];
-                let before = match p < c {
-                    true => side.transitions[p * c + j],
-                    false => at(&side.start, j),
-                };
-                let after = match n < c {
-                    true => side.transitions[j * c + n],
-                    false => at(&side.end, j),
-                };
-                before + after + at(&side.bias, j)
+                prep.sides[q].pair_table[row]
             }),
         };
         PairTerms {
@@ -881,13 +890,12 @@ impl PairTerms {
         let Some(v) = buf.v.as_slice_mut() else {
             return; // cannot happen: the buffer is a standard-layout array
         };
-        let side = |label: u32| if label == NO_LABEL { c } else { label as usize };
         v[..rb * nq]
             .par_chunks_mut(nq.max(1))
             .enumerate()
             .for_each(|(i, v_k)| {
                 let k = start + i;
-                let pn = side(ctx.prev[k]) * (c + 1) + side(ctx.next[k]);
+                let pn = pair_class(ctx.prev[k], ctx.next[k], c);
                 let rows = &table[pn * c * nq..(pn + 1) * c * nq];
                 crate::kernels::combine_rows(&ctx.errors[k * c..(k + 1) * c], rows, v_k);
             });
