@@ -4,7 +4,9 @@
 //! sgemm of the same shape for batches, and (when python3 with numpy is available) the paper's
 //! NumPy factored scorer, `(F·f_qᵀ) ∘ (Err·e_qᵀ)` then argpartition, batched 300.
 //!
-//! Run: `cargo bench --bench index_query` (SEGINF_BENCH_TOKENS overrides the index size).
+//! Run: `cargo bench --bench index_query` (SEGINF_BENCH_TOKENS overrides the index size,
+//! SEGINF_BENCH_STORAGE=f32|f16|int8 measures one storage type, SEGINF_BENCH_SINGLE_ONLY skips
+//! the batches, SEGINF_BENCH_REPS sets the single-query repetitions).
 
 mod common;
 
@@ -92,7 +94,13 @@ fn main() {
         (index, t.elapsed().as_secs_f64())
     };
     let mut indexes: Vec<(Storage, Arc<Index>)> = Vec::new();
-    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+    // SEGINF_BENCH_STORAGE=int8 (or f16, f32) measures one storage type only (profiling).
+    let only = std::env::var("SEGINF_BENCH_STORAGE").ok();
+    let storages = [Storage::F32, Storage::F16, Storage::Int8];
+    for storage in storages
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|o| o == s.name()))
+    {
         let (index, secs) = build(storage);
         println!(
             "build {:>4}: {:>7.0} ms  {:>9.0} tokens/s",
@@ -147,13 +155,34 @@ fn main() {
     if std::env::var("SEGINF_BENCH_SINGLE_ONLY").is_ok() {
         return;
     }
-    println!("\nbatched single-token queries, k = 10 (f32 index):");
-    let index = &indexes[0].1;
+    // f32 rows go through OpenBLAS sgemm; int8 rows through the integer GEMM (i16 columns,
+    // AVX-512 VNNI) when the CPU has it. The baselines are the same f32 sgemm and NumPy.
+    let mut numpy_per_query = None;
+    for (storage, index) in indexes.iter().filter(|(s, _)| *s != Storage::F16) {
+        println!(
+            "\nbatched single-token queries, k = 10 ({} index):",
+            storage.name()
+        );
+        batches(index, &features, &test, &test_labels, &mut numpy_per_query);
+    }
+}
+
+/// Q = 64 and 300 single-token queries in one batch, next to an sgemm of the same shape and
+/// (Q = 300) the NumPy scorer, measured once per bench run.
+fn batches(
+    index: &Arc<Index>,
+    features: &Array2<f32>,
+    test: &Array2<f32>,
+    test_labels: &[u32],
+    numpy_per_query: &mut Option<f64>,
+) {
+    let (tokens, d) = features.dim();
+    let c = index.crf().num_labels();
     for qn in [64usize, 300] {
         let segs: Vec<TestSegment> = (0..qn)
             .map(|i| TestSegment {
                 features: test.view(),
-                labels: &test_labels,
+                labels: test_labels,
                 first: i % 12,
                 last: i % 12,
             })
@@ -174,13 +203,24 @@ fn main() {
         );
         println!("          ({fallbacks} of {qn} queries needed the exact fallback scan)");
         if qn == 300 {
-            numpy_baseline(tokens, d, c, qn, secs / qn as f64);
+            let ours = secs / qn as f64;
+            match numpy_per_query.get_or_insert_with(|| numpy_baseline(tokens, d, c, qn)) {
+                per_query if per_query.is_nan() => println!(
+                    "  NumPy baseline skipped: python3 with numpy is not available (pip install numpy)"
+                ),
+                per_query => println!(
+                    "  NumPy factored scorer (paper), batched {qn}: {:>7.3} ms/query | seginf {:>7.3} ms/query -> {:.1}x faster",
+                    *per_query * 1e3,
+                    ours * 1e3,
+                    *per_query / ours
+                ),
+            }
         }
     }
 }
 
-/// Times the paper's NumPy scorer on the same shapes, if numpy is importable.
-fn numpy_baseline(n: usize, d: usize, c: usize, q: usize, ours_per_query: f64) {
+/// Seconds per query of the paper's NumPy scorer on the same shapes (NaN without numpy).
+fn numpy_baseline(n: usize, d: usize, c: usize, q: usize) -> f64 {
     let script = format!(
         r#"
 import time, numpy as np
@@ -200,20 +240,10 @@ print(best / {q})
 "#
     );
     match Command::new("python3").arg("-c").arg(&script).output() {
-        Ok(out) if out.status.success() => {
-            let per_query: f64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(f64::NAN);
-            println!(
-                "  NumPy factored scorer (paper), batched {q}: {:>7.3} ms/query | seginf {:>7.3} ms/query -> {:.1}x faster",
-                per_query * 1e3,
-                ours_per_query * 1e3,
-                per_query / ours_per_query
-            );
-        }
-        _ => println!(
-            "  NumPy baseline skipped: python3 with numpy is not available (pip install numpy)"
-        ),
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN),
+        _ => f64::NAN,
     }
 }

@@ -21,10 +21,25 @@ const KC: usize = 768;
 
 /// Whether the AVX-512 VNNI kernels can run on this CPU (avx512f + avx512bw + avx512vnni;
 /// cached by std after the first check).
+#[cfg_attr(not(test), allow(dead_code))] // for the tests and benches/int_kernels.rs
 pub fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         x86::vnni()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether both kernels have intrinsic paths on this CPU (AVX-512 VNNI or AVX2): then they
+/// beat decoding int8 rows to f32 for OpenBLAS sgemm or the f32 streaming kernels (the
+/// portable loops do not).
+pub fn intrinsics_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::vnni() || x86::avx2()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

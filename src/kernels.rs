@@ -282,6 +282,21 @@ pub fn combine_rows(coefs: &[f64], rows: &[f64], out: &mut [f64]) {
     }
 }
 
+/// `out[q] = Σ_j r[j]·(dots[q]·coefs_t[j,q] + table[j,q])` (`coefs_t`, `table`: C × Q
+/// row-major): a training token's raw scores against a batch of one-column queries (DESIGN.md
+/// §3 regrouped, see `query::score::one_column_pairs`).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn one_column_scores(r: &[f64], dots: &[f32], coefs_t: &[f64], table: &[f64], out: &mut [f64]) {
+    let q = out.len();
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (j, &rj) in r.iter().enumerate() {
+        let (c, t) = (&coefs_t[j * q..(j + 1) * q], &table[j * q..(j + 1) * q]);
+        for (((o, &x), &c), &t) in out.iter_mut().zip(dots).zip(c).zip(t) {
+            *o += rj * (f64::from(x) * c + t);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

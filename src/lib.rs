@@ -26,7 +26,6 @@ pub mod index;
 #[deny(unsafe_code)]
 pub mod influence;
 #[deny(unsafe_code)]
-#[allow(dead_code)] // nothing calls it yet
 mod int_kernels;
 #[deny(unsafe_code)]
 mod kernels;

@@ -250,10 +250,17 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
         },
     ));
     let train = corpus(&mut rng, &crf, 300, 12);
-    let index = Arc::new(build(&crf, &train, Storage::F32));
     let test = corpus(&mut rng, &crf, 3, 8);
-    let mut query = Query::new(Arc::clone(&index));
-    for s in &test {
+    // Every storage: f16 and int8 rows take other ranking kernels (int8: i16 columns).
+    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+        let index = Arc::new(build(&crf, &train, storage));
+        top_k_matches_scores(&index, &test);
+    }
+}
+
+fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
+    let mut query = Query::new(Arc::clone(index));
+    for s in test {
         let seg = TestSegment {
             features: s.x.view(),
             labels: &s.y,
@@ -265,6 +272,9 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
             query.options.excluded_docs = excluded.iter().copied().collect();
             for k in [1, 7, 50, 10_000] {
                 let hits = query.run(&seg, k).unwrap();
+                // The ranking pass's bound proved its top k (no ties here): its kernels and
+                // bounds are what is under test, not the exact fallback scan.
+                assert_eq!(query.exact_fallbacks(), 0, "{:?}", index.storage());
                 let scores = query.scores(&seg).unwrap();
                 let got = |h: &[seginf::Hit]| {
                     h.iter()
@@ -273,13 +283,15 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
                 };
                 assert_eq!(
                     got(&hits.supporting),
-                    expected_top(&index, &scores, k, false),
-                    "k = {k}"
+                    expected_top(index, &scores, k, false),
+                    "k = {k}, {:?}",
+                    index.storage()
                 );
                 assert_eq!(
                     got(&hits.opposing),
-                    expected_top(&index, &scores, k, true),
-                    "k = {k}"
+                    expected_top(index, &scores, k, true),
+                    "k = {k}, {:?}",
+                    index.storage()
                 );
                 for h in hits.supporting.iter().chain(&hits.opposing) {
                     assert!(labels.as_ref().is_none_or(|l| l.contains(&h.label)));
@@ -305,8 +317,14 @@ fn a_batch_equals_its_queries_run_one_by_one() {
         },
     ));
     let train = corpus(&mut rng, &crf, 200, 10);
-    let index = Arc::new(build(&crf, &train, Storage::F32));
     let test = corpus(&mut rng, &crf, 10, 10);
+    for storage in [Storage::F32, Storage::Int8] {
+        let index = Arc::new(build(&crf, &train, storage));
+        batch_matches_single_queries(&index, &test);
+    }
+}
+
+fn batch_matches_single_queries(index: &Arc<Index>, test: &[Seq]) {
     let segments: Vec<TestSegment> = test
         .iter()
         .flat_map(|s| {
@@ -325,11 +343,43 @@ fn a_batch_equals_its_queries_run_one_by_one() {
         Granularity::NearestDot,
         Granularity::NearestCosine,
     ] {
-        let mut query = Query::new(Arc::clone(&index));
+        let mut query = Query::new(Arc::clone(index));
         query.options.granularity = granularity;
         let batch = query.run_batch(&segments, 15).unwrap();
+        assert_eq!(query.exact_fallbacks(), 0, "{granularity:?}");
         for (seg, hits) in segments.iter().zip(&batch) {
             assert_eq!(&query.run(seg, 15).unwrap(), hits, "{granularity:?}");
+        }
+    }
+    // Only single-token segments (the batched scan's one-column pair loop), with and without
+    // normalisation, against the sorted exact score vectors.
+    let single: Vec<TestSegment> = (segments.iter().step_by(2))
+        .chain(segments.iter().step_by(2).take(3))
+        .copied()
+        .collect();
+    for normalization in [Normalization::None, Normalization::GradientNorm] {
+        let mut query = Query::new(Arc::clone(index));
+        query.options.normalization = normalization;
+        let batch = query.run_batch(&single, 15).unwrap();
+        assert_eq!(query.exact_fallbacks(), 0, "{:?}", index.storage());
+        for (seg, hits) in single.iter().zip(&batch) {
+            let scores = query.scores(seg).unwrap();
+            let got = |h: &[seginf::Hit]| {
+                h.iter()
+                    .map(|h| (h.score, h.doc_id, h.position))
+                    .collect::<Vec<_>>()
+            };
+            let what = format!("{normalization:?}, {:?}", index.storage());
+            assert_eq!(
+                got(&hits.supporting),
+                expected_top(index, &scores, 15, false),
+                "{what}"
+            );
+            assert_eq!(
+                got(&hits.opposing),
+                expected_top(index, &scores, 15, true),
+                "{what}"
+            );
         }
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! Two passes share these formulas. The **exact** pass computes `dots` in f64 (f32 × f64 with
 //! f64 accumulation); [`Query::scores`](crate::query::Query::scores) uses it. The **ranking**
-//! pass of `run`/`run_batch` computes `dots` with an OpenBLAS sgemm (f32), keeps a few more
-//! candidates than asked for together with a rigorous bound on each score's f32 error, rescores
+//! pass of `run`/`run_batch` computes `dots` in f32 (OpenBLAS sgemm, streaming kernels) or, for
+//! int8 indexes, as exact integer sums against i16-quantised columns (`ranking.rs`), keeps a
+//! few more candidates than asked for together with a rigorous bound on each score's error, rescores
 //! the candidates exactly, and proves that no other item can enter the top k (else it falls
 //! back to the exact pass). Reported hits therefore carry exact scores and ranks.
 
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
+use crate::query::ranking::{RankingColumns, Scratch, FEW};
 use crate::query::topk::TopK;
 
 /// One test segment of a query.
@@ -51,8 +53,6 @@ pub(crate) struct TestSide {
     pub cols: Range<usize>,
     /// num_cols × C coefficients `c_l`.
     coefs: Vec<f64>,
-    /// `‖col_l‖ ` of this query's columns (error bounds).
-    col_norms: Vec<f64>,
     bias: Option<Vec<f64>>,
     /// `G_A` (C × C).
     transitions: Vec<f64>,
@@ -82,7 +82,6 @@ impl TestSide {
         TestSide {
             cols,
             coefs: coefs.iter().copied().collect(),
-            col_norms: Vec::new(),
             bias,
             transitions: transitions.iter().copied().collect(),
             start,
@@ -254,9 +253,7 @@ pub(crate) fn prepare(
     let num_cols = rows.len() / d;
     let columns = Array2::from_shape_vec((num_cols, d), rows)
         .map_err(|e| Error::InvalidArgument(format!("test columns: {e}")))?;
-    let col_norms: Vec<f64> = columns.outer_iter().map(|c| c.dot(&c).sqrt()).collect();
     for side in &mut sides {
-        side.col_norms = col_norms[side.cols.clone()].to_vec();
         side.build_pair_table(c); // 900 values for C = 9: built whatever the granularity
     }
     Ok(Prepared {
@@ -275,8 +272,6 @@ pub(crate) struct Ctx<'a> {
     normalize: bool,
     /// `−1 / damping`.
     scale: f64,
-    /// `γ` of [`gamma32`] for this `d`.
-    gamma: f64,
     pub errors: &'a [f64],
     prev: &'a [u32],
     next: &'a [u32],
@@ -302,7 +297,6 @@ impl<'a> Ctx<'a> {
             granularity: options.granularity,
             normalize: options.normalization == Normalization::GradientNorm,
             scale: -1.0 / damping,
-            gamma: gamma32(d),
             // Instance influence uses the whole-sequence error vectors.
             errors: if instance {
                 t.instance_errors.as_slice()
@@ -418,8 +412,9 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The item's share of the f32 error bound: `|Δdots_l| ≤ γ ‖f_k‖ ‖col_l‖` (Higham §3.1),
-    /// so `|Δ raw| ≤ γ ‖f_k‖ ‖r_k‖ Σ_l ‖col_l‖ ‖c_l‖`: this returns `‖f_k‖ ‖r_k‖` (over the
+    /// The item's share of the ranking pass's error bound: `|Δdots_l| ≤ errs_l ‖f_k‖`
+    /// ([`RankingColumns::errs`]), so `|Δ raw| ≤ ‖f_k‖ ‖r_k‖ Σ_l errs_l ‖c_l‖`: this returns
+    /// `‖f_k‖ ‖r_k‖` (over the
     /// gradient norm when normalising), or `‖f_k‖` (over the stored norm for cosine) for
     /// nearest neighbours. `‖f_k‖` is bounded for the decoded (f16/int8) row.
     fn token_factor(&self, k: usize) -> f64 {
@@ -443,21 +438,18 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The query's share of the bound: `γ |scale| Σ_l ‖col_l‖ ‖c_l‖`, or `γ ‖f̄‖` (`γ` alone
-    /// for cosine, whose `‖f̄‖` cancels).
-    fn query_factor(&self, side: &TestSide) -> f64 {
+    /// The query's share of the bound: `|scale| Σ_l errs_l ‖c_l‖` over its columns, `errs_0`
+    /// for nearest dot products, `errs_0 / ‖f̄‖` for cosine (see [`RankingColumns::errs`]).
+    fn query_factor(&self, side: &TestSide, errs: &[f64]) -> f64 {
+        let errs = &errs[side.cols.clone()];
         match self.granularity {
-            Granularity::NearestDot => self.gamma * side.col_norms[0],
-            Granularity::NearestCosine => self.gamma,
+            Granularity::NearestDot => errs[0],
+            Granularity::NearestCosine if side.mean_norm > 0.0 => errs[0] / side.mean_norm,
+            Granularity::NearestCosine => 0.0,
             Granularity::Token | Granularity::Instance => {
                 let coef_norms = side.coefs.chunks_exact(self.c).map(|c| dot64(c, c).sqrt());
-                let sum: f64 = side
-                    .col_norms
-                    .iter()
-                    .zip(coef_norms)
-                    .map(|(a, b)| a * b)
-                    .sum();
-                self.gamma * self.scale.abs() * sum
+                let sum: f64 = errs.iter().zip(coef_norms).map(|(a, b)| a * b).sum();
+                self.scale.abs() * sum
             }
         }
     }
@@ -504,14 +496,6 @@ fn dot64(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
-/// the rounding of the test columns to f32 and, for int8 rows, of the decoded values and the
-/// final scaling (Higham, Accuracy and Stability of Numerical Algorithms, §3.1).
-fn gamma32(d: usize) -> f64 {
-    let nu = (d + 4) as f64 * 2f64.powi(-24);
-    nu / (1.0 - nu)
-}
-
 /// Rows per block: a block of decoded rows and its dots stay in cache.
 const BLOCK: usize = 256;
 /// Tokens per parallel chunk (whole sequences, so per-sequence sums stay in one chunk).
@@ -550,39 +534,31 @@ fn exact_block_dots(
     }
 }
 
-/// Rows per block of the ranking pass: larger, to amortise sgemm's packing of the columns.
+/// Rows per block of the ranking pass over a few columns.
 const RANK_BLOCK: usize = 256;
 
-/// f32 dots of rows `[start, end)` with every column by OpenBLAS (sgemv for one column,
-/// sgemm otherwise), into `out` (rb × L, row-major).
-fn ranking_block_dots(
+/// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`]) columns, into `out` (rb × L,
+/// row-major): streaming kernels row by row, decoding f16/int8 in registers (or exact integer
+/// sums against i16 columns for int8, see [`RankingColumns`]); they beat a GEMM call per block
+/// and start no OpenBLAS threads inside ours.
+fn few_block_dots(
     index: &Index,
     prep: &Prepared,
+    ranking: &RankingColumns,
     rows: Range<usize>,
-    decoded: &mut Vec<f32>,
+    scratch: &mut Scratch,
     out: &mut [f32],
 ) {
     let d = index.crf().feature_dim();
-    let (rb, l) = (rows.len(), prep.columns32.nrows());
-    if l <= 4 {
-        // A few columns: streaming kernels row by row (decoding f16/int8 in L1) beat a GEMM
-        // call per block, and start no OpenBLAS threads inside ours.
-        let cols: Vec<&[f32]> = prep
-            .columns32
-            .outer_iter()
-            .map(|c| c.to_slice().unwrap_or(&[]))
-            .collect();
-        index.features.dot_rows(rows, d, &cols, out);
-        return;
+    if let Some(ints) = &ranking.ints {
+        return ints.block_dots(&index.features, rows, d, out, scratch);
     }
-    let x = index.features.rows(rows.start, rows.end, d, decoded);
-    let (Ok(x), Ok(mut y)) = (
-        ArrayView2::from_shape((rb, d), x),
-        ArrayViewMut2::from_shape((rb, l), &mut out[..rb * l]),
-    ) else {
-        return; // cannot happen: `rows` returns rb × d values and `out` holds RANK_BLOCK × L
-    };
-    ndarray::linalg::general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut y);
+    let cols: Vec<&[f32]> = prep
+        .columns32
+        .outer_iter()
+        .map(|c| c.to_slice().unwrap_or(&[]))
+        .collect();
+    index.features.dot_rows(rows, d, &cols, out);
 }
 
 /// Exact scores of every item (tokens, or sequences for instance granularity) against query
@@ -664,7 +640,14 @@ fn exact_item(
 
 /// Ranking pass for a few columns: streaming dot kernels and the per-pair formulas, parallel
 /// over chunks of whole sequences. One TopK per query per chunk.
-fn scan_few<K, O>(ctx: &Ctx, prep: &Prepared, k_ext: usize, keep: &K, offer: &O) -> Vec<Vec<TopK>>
+fn scan_few<K, O>(
+    ctx: &Ctx,
+    prep: &Prepared,
+    ranking: &RankingColumns,
+    k_ext: usize,
+    keep: &K,
+    offer: &O,
+) -> Vec<Vec<TopK>>
 where
     K: Fn(usize) -> bool + Sync,
     O: Fn(&mut TopK, usize, f64) + Sync,
@@ -674,7 +657,7 @@ where
     chunks(index)
         .into_par_iter()
         .map(|(tokens, seqs)| {
-            let mut decoded = Vec::new();
+            let mut scratch = Scratch::default();
             let num_cols = prep.columns32.nrows();
             let mut dots = vec![0.0f32; RANK_BLOCK * num_cols];
             let mut w = vec![0.0; ctx.c];
@@ -683,7 +666,7 @@ where
             let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
             for start in tokens.clone().step_by(RANK_BLOCK) {
                 let end = (start + RANK_BLOCK).min(tokens.end);
-                ranking_block_dots(index, prep, start..end, &mut decoded, &mut dots);
+                few_block_dots(index, prep, ranking, start..end, &mut scratch, &mut dots);
                 for k in start..end {
                     let at = (k - start) * num_cols;
                     let (row, kept) = (&dots[at..at + num_cols], ctx.instance() || keep(k));
@@ -711,6 +694,94 @@ where
         .collect()
 }
 
+/// The pair loop of [`scan_gemm`] when every query has one column `q` (single-token test
+/// segments), without the block matrices `E` and `V`: for a whole row at once (vectorised),
+/// `raw[k,q] = Σ_j r_k[j]·(dots[k,q]·c_q[j] + table[(p_k, n_k), j, q])` (= `dots·E + V`), and
+/// only scores past a keeper's cuts are offered. `block.1` are rows of the block that starts
+/// at token `block.0`.
+fn one_column_pairs<K, O>(
+    ctx: &Ctx,
+    terms: &PairTerms,
+    block: (usize, Range<usize>),
+    dots: ArrayView2<f32>,
+    tops: &mut [TopK],
+    keep: &K,
+    offer: &O,
+) where
+    K: Fn(usize) -> bool + Sync,
+    O: Fn(&mut TopK, usize, f64) + Sync,
+{
+    let (start, rows) = block;
+    let (c, nq) = (ctx.c, tops.len());
+    let mut cuts: Vec<(f64, f64)> = tops.iter().map(TopK::cuts).collect();
+    let mut scores = vec![0.0; nq];
+    let (Some(coefs_t), Some(table)) = (terms.coefs_t.as_slice(), terms.dense.as_slice()) else {
+        return; // cannot happen: standard-layout arrays
+    };
+    for i in rows.filter(|&i| keep(start + i)) {
+        let k = start + i;
+        let Some(d) = dots.row(i).to_slice() else {
+            return; // cannot happen: a row of a standard-layout array
+        };
+        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
+        crate::kernels::one_column_scores(
+            &ctx.errors[k * c..(k + 1) * c],
+            &d[..nq],
+            coefs_t,
+            &table[pn * c * nq..(pn + 1) * c * nq],
+            &mut scores,
+        );
+        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
+        let factor = ctx.finish(1.0, ctx.grad_norm(k));
+        for (q, (&raw, cut)) in scores.iter().zip(&mut cuts).enumerate() {
+            let score = raw * factor;
+            if score <= cut.0 || score >= cut.1 {
+                offer(&mut tops[q], k, score);
+                *cut = tops[q].cuts();
+            }
+        }
+    }
+}
+
+/// Ranking dots of rows `[start, end)` with every column, into `dots` (rb × L): an OpenBLAS
+/// sgemm on the rows decoded to f32 (threaded by OpenBLAS), or for int8 rows against i16
+/// columns the integer GEMM on each thread's share of the rows (see [`RankingColumns`]).
+fn gemm_block_dots(
+    ctx: &Ctx,
+    prep: &Prepared,
+    ranking: &RankingColumns,
+    rows: Range<usize>,
+    scratch: &mut [Scratch],
+    dots: &mut ArrayViewMut2<f32>,
+) {
+    let (index, d, l) = (ctx.index, ctx.d, prep.columns32.nrows());
+    let Some(out) = dots.as_slice_mut() else {
+        return; // cannot happen: a row range of a standard-layout array
+    };
+    if let Some(ints) = &ranking.ints {
+        let per_part = rows.len().div_ceil(scratch.len()).max(1);
+        out.par_chunks_mut(per_part * l)
+            .zip(scratch.par_iter_mut())
+            .enumerate()
+            .for_each(|(p, (out, scratch))| {
+                let first = rows.start + p * per_part;
+                let part = first..(first + per_part).min(rows.end);
+                ints.block_dots(&index.features, part, d, out, scratch);
+            });
+        return;
+    }
+    let rb = rows.len();
+    let decoded = &mut scratch[0].decoded;
+    let x = index.features.rows(rows.start, rows.end, d, decoded);
+    let (Ok(x), Ok(mut y)) = (
+        ArrayView2::from_shape((rb, d), x),
+        ArrayViewMut2::from_shape((rb, l), out),
+    ) else {
+        return; // cannot happen: `rows` returns rb × d values, `dots` is rb × L
+    };
+    general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut y); // rb × L, sgemm
+}
+
 /// Rows per block of the GEMM ranking pass.
 const GEMM_BLOCK: usize = 2048;
 
@@ -721,13 +792,20 @@ const GEMM_BLOCK: usize = 2048;
 /// `g_test·g_k = Σ_{l∈q} dots[k,l] E[k,l] + a_k·G_q`, so a pair costs a few flops after three
 /// GEMMs (OpenBLAS threads them; this loop is sequential). Instance granularity keeps only
 /// `a_k = R_k`, `G_q = G_b` per token.
-fn scan_gemm<K, O>(ctx: &Ctx, prep: &Prepared, k_ext: usize, keep: &K, offer: &O) -> TopKs
+fn scan_gemm<K, O>(
+    ctx: &Ctx,
+    prep: &Prepared,
+    ranking: &RankingColumns,
+    k_ext: usize,
+    keep: &K,
+    offer: &O,
+) -> TopKs
 where
     K: Fn(usize) -> bool + Sync,
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     let index = ctx.index;
-    let (d, n) = (ctx.d, index.num_tokens());
+    let n = index.num_tokens();
     let nq = prep.sides.len();
     let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
     let mut seq_parts = vec![
@@ -742,21 +820,20 @@ where
         nq
     ];
     let terms = PairTerms::new(ctx, prep);
-    let mut decoded = Vec::new();
+    // Single-token segments (one column per query, in query order) take a vectorised pair loop.
+    let one_column = (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1));
+    let threads = rayon::current_num_threads().max(1);
+    let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
     let mut buf = terms.buffers(GEMM_BLOCK);
     let mut dots = Array2::<f32>::zeros((GEMM_BLOCK, prep.columns32.nrows()));
-    let mut part_tops: Vec<Vec<TopK>> = (0..rayon::current_num_threads().max(1))
+    let mut part_tops: Vec<Vec<TopK>> = (0..threads)
         .map(|_| (0..nq).map(|_| TopK::new(k_ext)).collect())
         .collect();
     for start in (0..n).step_by(GEMM_BLOCK) {
         let end = (start + GEMM_BLOCK).min(n);
         let rb = end - start;
-        let x = index.features.rows(start, end, d, &mut decoded);
-        let Ok(x) = ArrayView2::from_shape((rb, d), x) else {
-            continue; // cannot happen: `rows` returns rb × d values
-        };
         let mut dots = dots.slice_mut(s![..rb, ..]);
-        general_mat_mul(1.0, &x, &prep.columns32.t(), 0.0, &mut dots); // rb × L, sgemm
+        gemm_block_dots(ctx, prep, ranking, start..end, &mut scratch, &mut dots);
         let dots = dots.view();
         if ctx.nearest() {
             for (i, row) in dots
@@ -775,13 +852,20 @@ where
             }
             continue;
         }
+        // Each part of the rows has its own keepers, merged at the end (ties break by ids, so
+        // the split does not change the result).
+        let per_part = rb.div_ceil(part_tops.len());
+        if one_column {
+            part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
+                let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
+                one_column_pairs(ctx, &terms, (start, rows), dots, tops, keep, offer);
+            });
+            continue;
+        }
         terms.block(ctx, start..end, &mut buf);
         let (e, v) = (buf.e(), buf.v());
         if !ctx.instance() {
-            // Pairs, row by row (the block's matrices are row-major): each part of the rows
-            // has its own keepers, merged at the end (ties break by ids, so the split does not
-            // change the result).
-            let per_part = rb.div_ceil(part_tops.len());
+            // Pairs, row by row (the block's matrices are row-major).
             part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
                 let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
                 for i in rows.filter(|&i| keep(start + i)) {
@@ -827,6 +911,8 @@ where
 pub(crate) struct PairTerms {
     /// L × C: every column's coefficient vector `c_l`.
     coefs: Array2<f64>,
+    /// Its transpose (C × L), for the one-column pair loop.
+    coefs_t: Array2<f64>,
     /// Instance granularity: Q × C, each query's `G_b` (then `V = R·denseᵀ`, a dgemm).
     /// Token granularity: ((C+1)²·C) × Q, every query's [`TestSide::pair_table`] as a
     /// column, so that `V[k,q] = Σ_j r_k[j] table[(p_k, n_k, j), q]`: C multiply-adds a pair,
@@ -856,6 +942,7 @@ impl PairTerms {
             }),
         };
         PairTerms {
+            coefs_t: coefs.t().as_standard_layout().into_owned(),
             coefs,
             dense,
             instance: ctx.instance(),
@@ -966,9 +1053,10 @@ where
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
     // (`k` is already capped at the number of items by the caller.)
     let k_ext = k.saturating_add(k.max(32));
-    let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= 4 {
-        true => scan_few(&ctx, prep, k_ext, keep, offer),
-        false => vec![scan_gemm(&ctx, prep, k_ext, keep, offer)],
+    let ranking = RankingColumns::new(index, &prep.columns);
+    let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= FEW {
+        true => scan_few(&ctx, prep, &ranking, k_ext, keep, offer),
+        false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, offer)],
     };
     let item_factor = max_item_factor(&ctx, keep);
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
@@ -984,7 +1072,7 @@ where
         .enumerate()
         .map(|(q, approx)| {
             let side = &prep.sides[q];
-            let max_bound = ctx.query_factor(side) * item_factor;
+            let max_bound = ctx.query_factor(side, &ranking.errs) * item_factor;
             let (mut decoded, mut w) = (Vec::new(), vec![0.0; ctx.c]);
             let full = approx.is_full();
             let (worst_low, worst_high) = (approx.worst_supporting(), approx.worst_opposing());

@@ -74,6 +74,12 @@ impl TopK {
         !(score > self.low_cut && score < self.high_cut)
     }
 
+    /// `(low, high)`: a score strictly between them cannot enter either end ([`TopK::admits`]).
+    #[inline]
+    pub fn cuts(&self) -> (f64, f64) {
+        (self.low_cut, self.high_cut)
+    }
+
     /// Offers one score to both ends.
     #[inline]
     pub fn offer(&mut self, score: f64, doc_id: u64, position: u32, row: u64, label: u32) {
