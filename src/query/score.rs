@@ -713,7 +713,7 @@ fn one_column_pairs<K, O>(
 {
     let (start, rows) = block;
     let (c, nq) = (ctx.c, tops.len());
-    let mut cuts: Vec<(f64, f64)> = tops.iter().map(TopK::cuts).collect();
+    let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; nq];
     let (Some(coefs_t), Some(table)) = (terms.coefs_t.as_slice(), terms.dense.as_slice()) else {
         return; // cannot happen: standard-layout arrays
@@ -724,20 +724,22 @@ fn one_column_pairs<K, O>(
             return; // cannot happen: a row of a standard-layout array
         };
         let pn = pair_class(ctx.prev[k], ctx.next[k], c);
-        crate::kernels::one_column_scores(
+        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
+        let outside = crate::kernels::one_column_scores(
             &ctx.errors[k * c..(k + 1) * c],
             &d[..nq],
-            coefs_t,
-            &table[pn * c * nq..(pn + 1) * c * nq],
+            (coefs_t, &table[pn * c * nq..(pn + 1) * c * nq]),
+            ctx.finish(1.0, ctx.grad_norm(k)),
+            (&low, &high),
             &mut scores,
         );
-        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
-        let factor = ctx.finish(1.0, ctx.grad_norm(k));
-        for (q, (&raw, cut)) in scores.iter().zip(&mut cuts).enumerate() {
-            let score = raw * factor;
-            if score <= cut.0 || score >= cut.1 {
+        if !outside {
+            continue; // the common case once every keeper is full
+        }
+        for (q, &score) in scores.iter().enumerate() {
+            if score <= low[q] || score >= high[q] {
                 offer(&mut tops[q], k, score);
-                *cut = tops[q].cuts();
+                (low[q], high[q]) = tops[q].cuts();
             }
         }
     }
