@@ -408,15 +408,32 @@ mod tests {
         let mut out = vec![0.0; q];
         let wide = (vec![-1e9; q], vec![1e9; q]);
         let cuts = (wide.0.as_slice(), wide.1.as_slice());
-        assert!(!one_column_scores(&r, &dots, (&coefs_t, &table), -2.0, cuts, &mut out));
+        assert!(!one_column_scores(
+            &r,
+            &dots,
+            (&coefs_t, &table),
+            -2.0,
+            cuts,
+            &mut out
+        ));
         for (got, want) in out.iter().zip(&want) {
-            assert!((got - want).abs() <= 1e-12 * (1.0 + want.abs()), "{got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * (1.0 + want.abs()),
+                "{got} vs {want}"
+            );
         }
         // Only the last column's cuts let its score through.
         let mut narrow = wide.clone();
         narrow.1[q - 1] = want[q - 1] - 1e-6;
         let cuts = (narrow.0.as_slice(), narrow.1.as_slice());
-        assert!(one_column_scores(&r, &dots, (&coefs_t, &table), -2.0, cuts, &mut out));
+        assert!(one_column_scores(
+            &r,
+            &dots,
+            (&coefs_t, &table),
+            -2.0,
+            cuts,
+            &mut out
+        ));
     }
 
     #[test]

@@ -358,6 +358,7 @@ impl IndexBuilder {
                 losses: Column::Owned(self.seq_losses),
                 grad_norms: Column::Owned(self.seq_grad_norms),
             },
+            derived: Default::default(),
         })
     }
 }

@@ -318,6 +318,7 @@ impl Index {
                 losses: col!("seq_losses"),
                 grad_norms: col!("seq_grad_norms"),
             },
+            derived: Default::default(),
         };
         index.check_structure().map_err(format)?;
         Ok(index)

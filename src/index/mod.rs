@@ -6,7 +6,7 @@ mod column;
 pub(crate) mod file;
 mod storage;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use build::{BuildOptions, IndexBuilder, Progress, TrainingSequence};
 pub use file::IndexInfo;
@@ -73,6 +73,16 @@ pub struct Index {
     pub(crate) features: FeatureRows,
     pub(crate) tokens: TokenColumns,
     pub(crate) seqs: SequenceColumns,
+    pub(crate) derived: Arc<Derived>,
+}
+
+/// What queries derive from an index once and reuse (in memory only, never saved).
+#[derive(Debug, Default)]
+pub(crate) struct Derived {
+    /// The largest factor of the ranking pass's error bound over all items, per granularity
+    /// and normalisation (`query::score::max_item_factor`): one pass over every token's `r_k`
+    /// and norms, which single queries would otherwise repeat each time.
+    pub max_item_factor: [OnceLock<f64>; 8],
 }
 
 impl Index {

@@ -1009,20 +1009,28 @@ impl BlockBuffers {
 
 type TopKs = Vec<TopK>;
 
-/// The largest item factor of the error bound ([`Ctx::token_factor`]) over the items `keep`
-/// lets through; for instance granularity summed per sequence (then over its gradient norm
-/// when normalising).
-fn max_item_factor(ctx: &Ctx, keep: &(impl Fn(usize) -> bool + Sync)) -> f64 {
+/// The largest item factor of the error bound ([`Ctx::token_factor`]) over all items (so
+/// also over those a filter lets through); for instance granularity summed per sequence (then
+/// over its gradient norm when normalising). Computed once per index and options
+/// ([`crate::index::Derived`]).
+fn max_item_factor(ctx: &Ctx) -> f64 {
+    let slot = match ctx.granularity {
+        Granularity::Token => 0,
+        Granularity::Instance => 1,
+        Granularity::NearestDot => 2,
+        Granularity::NearestCosine => 3,
+    } * 2
+        + usize::from(ctx.normalize);
+    *ctx.index.derived.max_item_factor[slot].get_or_init(|| compute_max_item_factor(ctx))
+}
+
+fn compute_max_item_factor(ctx: &Ctx) -> f64 {
     let index = ctx.index;
     chunks(index)
         .into_par_iter()
         .map(|(tokens, seqs)| match ctx.instance() {
-            false => tokens
-                .filter(|&k| keep(k))
-                .map(|k| ctx.token_factor(k))
-                .fold(0.0, f64::max),
+            false => tokens.map(|k| ctx.token_factor(k)).fold(0.0, f64::max),
             true => seqs
-                .filter(|&s| keep(s))
                 .map(|s| {
                     let sum: f64 = index.sequence_tokens(s).map(|k| ctx.token_factor(k)).sum();
                     match ctx.normalize {
@@ -1060,7 +1068,7 @@ where
         true => scan_few(&ctx, prep, &ranking, k_ext, keep, offer),
         false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, offer)],
     };
-    let item_factor = max_item_factor(&ctx, keep);
+    let item_factor = max_item_factor(&ctx);
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
     let index = ctx.index;
     for tops in results {
