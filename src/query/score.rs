@@ -333,6 +333,19 @@ impl<'a> Ctx<'a> {
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
     fn token_score<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D]) -> f64 {
+        let pn = pair_class(self.prev[k], self.next[k], self.c);
+        self.token_score_in(side, k, pn, dots)
+    }
+
+    /// [`Ctx::token_score`] given the token's [`pair_class`] `pn`.
+    #[inline]
+    fn token_score_in<D: Copy + Into<f64>>(
+        &self,
+        side: &TestSide,
+        k: usize,
+        pn: usize,
+        dots: &[D],
+    ) -> f64 {
         if self.nearest() {
             let mut sim: f64 = dots[0].into();
             if self.granularity == Granularity::NearestCosine {
@@ -343,7 +356,6 @@ impl<'a> Ctx<'a> {
         }
         // r_k · (Σ_l dots_l c_l + table[(p_k, n_k)]): two or three length-C dot products.
         let (c, r) = (self.c, self.r(k));
-        let pn = pair_class(self.prev[k], self.next[k], c);
         let raw = dots
             .iter()
             .zip(side.coefs.chunks_exact(c))
@@ -491,9 +503,21 @@ fn add(w: &mut [f64], v: &[f64]) {
     w.iter_mut().zip(v).for_each(|(a, b)| *a += b);
 }
 
+/// `Σ a_j b_j` over label vectors (length C), in four partial sums: a C-long chain of
+/// dependent adds was most of a token's scoring time.
 #[inline]
 fn dot64(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut s = [0.0f64; 4];
+    let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = (ac.remainder().iter().zip(bc.remainder()))
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..4 {
+            s[i] += x[i] * y[i];
+        }
+    }
+    (s[0] + s[1]) + (s[2] + s[3]) + tail
 }
 
 /// Rows per block: a block of decoded rows and its dots stay in cache.
@@ -664,6 +688,12 @@ where
             let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
             // Instance granularity: per query, the approximate token shares of each sequence.
             let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
+            // The chunk's pair classes in one tight pass over the label columns: read token by
+            // token between the feature rows, they stalled the scoring on cache misses (the
+            // prefetchers follow the feature stream, not two 4-byte columns beside it).
+            let classes: Vec<usize> = (tokens.clone())
+                .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
+                .collect();
             for start in tokens.clone().step_by(RANK_BLOCK) {
                 let end = (start + RANK_BLOCK).min(tokens.end);
                 few_block_dots(index, prep, ranking, start..end, &mut scratch, &mut dots);
@@ -676,7 +706,8 @@ where
                             seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
                                 ctx.instance_part(side, k, dk, &mut w);
                         } else {
-                            offer(&mut tops[q], k, ctx.token_score(side, k, dk));
+                            let pn = classes[k - tokens.start];
+                            offer(&mut tops[q], k, ctx.token_score_in(side, k, pn, dk));
                         }
                     }
                 }
