@@ -315,6 +315,35 @@ pub fn one_column_scores(
     outside
 }
 
+/// A block's raw single-token scores against one single-token query (DESIGN.md §3, see
+/// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(dots[i]·coefs[j] +
+/// table[classes[i], j])` with `r` rows × C and `table` ((C+1)² × C) the query's
+/// per-(previous, next label) rows. Each row's sum in four partial sums, as `token_score`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn token_raws(
+    r: &[f64],
+    dots: &[f32],
+    classes: &[usize],
+    (coefs, table): (&[f64], &[f64]),
+    out: &mut [f64],
+) {
+    let c = coefs.len();
+    let rows = r.chunks_exact(c.max(1)).zip(dots).zip(classes);
+    for (o, ((r, &x), &pn)) in out.iter_mut().zip(rows) {
+        let (x, t) = (f64::from(x), &table[pn * c..(pn + 1) * c]);
+        let mut s = [0.0f64; 4];
+        let mut j = 0;
+        while j + 4 <= c {
+            for i in 0..4 {
+                s[i] = r[j + i].mul_add(x.mul_add(coefs[j + i], t[j + i]), s[i]);
+            }
+            j += 4;
+        }
+        let tail = (j..c).fold(0.0, |a, j| r[j].mul_add(x.mul_add(coefs[j], t[j]), a));
+        *o = (s[0] + s[1]) + (s[2] + s[3]) + tail;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
