@@ -559,7 +559,7 @@ fn exact_block_dots(
 }
 
 /// Rows per block of the ranking pass over a few columns.
-const RANK_BLOCK: usize = 256;
+const RANK_BLOCK: usize = 1024;
 
 /// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`]) columns, into `out` (rb × L,
 /// row-major): streaming kernels row by row, decoding f16/int8 in registers (or exact integer
