@@ -10,26 +10,13 @@
 
 mod common;
 
-use common::{best_of, Rng};
+use common::{best_of, stream, Rng};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ndarray::{s, Array2};
 use seginf::{BuildOptions, Index, IndexBuilder, Query, Storage, TestSegment};
-
-/// Sums the bytes as u64 words with 4 independent accumulators: a plain streaming read.
-fn stream(bytes: &[u8]) -> u64 {
-    let mut acc = [0u64; 4];
-    for chunk in bytes.chunks_exact(32) {
-        for i in 0..4 {
-            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(
-                chunk[i * 8..i * 8 + 8].try_into().unwrap(),
-            ));
-        }
-    }
-    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
-}
 
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

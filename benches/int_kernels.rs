@@ -22,7 +22,7 @@ mod common;
 #[allow(dead_code, clippy::needless_range_loop)]
 mod int_kernels;
 
-use common::{best_of, Rng};
+use common::{best_of, stream, Rng};
 use std::process::Command;
 
 use int_kernels::{dot_rows_i8_i16, gemm_i8_i16, vnni_available, PackedCols};
@@ -32,19 +32,6 @@ use ndarray::{s, Array2};
 /// Rows per `gemm_i8_i16` call and per `dot_rows_i8_i16` call (as the caller blocks them).
 const GEMM_BLOCK: usize = 2048;
 const DOT_BLOCK: usize = 256;
-
-/// Sums the bytes as u64 words with 4 independent accumulators: a plain streaming read.
-fn stream(bytes: &[u8]) -> u64 {
-    let mut acc = [0u64; 4];
-    for chunk in bytes.chunks_exact(32) {
-        for i in 0..4 {
-            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(
-                chunk[i * 8..i * 8 + 8].try_into().unwrap(),
-            ));
-        }
-    }
-    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
-}
 
 /// The fastest of `reps` runs of `f` and of `g`, in seconds, the two taking turns (so that
 /// a busy spell on the shared machine slows both, not just one side of the ratio).

@@ -244,6 +244,10 @@ mod x86 {
         is_x86_feature_detected!("avx2")
     }
 
+    /// A GEMM body: rows, d, rb, the packed columns, out, and scratch for rb rounded up to
+    /// its micro-tile's rows × KC widened values.
+    type GemmKernel = unsafe fn(&[i8], usize, usize, &PackedCols, &mut [i32], &mut [i16]);
+
     /// [`super::gemm_i8_i16`] with AVX-512 VNNI; `false` without it.
     pub fn gemm_vnni(
         rows: &[i8],
@@ -252,20 +256,42 @@ mod x86 {
         out: &mut [i32],
         scratch: &mut Vec<i16>,
     ) -> bool {
-        if !vnni() {
-            return false;
-        }
+        vnni() && gemm_with((gemm_vnni_impl, MR), rows, d, cols, out, scratch)
+    }
+
+    /// [`super::gemm_i8_i16`] with AVX2; `false` without it.
+    pub fn gemm_avx2(
+        rows: &[i8],
+        d: usize,
+        cols: &PackedCols,
+        out: &mut [i32],
+        scratch: &mut Vec<i16>,
+    ) -> bool {
+        avx2() && gemm_with((gemm_avx2_impl, MR_AVX2), rows, d, cols, out, scratch)
+    }
+
+    /// Checks the shapes, sizes `scratch` and runs `kernel` (micro-tiles of `mr` rows), whose
+    /// CPU features the caller checked.
+    fn gemm_with(
+        (kernel, mr): (GemmKernel, usize),
+        rows: &[i8],
+        d: usize,
+        cols: &PackedCols,
+        out: &mut [i32],
+        scratch: &mut Vec<i16>,
+    ) -> bool {
         let rb = gemm_shape(rows, d, cols, out);
         if rb == 0 || cols.l == 0 {
             return true;
         }
-        let rb_pad = rb.next_multiple_of(MR);
+        let rb_pad = rb.next_multiple_of(mr);
         if scratch.len() < rb_pad * KC {
             scratch.resize(rb_pad * KC, 0);
         }
-        // SAFETY: the features were checked above; `gemm_shape` checked `rows` (rb × d),
-        // `out` (rb × L) and the packing's d, and `scratch` holds rb_pad × KC.
-        unsafe { gemm_vnni_impl(rows, d, rb, cols, out, scratch) };
+        // SAFETY: the kernel's features were checked by the callers; `gemm_shape` checked
+        // `rows` (rb × d), `out` (rb × L) and the packing's d, and `scratch` holds rb_pad × KC
+        // with rb_pad a multiple of the kernel's micro-tile rows.
+        unsafe { kernel(rows, d, rb, cols, out, scratch) };
         true
     }
 
@@ -415,30 +441,6 @@ mod x86 {
         }
     }
 
-    /// [`super::gemm_i8_i16`] with AVX2; `false` without it.
-    pub fn gemm_avx2(
-        rows: &[i8],
-        d: usize,
-        cols: &PackedCols,
-        out: &mut [i32],
-        scratch: &mut Vec<i16>,
-    ) -> bool {
-        if !avx2() {
-            return false;
-        }
-        let rb = gemm_shape(rows, d, cols, out);
-        if rb == 0 || cols.l == 0 {
-            return true;
-        }
-        let rb_pad = rb.next_multiple_of(MR_AVX2);
-        if scratch.len() < rb_pad * KC {
-            scratch.resize(rb_pad * KC, 0);
-        }
-        // SAFETY: as in `gemm_vnni`, with AVX2 checked above and rb_pad a multiple of MR_AVX2.
-        unsafe { gemm_avx2_impl(rows, d, rb, cols, out, scratch) };
-        true
-    }
-
     /// Rows per AVX2 micro-tile: 6 × 16 columns = 12 ymm accumulators, 2 for B, 1 broadcast
     /// of the 16 registers.
     const MR_AVX2: usize = 6;
@@ -566,25 +568,39 @@ mod x86 {
         }
     }
 
+    /// One of the few-column kernels, `N` = 1..=4 columns (index `N − 1`).
+    type DotKernel = unsafe fn(*const i8, usize, usize, [*const i16; 4], *mut i32, usize);
+
     /// [`super::dot_rows_i8_i16`] with AVX-512 VNNI; `false` without it.
     pub fn dot_rows_vnni(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) -> bool {
-        if !vnni() {
-            return false;
-        }
+        let kernels: [DotKernel; 4] = [dot_vnni::<1>, dot_vnni::<2>, dot_vnni::<3>, dot_vnni::<4>];
+        vnni() && dot_rows_with(kernels, rows, d, cols, out)
+    }
+
+    /// [`super::dot_rows_i8_i16`] with AVX2; `false` without it.
+    pub fn dot_rows_avx2(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) -> bool {
+        let kernels: [DotKernel; 4] = [dot_avx2::<1>, dot_avx2::<2>, dot_avx2::<3>, dot_avx2::<4>];
+        avx2() && dot_rows_with(kernels, rows, d, cols, out)
+    }
+
+    /// Runs the columns 4 at a time through `kernels`, whose CPU features the caller checked.
+    fn dot_rows_with(
+        kernels: [DotKernel; 4],
+        rows: &[i8],
+        d: usize,
+        cols: &[&[i16]],
+        out: &mut [i32],
+    ) -> bool {
         let rb = dot_shape(rows, d, cols, out);
         let l = cols.len();
         for (g, cg) in cols.chunks(4).enumerate() {
             let ptrs: [*const i16; 4] = std::array::from_fn(|i| cg[i.min(cg.len() - 1)].as_ptr());
-            // SAFETY: the features were checked above; `dot_shape` checked rows (rb × d),
-            // each column (d) and out (rb × L), and columns 4g + i < L are written only.
+            // SAFETY: the kernels' features were checked by the callers; `dot_shape` checked
+            // rows (rb × d), each column (d) and out (rb × L), and columns 4g + i < L are
+            // written only.
             unsafe {
                 let (r, o) = (rows.as_ptr(), out.as_mut_ptr().add(4 * g));
-                match cg.len() {
-                    1 => dot_vnni::<1>(r, rb, d, ptrs, o, l),
-                    2 => dot_vnni::<2>(r, rb, d, ptrs, o, l),
-                    3 => dot_vnni::<3>(r, rb, d, ptrs, o, l),
-                    _ => dot_vnni::<4>(r, rb, d, ptrs, o, l),
-                }
+                kernels[cg.len() - 1](r, rb, d, ptrs, o, l);
             }
         }
         true
@@ -636,29 +652,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    /// [`super::dot_rows_i8_i16`] with AVX2; `false` without it.
-    pub fn dot_rows_avx2(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) -> bool {
-        if !avx2() {
-            return false;
-        }
-        let rb = dot_shape(rows, d, cols, out);
-        let l = cols.len();
-        for (g, cg) in cols.chunks(4).enumerate() {
-            let ptrs: [*const i16; 4] = std::array::from_fn(|i| cg[i.min(cg.len() - 1)].as_ptr());
-            // SAFETY: as in `dot_rows_vnni`, with AVX2 checked above.
-            unsafe {
-                let (r, o) = (rows.as_ptr(), out.as_mut_ptr().add(4 * g));
-                match cg.len() {
-                    1 => dot_avx2::<1>(r, rb, d, ptrs, o, l),
-                    2 => dot_avx2::<2>(r, rb, d, ptrs, o, l),
-                    3 => dot_avx2::<3>(r, rb, d, ptrs, o, l),
-                    _ => dot_avx2::<4>(r, rb, d, ptrs, o, l),
-                }
-            }
-        }
-        true
     }
 
     /// As [`dot_vnni`] with AVX2: 16 values per `vpmovsxbw`, `vpmaddwd` + `vpaddd`, one row

@@ -43,3 +43,16 @@ pub fn random_crf(rng: &mut Rng, c: usize, d: usize, weight_scale: f64) -> Crf {
     )
     .expect("finite parameters make a valid CRF")
 }
+
+/// Sums the bytes as u64 words with 4 independent accumulators: a plain streaming read.
+pub fn stream(bytes: &[u8]) -> u64 {
+    let mut acc = [0u64; 4];
+    for chunk in bytes.chunks_exact(32) {
+        for i in 0..4 {
+            acc[i] = acc[i].wrapping_add(u64::from_le_bytes(
+                chunk[i * 8..i * 8 + 8].try_into().unwrap(),
+            ));
+        }
+    }
+    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
+}

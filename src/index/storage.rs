@@ -15,7 +15,8 @@ pub enum Storage {
     /// 2 bytes per value (IEEE half): ~1e-3 relative error per value, range ±65504.
     F16,
     /// 1 byte per value plus one f32 scale per row (`f ≈ scale · q`, `q ∈ [-127, 127]`,
-    /// `scale = max|f| / 127`): ~0.4 % of the row's largest value per entry.
+    /// `scale = max|f| / 127`): ~0.4 % of the row's largest value per entry. Queries rank
+    /// these rows with exact integer dot products (`query/ranking.rs`).
     Int8,
 }
 

@@ -663,7 +663,7 @@ fn exact_item(
 }
 
 /// Ranking pass for a few columns: streaming dot kernels and the per-pair formulas, parallel
-/// over chunks of whole sequences. One TopK per query per chunk.
+/// over chunks of whole sequences. One TopK per query per rayon task.
 fn scan_few<K, O>(
     ctx: &Ctx,
     prep: &Prepared,
