@@ -357,9 +357,15 @@ fn batch_matches_single_queries(index: &Arc<Index>, test: &[Seq]) {
         .chain(segments.iter().step_by(2).take(3))
         .copied()
         .collect();
-    for normalization in [Normalization::None, Normalization::GradientNorm] {
+    let filters = [(None, vec![]), (Some(vec![1, 3]), vec![1000, 1007, 1021])];
+    for (normalization, (labels, excluded)) in [Normalization::None, Normalization::GradientNorm]
+        .into_iter()
+        .flat_map(|n| filters.clone().map(|f| (n, f)))
+    {
         let mut query = Query::new(Arc::clone(index));
         query.options.normalization = normalization;
+        query.options.labels = labels.clone();
+        query.options.excluded_docs = excluded.iter().copied().collect();
         let batch = query.run_batch(&single, 15).unwrap();
         assert_eq!(query.exact_fallbacks(), 0, "{:?}", index.storage());
         for (seg, hits) in single.iter().zip(&batch) {
@@ -369,7 +375,14 @@ fn batch_matches_single_queries(index: &Arc<Index>, test: &[Seq]) {
                     .map(|h| (h.score, h.doc_id, h.position))
                     .collect::<Vec<_>>()
             };
-            let what = format!("{normalization:?}, {:?}", index.storage());
+            let what = format!("{normalization:?}, {labels:?}, {:?}", index.storage());
+            for h in hits.supporting.iter().chain(&hits.opposing) {
+                assert!(
+                    labels.as_ref().is_none_or(|l| l.contains(&h.label)),
+                    "{what}"
+                );
+                assert!(!excluded.contains(&h.doc_id), "{what}");
+            }
             assert_eq!(
                 got(&hits.supporting),
                 expected_top(index, &scores, 15, false),
