@@ -676,88 +676,127 @@ where
     K: Fn(usize) -> bool + Sync,
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
-    let index = ctx.index;
-    let nq = prep.sides.len();
-    let num_cols = prep.columns32.nrows();
-    // One single-token query (the common single query): a block's raw scores at once.
-    let one = match prep.sides.as_slice() {
-        [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
-        _ => None,
+    let scan = FewScan {
+        ctx,
+        prep,
+        ranking,
+        // One single-token query (the common single query): a block's raw scores at once.
+        one: match prep.sides.as_slice() {
+            [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
+            _ => None,
+        },
+        keep,
+        offer,
     };
     // Keepers and buffers per rayon task rather than per chunk: fewer heaps to fill (their
     // cuts tighten sooner) and no fresh buffers per chunk.
-    let fresh = || {
-        let tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
-        let dots = vec![0.0f32; RANK_BLOCK * num_cols];
-        (tops, dots, vec![0.0; RANK_BLOCK], Scratch::default())
+    let fresh = || FewState {
+        tops: (0..prep.sides.len()).map(|_| TopK::new(k_ext)).collect(),
+        dots: vec![0.0f32; RANK_BLOCK * prep.columns32.nrows()],
+        raws: vec![0.0; RANK_BLOCK],
+        scratch: Scratch::default(),
     };
-    chunks(index)
+    chunks(ctx.index)
         .into_par_iter()
-        .fold(
-            fresh,
-            |(mut tops, mut dots, mut raws, mut scratch), (tokens, seqs)| {
-                let mut w = vec![0.0; ctx.c];
-                // Instance granularity: per query, the approximate token shares of each sequence.
-                let mut seq_parts =
-                    vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
-                // The chunk's pair classes in one tight pass over the label columns: read token by
-                // token between the feature rows, they stalled the scoring on cache misses (the
-                // prefetchers follow the feature stream, not two 4-byte columns beside it).
-                let classes: Vec<usize> = (tokens.clone())
-                    .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
-                    .collect();
-                for start in tokens.clone().step_by(RANK_BLOCK) {
-                    let end = (start + RANK_BLOCK).min(tokens.end);
-                    few_block_dots(index, prep, ranking, start..end, &mut scratch, &mut dots);
-                    if let Some(side) = one {
-                        let (c, first) = (ctx.c, start - tokens.start);
-                        let raws = &mut raws[..end - start];
-                        crate::kernels::token_raws(
-                            &ctx.errors[start * c..end * c],
-                            &dots[..end - start],
-                            &classes[first..first + (end - start)],
-                            (&side.coefs, &side.pair_table),
-                            raws,
-                        );
-                        for (k, &raw) in (start..end).zip(raws.iter()) {
-                            let score = ctx.finish(raw, ctx.grad_norm(k));
-                            if tops[0].admits(score) && keep(k) {
-                                offer(&mut tops[0], k, score);
-                            }
-                        }
+        .fold(fresh, |mut state, (tokens, seqs)| {
+            scan.chunk(&mut state, tokens, seqs);
+            state
+        })
+        .map(|state| state.tops)
+        .collect()
+}
+
+/// What [`scan_few`] shares between chunks.
+struct FewScan<'a, K, O> {
+    ctx: &'a Ctx<'a>,
+    prep: &'a Prepared,
+    ranking: &'a RankingColumns,
+    /// The test side when the batch is one single-token query.
+    one: Option<&'a TestSide>,
+    keep: &'a K,
+    offer: &'a O,
+}
+
+/// A rayon task's keepers and buffers in [`scan_few`].
+struct FewState {
+    tops: Vec<TopK>,
+    dots: Vec<f32>,
+    raws: Vec<f64>,
+    scratch: Scratch,
+}
+
+impl<K, O> FewScan<'_, K, O>
+where
+    K: Fn(usize) -> bool + Sync,
+    O: Fn(&mut TopK, usize, f64) + Sync,
+{
+    /// Scores the chunk's tokens (sequences `seqs`) block by block into `state.tops`.
+    fn chunk(&self, state: &mut FewState, tokens: Range<usize>, seqs: Range<usize>) {
+        let (ctx, prep, keep, offer) = (self.ctx, self.prep, self.keep, self.offer);
+        let FewState {
+            tops,
+            dots,
+            raws,
+            scratch,
+        } = state;
+        let (nq, num_cols) = (prep.sides.len(), prep.columns32.nrows());
+        let mut w = vec![0.0; ctx.c];
+        // Instance granularity: per query, the approximate token shares of each sequence.
+        let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
+        // The chunk's pair classes in one tight pass over the label columns: read token by
+        // token between the feature rows, they stalled the scoring on cache misses (the
+        // prefetchers follow the feature stream, not two 4-byte columns beside it).
+        let classes: Vec<usize> = (tokens.clone())
+            .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
+            .collect();
+        for start in tokens.clone().step_by(RANK_BLOCK) {
+            let end = (start + RANK_BLOCK).min(tokens.end);
+            few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
+            if let Some(side) = self.one {
+                let (c, first) = (ctx.c, start - tokens.start);
+                let raws = &mut raws[..end - start];
+                crate::kernels::token_raws(
+                    &ctx.errors[start * c..end * c],
+                    &dots[..end - start],
+                    &classes[first..first + (end - start)],
+                    (&side.coefs, &side.pair_table),
+                    raws,
+                );
+                for (k, &raw) in (start..end).zip(raws.iter()) {
+                    let score = ctx.finish(raw, ctx.grad_norm(k));
+                    if tops[0].admits(score) && keep(k) {
+                        offer(&mut tops[0], k, score);
+                    }
+                }
+                continue;
+            }
+            for k in start..end {
+                let at = (k - start) * num_cols;
+                let row = &dots[at..at + num_cols];
+                for (q, side) in prep.sides.iter().enumerate() {
+                    let dk = &row[side.cols.clone()];
+                    if ctx.instance() {
+                        seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
+                            ctx.instance_part(side, k, dk, &mut w);
                         continue;
                     }
-                    for k in start..end {
-                        let at = (k - start) * num_cols;
-                        let row = &dots[at..at + num_cols];
-                        for (q, side) in prep.sides.iter().enumerate() {
-                            let dk = &row[side.cols.clone()];
-                            if ctx.instance() {
-                                seq_parts[q][ctx.seq_of[k] as usize - seqs.start] +=
-                                    ctx.instance_part(side, k, dk, &mut w);
-                                continue;
-                            }
-                            let score = ctx.token_score_in(side, k, classes[k - tokens.start], dk);
-                            // Filters are asked only about the few scores a keeper would take.
-                            if tops[q].admits(score) && keep(k) {
-                                offer(&mut tops[q], k, score);
-                            }
-                        }
+                    let score = ctx.token_score_in(side, k, classes[k - tokens.start], dk);
+                    // Filters are asked only about the few scores a keeper would take.
+                    if tops[q].admits(score) && keep(k) {
+                        offer(&mut tops[q], k, score);
                     }
                 }
-                for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
-                    for (i, &part) in seq_parts[q].iter().enumerate() {
-                        let s = seqs.start + i;
-                        if keep(s) {
-                            offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
-                        }
-                    }
+            }
+        }
+        for (q, side) in prep.sides.iter().enumerate().filter(|_| ctx.instance()) {
+            for (i, &part) in seq_parts[q].iter().enumerate() {
+                let s = seqs.start + i;
+                if keep(s) {
+                    offer(&mut tops[q], s, ctx.sequence_score(side, s, part));
                 }
-                (tops, dots, raws, scratch)
-            },
-        )
-        .map(|(tops, ..)| tops)
-        .collect()
+            }
+        }
+    }
 }
 
 /// The pair loop of [`scan_gemm`] when every query has one column `q` (single-token test
