@@ -211,6 +211,36 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The bound holds for any dimension, row scale and column shape, spiky ones included
+        /// (one huge entry makes the quantisation step coarse for all the others).
+        #[test]
+        fn quantised_dots_stay_within_their_bound_for_any_shape(
+            d in 1usize..400,
+            seed in 0u64..1000,
+            s_k in 1e-6f32..1e3,
+            spike in 0.0f64..1e6,
+        ) {
+            let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            };
+            let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
+            col[0] += spike;
+            let (u, scale, err) = quantize(ArrayView1::from(&col), int_column_limit(d));
+            let q: Vec<i8> = (0..d).map(|_| (next() * 127.0).round() as i8).collect();
+            let decoded: Vec<f32> = q.iter().map(|&v| f32::from(v) * s_k).collect();
+            let exact: f64 = decoded.iter().zip(&col).map(|(&f, &c)| f64::from(f) * c).sum();
+            let int: i64 = q.iter().zip(&u).map(|(&a, &b)| i64::from(a) * i64::from(b)).sum();
+            let approx = (int as f64 * (f64::from(s_k) * scale)) as f32;
+            let f_norm = decoded.iter().map(|&f| f64::from(f).powi(2)).sum::<f64>().sqrt();
+            proptest::prop_assert!((f64::from(approx) - exact).abs() <= err * f_norm);
+        }
+    }
+
     #[test]
     fn column_limit_keeps_every_sum_in_i32() {
         for d in [1, 768, 1024, 4096, 100_000] {
