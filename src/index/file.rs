@@ -177,31 +177,11 @@ impl Index {
     /// answer), label ranges and sequence offsets, and that it was built for `crf`.
     pub fn open(path: &Path, crf: Arc<Crf>) -> Result<Index> {
         let format = |m: String| Error::Format(format!("{}: {m}", path.display()));
-        let file = File::open(path)
-            .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
-        let map = Arc::new(
-            map_file(&file)
-                .map_err(|e| Error::Io(format!("cannot map {}: {e}", path.display())))?,
-        );
+        let map = Arc::new(map_path(path)?);
         let st = SafeTensors::deserialize(&map)
             .map_err(|e| format(format!("not a valid safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| format(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let field = |k: &str| {
-            meta.get(k).cloned().ok_or_else(|| {
-                format(format!(
-                    "metadata field {k:?} is missing (not a seginf index?)"
-                ))
-            })
-        };
-        let number = |k: &str| -> Result<usize> {
-            field(k)?
-                .parse::<usize>()
-                .map_err(|_| format(format!("metadata field {k:?} is not a number")))
-        };
-        if field("format")? != FORMAT {
-            return Err(format(format!("metadata format is not {FORMAT:?}")));
-        }
+        let header = Header::read(path, &map)?;
+        let (field, number) = (|k| header.field(k), |k| header.number(k));
         let version = field("format_version")?;
         if version != FORMAT_VERSION {
             return Err(Error::Unsupported(format!(
@@ -226,8 +206,7 @@ impl Index {
                 field("crf_fingerprint")?
             )));
         }
-        let storage = Storage::from_name(&field("storage")?)
-            .ok_or_else(|| format(format!("unknown storage {:?}", meta.get("storage"))))?;
+        let storage = header.storage()?;
         let (n, s) = (number("num_tokens")?, number("num_sequences")?);
         let specs = specs(storage, n, s, c, d);
         let mut names: Vec<&str> = st.names();
@@ -389,41 +368,77 @@ impl IndexInfo {
     /// Reads the metadata of the index file at `path` (memory-mapped; only the header is
     /// touched). Errors when it is not a seginf index. [`Index::open`] checks everything else.
     pub fn read(path: &Path) -> Result<IndexInfo> {
-        let format = |m: String| Error::Format(format!("{}: {m}", path.display()));
-        let file = File::open(path)
-            .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
-        let map = map_file(&file)
-            .map_err(|e| Error::Io(format!("cannot map {}: {e}", path.display())))?;
-        let (_, header) = SafeTensors::read_metadata(&map)
-            .map_err(|e| format(format!("not a valid safetensors file ({e})")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let field = |k: &str| {
-            meta.get(k).cloned().ok_or_else(|| {
-                format(format!(
-                    "metadata field {k:?} is missing (not a seginf index?)"
-                ))
-            })
-        };
-        let number = |k: &str| -> Result<usize> {
-            field(k)?
-                .parse::<usize>()
-                .map_err(|_| format(format!("metadata field {k:?} is not a number")))
-        };
-        if field("format")? != FORMAT {
-            return Err(format(format!("metadata format is not {FORMAT:?}")));
-        }
+        let map = map_path(path)?;
+        let header = Header::read(path, &map)?;
+        let (field, number) = (|k| header.field(k), |k| header.number(k));
         Ok(IndexInfo {
             format_version: field("format_version")?,
             num_labels: number("num_labels")?,
             feature_dim: number("feature_dim")?,
             num_tokens: number("num_tokens")?,
             num_sequences: number("num_sequences")?,
-            storage: Storage::from_name(&field("storage")?)
-                .ok_or_else(|| format(format!("unknown storage {:?}", meta.get("storage"))))?,
+            storage: header.storage()?,
             crf_fingerprint: field("crf_fingerprint")?,
-            seginf_version: meta.get("seginf_version").cloned().unwrap_or_default(),
+            seginf_version: header
+                .meta
+                .get("seginf_version")
+                .cloned()
+                .unwrap_or_default(),
             file_bytes: map.len() as u64,
         })
+    }
+}
+
+/// Opens and memory-maps the file at `path`.
+fn map_path(path: &Path) -> Result<Mmap> {
+    let file =
+        File::open(path).map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+    map_file(&file).map_err(|e| Error::Io(format!("cannot map {}: {e}", path.display())))
+}
+
+/// The metadata of a seginf index file (its safetensors header, format checked), shared by
+/// [`Index::open`] and [`IndexInfo::read`]; errors name the file.
+struct Header<'p> {
+    path: &'p Path,
+    meta: HashMap<String, String>,
+}
+
+impl<'p> Header<'p> {
+    fn read(path: &'p Path, bytes: &[u8]) -> Result<Header<'p>> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+            Error::Format(format!(
+                "{}: not a valid safetensors file ({e})",
+                path.display()
+            ))
+        })?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let header = Header { path, meta };
+        if header.field("format")? != FORMAT {
+            return Err(header.error(format!("metadata format is not {FORMAT:?}")));
+        }
+        Ok(header)
+    }
+
+    fn error(&self, m: String) -> Error {
+        Error::Format(format!("{}: {m}", self.path.display()))
+    }
+
+    fn field(&self, k: &str) -> Result<String> {
+        (self.meta.get(k).cloned()).ok_or_else(|| {
+            self.error(format!(
+                "metadata field {k:?} is missing (not a seginf index?)"
+            ))
+        })
+    }
+
+    fn number(&self, k: &str) -> Result<usize> {
+        (self.field(k)?.parse::<usize>())
+            .map_err(|_| self.error(format!("metadata field {k:?} is not a number")))
+    }
+
+    fn storage(&self) -> Result<Storage> {
+        Storage::from_name(&self.field("storage")?)
+            .ok_or_else(|| self.error(format!("unknown storage {:?}", self.meta.get("storage"))))
     }
 }
 
