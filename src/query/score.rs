@@ -745,8 +745,10 @@ where
         let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
         // The chunk's pair classes in one tight pass over the label columns: read token by
         // token between the feature rows, they stalled the scoring on cache misses (the
-        // prefetchers follow the feature stream, not two 4-byte columns beside it).
-        let classes: Vec<usize> = (tokens.clone())
+        // prefetchers follow the feature stream, not two 4-byte columns beside it). Only
+        // token granularity reads them.
+        let token = !ctx.nearest() && !ctx.instance();
+        let classes: Vec<usize> = (tokens.clone().filter(|_| token))
             .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
             .collect();
         for start in tokens.clone().step_by(RANK_BLOCK) {
@@ -780,7 +782,8 @@ where
                             ctx.instance_part(side, k, dk, &mut w);
                         continue;
                     }
-                    let score = ctx.token_score_in(side, k, classes[k - tokens.start], dk);
+                    let pn = if token { classes[k - tokens.start] } else { 0 }; // unread
+                    let score = ctx.token_score_in(side, k, pn, dk);
                     // Filters are asked only about the few scores a keeper would take.
                     if tops[q].admits(score) && keep(k) {
                         offer(&mut tops[q], k, score);
