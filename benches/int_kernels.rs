@@ -1,7 +1,7 @@
 //! The exact integer kernels of `src/int_kernels.rs` on 200k × 768 int8 rows, single-threaded
 //! (the caller parallelises over blocks of rows), each next to its baseline measured in the
 //! same run (the machine is shared and noisy):
-//! - `gemm_i8_i16` for L = 300 and 64 in blocks of 2048 rows, next to OpenBLAS sgemm of the
+//! - `gemm` (int8 rows) for L = 300 and 64 in blocks of 2048 rows, next to OpenBLAS sgemm of the
 //!   same shapes (ndarray's `general_mat_mul` on f32 copies of the rows): GMAC/s and ratio;
 //! - `dot_rows_i8_i16` for L = 1 in blocks of 256 rows, next to a plain streaming read of the
 //!   same bytes: GB/s and ratio.
@@ -25,11 +25,11 @@ mod int_kernels;
 use common::{best_of, stream, Rng};
 use std::process::Command;
 
-use int_kernels::{dot_rows_i8_i16, gemm_i8_i16, vnni_available, PackedCols};
+use int_kernels::{dot_rows_i8_i16, gemm, vnni_available, PackedCols, Rows};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2};
 
-/// Rows per `gemm_i8_i16` call and per `dot_rows_i8_i16` call (as the caller blocks them).
+/// Rows per `gemm` (int8 rows) call and per `dot_rows_i8_i16` call (as the caller blocks them).
 const GEMM_BLOCK: usize = 2048;
 const DOT_BLOCK: usize = 256;
 
@@ -70,7 +70,7 @@ fn main() {
         vnni_available()
     );
 
-    println!("\ngemm_i8_i16, blocks of {GEMM_BLOCK} rows:");
+    println!("\ngemm (int8 rows), blocks of {GEMM_BLOCK} rows:");
     let mut scratch = Vec::new();
     for l in [300usize, 64] {
         let cols: Vec<i16> = (0..l * d).map(|_| (rng.next() * u) as i16).collect();
@@ -82,7 +82,7 @@ fn main() {
             3,
             || {
                 for block in rows.chunks(GEMM_BLOCK * d) {
-                    gemm_i8_i16(block, d, &packed, &mut out, &mut scratch);
+                    gemm(Rows::I8(block), d, &packed, &mut out, &mut scratch);
                 }
                 out[0]
             },

@@ -337,6 +337,7 @@ static void check_index_getters(const seginf_index *index) {
     CHECK("index_num_tokens(NULL) = 0", seginf_index_num_tokens(NULL) == 0);
     CHECK("index_num_sequences(NULL) = 0", seginf_index_num_sequences(NULL) == 0);
     CHECK("index_storage(NULL) = -1", seginf_index_storage(NULL) == -1);
+    CHECK("index_ranking_copy_bytes(NULL) = 0", seginf_index_ranking_copy_bytes(NULL) == 0);
     CHECK("index: NT tokens, NS sequences, f32",
           seginf_index_num_tokens(index) == NT && seginf_index_num_sequences(index) == NS &&
               seginf_index_storage(index) == SEGINF_STORAGE_F32);
@@ -503,6 +504,12 @@ static void check_query_setters(const seginf_index *index) {
            seginf_query_set_normalization(q, 2));
     EXPECT("set_normalization: INT32_MAX unknown", SEGINF_ERR_INVALID_ARGUMENT,
            "seginf_normalization", seginf_query_set_normalization(q, INT32_MAX));
+    EXPECT("set_ranking_copy: query NULL", SEGINF_ERR_NULL_ARGUMENT, "`query`",
+           seginf_query_set_ranking_copy(NULL, 1));
+    EXPECT("set_ranking_copy: 2 is not a flag", SEGINF_ERR_INVALID_ARGUMENT, "0 or 1",
+           seginf_query_set_ranking_copy(q, 2));
+    EXPECT("set_ranking_copy: -1 is not a flag", SEGINF_ERR_INVALID_ARGUMENT, "0 or 1",
+           seginf_query_set_ranking_copy(q, -1));
     EXPECT("set_hessian: query NULL", SEGINF_ERR_NULL_ARGUMENT, "`query`",
            seginf_query_set_hessian(NULL, SEGINF_HESSIAN_IDENTITY, 1.0));
     EXPECT("set_hessian: mode 4 unknown", SEGINF_ERR_INVALID_ARGUMENT, "seginf_hessian",
@@ -768,6 +775,17 @@ static void check_query_run_batch(const seginf_index *index) {
           found[0] == K && found[1] == K && found[2] == K && kept_size(found + 3, 5) &&
               !kept_hits(sup + 2 * K, K) && kept_hits(sup + 3 * K, BIG - 3 * K) &&
               kept_hits(opp + 3 * K, BIG - 3 * K));
+    /* The same batch without the i16 ranking copy: the same hits, bit for bit. */
+    {
+        seginf_hit sup2[3 * K], opp2[3 * K];
+        size_t found2[3];
+        EXPECT("set_ranking_copy: off", SEGINF_OK, NULL, seginf_query_set_ranking_copy(q, 0));
+        BATCH("valid, ranking copy off", SEGINF_OK, NULL, q, x, y, lengths, 2, seq, first, last,
+              3, sup2, opp2, K, found2);
+        CHECK("query_run_batch: the same hits with and without the ranking copy",
+              memcmp(found, found2, sizeof found2) == 0 &&
+                  memcmp(sup, sup2, sizeof sup2) == 0 && memcmp(opp, opp2, sizeof opp2) == 0);
+    }
 #undef BATCH
     seginf_query_free(q);
 }

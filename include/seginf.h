@@ -634,6 +634,11 @@ void seginf_index_free(seginf_index *index);
 // Number of training tokens N (0 for NULL).
 size_t seginf_index_num_tokens(const seginf_index *index);
 
+// Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
+// the first batch that builds it, for int8 indexes, on CPUs without the integer kernels, when
+// the copy would be too coarse to help, and for NULL.
+size_t seginf_index_ranking_copy_bytes(const seginf_index *index);
+
 // Number of training sequences S (0 for NULL).
 size_t seginf_index_num_sequences(const seginf_index *index);
 
@@ -668,6 +673,15 @@ void seginf_query_free(seginf_query *query);
 // Sets the granularity (a seginf_granularity). Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
 seginf_status seginf_query_set_granularity(seginf_query *query,
                                            int32_t granularity);
+
+// Whether batches of more than 4 test columns (seginf_query_run_batch) on an f32 or f16
+// index may rank through the index's i16 copy of its rows: 1 (the default) or 0. The copy is
+// built by the first such batch on a CPU with AVX-512 VNNI or AVX2 and kept with the index
+// (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
+// about twice the rate of the f32 sgemm. Results are identical either way: every reported
+// score is computed exactly from the stored rows. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+seginf_status seginf_query_set_ranking_copy(seginf_query *query,
+                                            int32_t enabled);
 
 // Sets the normalisation (a seginf_normalization). Gradient-norm normalisation applies to
 // token and instance granularity; running a nearest-neighbour query with it is an error.

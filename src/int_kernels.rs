@@ -1,12 +1,37 @@
-//! Exact integer dot products of int8 index rows with i16 query columns (the caller quantises
-//! the queries and applies the scales): a packed GEMM for batches ([`gemm_i8_i16`]) and a
-//! streaming kernel for a few columns ([`dot_rows_i8_i16`]). AVX-512 VNNI (`vpdpwssd`, 32
+//! Exact integer dot products of int8 index rows (or an f32/f16 index's i16 ranking copy) with
+//! i16 query columns (the caller quantises the queries and applies the scales): a packed GEMM
+//! for batches ([`gemm`]) and a streaming kernel for a few columns ([`dot_rows_i8_i16`]). AVX-512 VNNI (`vpdpwssd`, 32
 //! multiply-adds per instruction) or AVX2 (`vpmaddwd` + `vpaddd`) intrinsics when the CPU has
 //! them (module `x86`), portable loops elsewhere.
 //!
 //! Every path sums in i32 with wrapping adds, so all of them return the exact sum modulo 2^32
 //! whatever the summation order: bit-identical results, and the exact sum itself whenever it
-//! fits in i32 (the caller's `127·U·d < 2^31`). A product of an i8 and an i16 always fits.
+//! fits in i32 (the caller's `R·U·d < 2^31` for rows within ±R, columns within ±U). A product
+//! of two i16 always fits, and so does a `vpdpwssd` pair unless both are (−2¹⁵)·(−2¹⁵).
+
+/// The rows of a GEMM: an int8 index's values, or i16 values (an f32/f16 index's ranking
+/// copy). Either way the kernels read them as i16 (int8 widened once per k-block).
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    I8(&'a [i8]),
+    I16(&'a [i16]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::I8(r) => r.len(),
+            Rows::I16(r) => r.len(),
+        }
+    }
+
+    fn get(&self, j: usize) -> i32 {
+        match self {
+            Rows::I8(r) => i32::from(r[j]),
+            Rows::I16(r) => i32::from(r[j]),
+        }
+    }
+}
 
 /// Columns per vector group of the packed layout (one zmm of i32 lanes).
 const LANES: usize = 16;
@@ -47,7 +72,7 @@ pub fn intrinsics_available() -> bool {
     }
 }
 
-/// Query columns (L × d, row-major i16) packed once for [`gemm_i8_i16`]: column tiles of 48
+/// Query columns (L × d, row-major i16) packed once for [`gemm`]: column tiles of 48
 /// (the last one 16 or 32 when `L` leaves fewer), each holding for every k-pair `(2p, 2p+1)`
 /// its vector groups of 16 columns as interleaved i16 pairs (`vpdpwssd`'s operand layout),
 /// zero-padded to whole groups and an even `d`.
@@ -109,15 +134,12 @@ fn tile_vecs(l: usize, t: usize) -> usize {
 
 /// The rows in `rows` (`rows.len() / d`, none when `d == 0`), after checking the shapes that
 /// the kernels rely on.
-fn gemm_shape(rows: &[i8], d: usize, cols: &PackedCols, out: &[i32]) -> usize {
-    assert_eq!(
-        d, cols.d,
-        "gemm_i8_i16: rows and columns differ in dimension"
-    );
+fn gemm_shape(rows: Rows, d: usize, cols: &PackedCols, out: &[i32]) -> usize {
+    assert_eq!(d, cols.d, "gemm: rows and columns differ in dimension");
     let rb = rows.len().checked_div(d).unwrap_or(0);
     assert!(
         out.len() >= rb * cols.l,
-        "gemm_i8_i16: out holds fewer than rows × L values"
+        "gemm: out holds fewer than rows × L values"
     );
     rb
 }
@@ -137,36 +159,35 @@ fn dot_shape(rows: &[i8], d: usize, cols: &[&[i16]], out: &[i32]) -> usize {
 }
 
 /// `out[i*L + l] = Σ_j rows[i*d + j]·cols[l][j]` (exact, i32) for the `rb = rows.len() / d`
-/// rows (int8, row-major, d per row). `out.len() >= rb * L`. `scratch` is caller-owned
-/// reusable memory (the widened row panels), so repeated calls allocate nothing.
-pub fn gemm_i8_i16(
-    rows: &[i8],
-    d: usize,
-    cols: &PackedCols,
-    out: &mut [i32],
-    scratch: &mut Vec<i16>,
-) {
+/// rows (row-major, d per row). `out.len() >= rb * L`. `scratch` is caller-owned reusable
+/// memory (the row panels, widened from int8), so repeated calls allocate nothing.
+pub fn gemm(rows: Rows, d: usize, cols: &PackedCols, out: &mut [i32], scratch: &mut Vec<i16>) {
     #[cfg(target_arch = "x86_64")]
     if x86::gemm_vnni(rows, d, cols, out, scratch) || x86::gemm_avx2(rows, d, cols, out, scratch) {
         return;
     }
     let _ = scratch;
-    gemm_i8_i16_portable(rows, d, cols, out);
+    gemm_portable(rows, d, cols, out);
 }
 
-/// As [`gemm_i8_i16`] without intrinsics: CPUs without AVX2, other architectures. Walks the
+/// As [`gemm`] without intrinsics: CPUs without AVX2, other architectures. Walks the
 /// packed layout as the kernels do (a row against one column tile at a time, in a buffer of
 /// 48 sums), so that LLVM vectorises the inner loop over the tile's columns.
-pub(crate) fn gemm_i8_i16_portable(rows: &[i8], d: usize, cols: &PackedCols, out: &mut [i32]) {
+pub(crate) fn gemm_portable(rows: Rows, d: usize, cols: &PackedCols, out: &mut [i32]) {
     let rb = gemm_shape(rows, d, cols, out);
     let (l, kp) = (cols.l, d.div_ceil(2));
-    for (i, row) in rows.chunks_exact(d.max(1)).take(rb).enumerate() {
+    for i in 0..rb {
         for (t, nv) in tiles(l) {
             let width = nv * LANES;
             let panel = &cols.data[t * kp * TILE_VECS * LANES * 2..][..kp * width * 2];
             let mut acc = [0i32; TILE_VECS * LANES];
-            for (a, b) in row.chunks(2).zip(panel.chunks_exact(width * 2)) {
-                let (a0, a1) = (i32::from(a[0]), i32::from(a.get(1).copied().unwrap_or(0)));
+            for (p, b) in panel.chunks_exact(width * 2).enumerate() {
+                let a0 = rows.get(i * d + 2 * p);
+                let a1 = if 2 * p + 1 < d {
+                    rows.get(i * d + 2 * p + 1)
+                } else {
+                    0
+                };
                 for (x, b) in acc.iter_mut().zip(b.chunks_exact(2)) {
                     *x = x
                         .wrapping_add(a0 * i32::from(b[0]))
@@ -230,7 +251,7 @@ fn dot_portable(a: &[i8], b: &[i16]) -> i32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{dot_shape, gemm_shape, tiles, PackedCols, KC, LANES, MR, TILE_VECS};
+    use super::{dot_shape, gemm_shape, tiles, PackedCols, Rows, KC, LANES, MR, TILE_VECS};
 
     /// AVX-512 F + BW + VNNI: all that the `vnni` kernels are compiled for (cached by std).
     pub fn vnni() -> bool {
@@ -246,11 +267,41 @@ mod x86 {
 
     /// A GEMM body: rows, d, rb, the packed columns, out, and scratch for rb rounded up to
     /// its micro-tile's rows × KC widened values.
-    type GemmKernel = unsafe fn(&[i8], usize, usize, &PackedCols, &mut [i32], &mut [i16]);
+    type GemmKernel = unsafe fn(Rows, usize, usize, &PackedCols, &mut [i32], &mut [i16]);
 
-    /// [`super::gemm_i8_i16`] with AVX-512 VNNI; `false` without it.
+    /// A widening of int8 values to i16 ([`widen`], [`widen_avx2`]): `src`, n, `dst`, n_pad.
+    type Widen = unsafe fn(*const i8, usize, *mut i16, usize);
+
+    /// Row `i`'s values `[k0, k0 + kw)` as i16 into `dst[..n_pad]`, zeros after them; a row
+    /// past `rb` (padding to the micro-tile) all zeros.
+    ///
+    /// # Safety
+    /// `widen`'s CPU features are present; `kw ≤ n_pad`, `k0 + kw ≤ d`, and `dst` is valid
+    /// for `n_pad` writes.
+    unsafe fn panel_row(
+        rows: Rows,
+        widen: Widen,
+        (i, rb, d): (usize, usize, usize),
+        (k0, kw): (usize, usize),
+        dst: *mut i16,
+        n_pad: usize,
+    ) {
+        let (start, n) = if i < rb { (i * d + k0, kw) } else { (0, 0) };
+        // SAFETY: row i < rb spans [i·d, i·d + d) ⊇ [start, start + n); dst holds n_pad ≥ n.
+        unsafe {
+            match rows {
+                Rows::I8(r) => widen(r.as_ptr().add(start), n, dst, n_pad),
+                Rows::I16(r) => {
+                    std::ptr::copy_nonoverlapping(r.as_ptr().add(start), dst, n);
+                    std::ptr::write_bytes(dst.add(n), 0, n_pad - n);
+                }
+            }
+        }
+    }
+
+    /// [`super::gemm`] with AVX-512 VNNI; `false` without it.
     pub fn gemm_vnni(
-        rows: &[i8],
+        rows: Rows,
         d: usize,
         cols: &PackedCols,
         out: &mut [i32],
@@ -259,9 +310,9 @@ mod x86 {
         vnni() && gemm_with((gemm_vnni_impl, MR), rows, d, cols, out, scratch)
     }
 
-    /// [`super::gemm_i8_i16`] with AVX2; `false` without it.
+    /// [`super::gemm`] with AVX2; `false` without it.
     pub fn gemm_avx2(
-        rows: &[i8],
+        rows: Rows,
         d: usize,
         cols: &PackedCols,
         out: &mut [i32],
@@ -274,7 +325,7 @@ mod x86 {
     /// CPU features the caller checked.
     fn gemm_with(
         (kernel, mr): (GemmKernel, usize),
-        rows: &[i8],
+        rows: Rows,
         d: usize,
         cols: &PackedCols,
         out: &mut [i32],
@@ -311,7 +362,7 @@ mod x86 {
     /// the row tiles.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn gemm_vnni_impl(
-        rows: &[i8],
+        rows: Rows,
         d: usize,
         rb: usize,
         cols: &PackedCols,
@@ -327,16 +378,9 @@ mod x86 {
             let np = (kp - kb).min(bp);
             let (k0, kw) = (2 * kb, (d - 2 * kb).min(2 * np));
             for i in 0..rb_pad {
-                // SAFETY: row i < rb spans rows[i*d .. i*d + d] ⊇ [k0, k0 + kw); the scratch
-                // row spans [i*KC, i*KC + 2np) with 2np ≤ KC and i < rb_pad.
-                unsafe {
-                    let dst = a.add(i * KC);
-                    if i < rb {
-                        widen(rows.as_ptr().add(i * d + k0), kw, dst, 2 * np);
-                    } else {
-                        widen(rows.as_ptr(), 0, dst, 2 * np);
-                    }
-                }
+                // SAFETY: k0 + kw ≤ d and kw ≤ 2np; the scratch row spans [i*KC, i*KC + 2np)
+                // with 2np ≤ KC and i < rb_pad; this function has `widen`'s features.
+                unsafe { panel_row(rows, widen, (i, rb, d), (k0, kw), a.add(i * KC), 2 * np) };
             }
             for (t, nv) in tiles(l) {
                 let j0 = t * TILE_VECS * LANES;
@@ -449,7 +493,7 @@ mod x86 {
     /// 16 columns (two ymm) in turn down the row tiles of 6.
     #[target_feature(enable = "avx2")]
     unsafe fn gemm_avx2_impl(
-        rows: &[i8],
+        rows: Rows,
         d: usize,
         rb: usize,
         cols: &PackedCols,
@@ -466,10 +510,8 @@ mod x86 {
             let (k0, kw) = (2 * kb, (d - 2 * kb).min(2 * np));
             for i in 0..rb_pad {
                 // SAFETY: as in `gemm_vnni_impl`.
-                unsafe {
-                    let src = rows.as_ptr().add(if i < rb { i * d + k0 } else { 0 });
-                    widen_avx2(src, if i < rb { kw } else { 0 }, a.add(i * KC), 2 * np);
-                }
+                let dst = unsafe { a.add(i * KC) };
+                unsafe { panel_row(rows, widen_avx2, (i, rb, d), (k0, kw), dst, 2 * np) };
             }
             for (t, nv) in tiles(l) {
                 for v in 0..nv {
@@ -788,10 +830,10 @@ mod tests {
         };
 
         let mut out = fresh();
-        gemm_i8_i16(rows, d, &packed, &mut out, &mut scratch);
+        gemm(Rows::I8(rows), d, &packed, &mut out, &mut scratch);
         check(&out, "gemm");
         let mut out = fresh();
-        gemm_i8_i16_portable(rows, d, &packed, &mut out);
+        gemm_portable(Rows::I8(rows), d, &packed, &mut out);
         check(&out, "gemm portable");
         let mut out = fresh();
         dot_rows_i8_i16(rows, d, &col_refs, &mut out);
@@ -802,11 +844,11 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             let mut out = fresh();
-            if x86::gemm_vnni(rows, d, &packed, &mut out, &mut scratch) {
+            if x86::gemm_vnni(Rows::I8(rows), d, &packed, &mut out, &mut scratch) {
                 check(&out, "gemm vnni");
             }
             let mut out = fresh();
-            if x86::gemm_avx2(rows, d, &packed, &mut out, &mut scratch) {
+            if x86::gemm_avx2(Rows::I8(rows), d, &packed, &mut out, &mut scratch) {
                 check(&out, "gemm avx2");
             }
             let mut out = fresh();
@@ -901,6 +943,70 @@ mod tests {
     }
 
     #[test]
+    fn gemm_paths_are_exact_on_i16_rows() {
+        // Rows and columns within ±R (R·R·d < 2^31, as a ranking copy's), random and extreme.
+        let mut rng = Rng(19);
+        for d in DIMS {
+            let r = (i64::from(i32::MAX) / d as i64)
+                .isqrt()
+                .min(i64::from(i16::MAX));
+            for l in COLS {
+                for rb in ROWS {
+                    for extreme in [false, true] {
+                        // Extreme: row 0 and column 0 all +R (the largest sum, R²·d), the
+                        // rest ±R.
+                        let mut value = |x: usize| match (extreme, x < d) {
+                            (false, _) => rng.within(r),
+                            (true, true) => r,
+                            (true, false) => r * rng.sign(),
+                        };
+                        let rows: Vec<i16> = (0..rb * d).map(|x| value(x) as i16).collect();
+                        let cols: Vec<i16> = (0..l * d).map(|x| value(x) as i16).collect();
+                        let want: Vec<i32> = (0..rb * l)
+                            .map(|x| {
+                                let (i, j) = (x / l, x % l);
+                                let sum: i64 = (0..d)
+                                    .map(|k| {
+                                        i64::from(rows[i * d + k]) * i64::from(cols[j * d + k])
+                                    })
+                                    .sum();
+                                i32::try_from(sum).expect("sums fit")
+                            })
+                            .collect();
+                        let packed = PackedCols::new(&cols, l, d);
+                        let mut scratch = Vec::new();
+                        let mut outs = vec![vec![SENTINEL; rb * l + 3]; 4];
+                        gemm(Rows::I16(&rows), d, &packed, &mut outs[0], &mut scratch);
+                        gemm_portable(Rows::I16(&rows), d, &packed, &mut outs[1]);
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            let rows = Rows::I16(&rows);
+                            if !x86::gemm_vnni(rows, d, &packed, &mut outs[2], &mut scratch) {
+                                outs[2] = outs[0].clone();
+                            }
+                            if !x86::gemm_avx2(rows, d, &packed, &mut outs[3], &mut scratch) {
+                                outs[3] = outs[0].clone();
+                            }
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        for o in 2..4 {
+                            outs[o] = outs[0].clone();
+                        }
+                        for (path, out) in outs.iter().enumerate() {
+                            assert_eq!(
+                                &out[..rb * l],
+                                &want[..],
+                                "path {path} d={d} L={l} rb={rb}"
+                            );
+                            assert!(out[rb * l..].iter().all(|&x| x == SENTINEL));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn scratch_and_output_are_reused_across_shapes() {
         // A scratch left longer by a bigger call, and out longer than needed.
         let mut rng = Rng(17);
@@ -918,7 +1024,7 @@ mod tests {
             let cols: Vec<i16> = (0..l * d).map(|_| rng.within(100) as i16).collect();
             let packed = PackedCols::new(&cols, l, d);
             let mut out = vec![SENTINEL; rb * l + 1];
-            gemm_i8_i16(&rows, d, &packed, &mut out, &mut scratch);
+            gemm(Rows::I8(&rows), d, &packed, &mut out, &mut scratch);
             let want = reference(&rows, &cols, rb, l, d);
             assert!(out[..rb * l]
                 .iter()

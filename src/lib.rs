@@ -46,5 +46,12 @@ pub use error::{Error, Result};
 pub use index::{BuildOptions, Index, IndexBuilder, Storage};
 pub use query::{Granularity, Hessian, Hit, Normalization, Query, TestSegment, TopHits};
 
+/// Whether this CPU runs the integer ranking kernels (AVX-512 VNNI or AVX2): then int8 indexes
+/// rank with exact integer sums, and batches on f32/f16 indexes through an i16 copy of the rows
+/// ([`Index::ranking_copy_bytes`]).
+pub fn integer_kernels_available() -> bool {
+    int_kernels::intrinsics_available()
+}
+
 /// The crate version, as in Cargo.toml (and the `SEGINF_VERSION_*` macros of the C header).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -318,9 +318,18 @@ fn a_batch_equals_its_queries_run_one_by_one() {
     ));
     let train = corpus(&mut rng, &crf, 200, 10);
     let test = corpus(&mut rng, &crf, 10, 10);
-    for storage in [Storage::F32, Storage::Int8] {
+    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
         let index = Arc::new(build(&crf, &train, storage));
         batch_matches_single_queries(&index, &test);
+        // f32/f16 batches rank through the index's i16 copy where the CPU has the kernels.
+        let copy = index.ranking_copy_bytes();
+        match storage {
+            Storage::Int8 => assert_eq!(copy, 0),
+            _ if seginf::integer_kernels_available() => {
+                assert_eq!(copy, (2 * 10 + 4) * index.num_tokens())
+            }
+            _ => {}
+        }
     }
 }
 

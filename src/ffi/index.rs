@@ -345,6 +345,16 @@ pub unsafe extern "C" fn seginf_index_num_tokens(index: *const seginf_index) -> 
     })
 }
 
+/// Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
+/// the first batch that builds it, for int8 indexes, on CPUs without the integer kernels, when
+/// the copy would be too coarse to help, and for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn seginf_index_ranking_copy_bytes(index: *const seginf_index) -> usize {
+    guard_value(0, || {
+        unsafe { index.as_ref() }.map_or(0, |i| i.index.ranking_copy_bytes())
+    })
+}
+
 /// Number of training sequences S (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_index_num_sequences(index: *const seginf_index) -> usize {

@@ -135,6 +135,25 @@ pub unsafe extern "C" fn seginf_query_set_granularity(
     })
 }
 
+/// Whether batches of more than 4 test columns (seginf_query_run_batch) on an f32 or f16
+/// index may rank through the index's i16 copy of its rows: 1 (the default) or 0. The copy is
+/// built by the first such batch on a CPU with AVX-512 VNNI or AVX2 and kept with the index
+/// (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
+/// about twice the rate of the f32 sgemm. Results are identical either way: every reported
+/// score is computed exactly from the stored rows. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn seginf_query_set_ranking_copy(
+    query: *mut seginf_query,
+    enabled: i32,
+) -> seginf_status {
+    guard(|| {
+        let q = unsafe { borrow_mut(query, "query") }?;
+        q.query.options.ranking_copy =
+            from_code(enabled, &[(0, false), (1, true)], "flag (0 or 1)")?;
+        Ok(())
+    })
+}
+
 /// Sets the normalisation (a seginf_normalization). Gradient-norm normalisation applies to
 /// token and instance granularity; running a nearest-neighbour query with it is an error.
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.

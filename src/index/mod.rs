@@ -4,6 +4,7 @@
 mod build;
 mod column;
 pub(crate) mod file;
+mod ranking_copy;
 mod storage;
 
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ pub use file::IndexInfo;
 pub use storage::Storage;
 
 pub(crate) use column::Column;
+pub(crate) use ranking_copy::{balanced_limit, RankingCopy};
 pub(crate) use storage::FeatureRows;
 
 use crate::crf::Crf;
@@ -83,6 +85,9 @@ pub(crate) struct Derived {
     /// and normalisation (`query::score::max_item_factor`): one pass over every token's `r_k`
     /// and norms, which single queries would otherwise repeat each time.
     pub max_item_factor: [OnceLock<f64>; 8],
+    /// An f32/f16 index's i16 copy for the integer GEMM of batches ([`RankingCopy`]), built
+    /// by the first batch that uses it; `None` when it would not help (see there).
+    pub ranking_copy: OnceLock<Option<RankingCopy>>,
 }
 
 impl Index {
@@ -107,6 +112,34 @@ impl Index {
         let c = self.crf.num_labels();
         let per_token = self.features.bytes_per_row(self.crf.feature_dim()) + 8 * c + 4 * 3;
         per_token * self.num_tokens()
+    }
+
+    /// The i16 copy of the rows for the batches' integer GEMM, built on first use (an f32 or
+    /// f16 index on a CPU with the integer kernels; `None` otherwise).
+    pub(crate) fn ranking_copy(&self) -> Option<&RankingCopy> {
+        let d = self.crf.feature_dim();
+        self.derived
+            .ranking_copy
+            .get_or_init(|| {
+                // Past d = 8192 the limit falls below 512 and the columns' own rounding with it
+                // would loosen the ranking bound too much.
+                let limit = balanced_limit(d);
+                (crate::int_kernels::intrinsics_available() && limit >= 512)
+                    .then(|| RankingCopy::build(&self.features, self.num_tokens(), d, limit))
+                    .flatten()
+            })
+            .as_ref()
+    }
+
+    /// Memory held by the i16 copy of the rows that batches of more than 4 test columns rank
+    /// through on an f32/f16 index (2·d + 4 bytes per token, built by the first such batch on
+    /// a CPU with [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and
+    /// when the copy would be too coarse.
+    pub fn ranking_copy_bytes(&self) -> usize {
+        match self.derived.ranking_copy.get() {
+            Some(Some(copy)) => 2 * copy.values.len() + 4 * copy.scales.len(),
+            _ => 0,
+        }
     }
 
     /// `(doc_id, position)` of token `k`.

@@ -1,8 +1,9 @@
 //! The test columns as the ranking pass multiplies them, with a bound on each column's
-//! dot-product error: f32 for every index (OpenBLAS sgemm, the streaming kernels), or for
-//! int8 indexes on CPUs with the integer kernels ([`crate::int_kernels`]) quantised to i16, so
-//! that a row's dots are exact integer sums (VNNI `vpdpwssd` does twice the multiply-adds of an
-//! f32 FMA per instruction, and nothing is decoded to f32 first).
+//! dot-product error: f32 for every index (OpenBLAS sgemm, the streaming kernels), or
+//! quantised to i16 so that a row's dots are exact integer sums ([`crate::int_kernels`]; VNNI
+//! `vpdpwssd` does twice the multiply-adds of an f32 FMA per instruction) on CPUs with the
+//! integer kernels: for int8 indexes (their rows as stored), and for batches on f32/f16
+//! indexes through the index's i16 copy of its rows ([`crate::index::RankingCopy`]).
 //!
 //! Either way `|ranking dot_kl − exact dot_kl| ≤ errs[l] · ‖f̂_k‖` (f̂_k the row as stored),
 //! which the proof of `score::top_k` turns into a bound on each score.
@@ -11,56 +12,68 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView1};
 
-use crate::index::{FeatureRows, Index};
-use crate::int_kernels::{self, PackedCols};
+use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
+use crate::int_kernels::{self, PackedCols, Rows};
 
-/// Columns quantised to i16 for an int8 index: `col_l ≈ scales[l] · values[l]`.
-pub(crate) struct IntColumns {
+/// Columns quantised to i16: `col_l ≈ scales[l] · values[l]`, against int8 rows or the rows of
+/// a [`RankingCopy`].
+pub(crate) struct IntColumns<'a> {
     /// L × d.
     values: Vec<i16>,
     scales: Vec<f64>,
-    /// Packed for the GEMM (batches of more than [`FEW`] columns only).
+    /// Packed for the GEMM (batches of more than [`FEW`] columns, and any use of a copy).
     packed: Option<PackedCols>,
+    /// The f32/f16 index's i16 rows, or `None` for an int8 index's own rows.
+    copy: Option<&'a RankingCopy>,
 }
 
 /// Up to this many columns the ranking pass streams rows through dot kernels; beyond, GEMMs.
 pub(crate) const FEW: usize = 4;
 
-pub(crate) struct RankingColumns {
-    pub ints: Option<IntColumns>,
+pub(crate) struct RankingColumns<'a> {
+    pub ints: Option<IntColumns<'a>>,
     /// Per column: `|ranking dot − exact dot| ≤ errs[l] · ‖f̂_k‖`.
     pub errs: Vec<f64>,
 }
 
-impl RankingColumns {
-    /// `columns` (L × d, f64) are the exact test columns; `columns32` their f32 rounding.
-    pub fn new(index: &Index, columns: &Array2<f64>) -> RankingColumns {
+impl<'a> RankingColumns<'a> {
+    /// `columns` (L × d, f64) are the exact test columns. Integer columns for an int8 index
+    /// (with intrinsics and d ≤ 66k, where the limit is ≥ 2048), and for more than [`FEW`]
+    /// columns on an f32/f16 index with a ranking copy (when `use_copy`); f32 otherwise.
+    pub fn new(index: &'a Index, columns: &Array2<f64>, use_copy: bool) -> RankingColumns<'a> {
         let (l, d) = columns.dim();
         let norm = |c: ArrayView1<f64>| c.dot(&c).sqrt();
-        let limit = int_column_limit(d);
-        let ints = matches!(index.features, FeatureRows::Int8 { .. })
-            && int_kernels::intrinsics_available()
-            && limit >= 2048;
-        if !ints {
+        // (limit, copy, ρ) for the integer path; the copy checks for the integer kernels.
+        let int = match &index.features {
+            FeatureRows::Int8 { .. } => (int_kernels::intrinsics_available()
+                && int_column_limit(d) >= 2048)
+                .then_some((int_column_limit(d), None, 0.0)),
+            _ if l > FEW && use_copy => index
+                .ranking_copy()
+                .map(|copy| (balanced_limit(d), Some(copy), copy.rho)),
+            _ => None,
+        };
+        let Some((limit, copy, rho)) = int else {
             let gamma = gamma32(d);
             return RankingColumns {
                 ints: None,
                 errs: columns.outer_iter().map(|c| gamma * norm(c)).collect(),
             };
-        }
+        };
         let (mut values, mut scales, mut errs) = (Vec::new(), Vec::new(), Vec::new());
         for col in columns.outer_iter() {
-            let (q, scale, err) = quantize(col, limit);
+            let (q, scale, delta) = quantize(col, limit);
             values.extend(q);
             scales.push(scale);
-            errs.push(err);
+            errs.push(int_error(delta, norm(col), rho));
         }
-        let packed = (l > FEW).then(|| PackedCols::new(&values, l, d));
+        let packed = (l > FEW || copy.is_some()).then(|| PackedCols::new(&values, l, d));
         RankingColumns {
             ints: Some(IntColumns {
                 values,
                 scales,
                 packed,
+                copy,
             }),
             errs,
         }
@@ -82,11 +95,7 @@ fn int_column_limit(d: usize) -> i64 {
     (i64::from(i32::MAX) / (127 * d.max(1) as i64)).min(i64::from(i16::MAX))
 }
 
-/// `col ≈ scale · u` with `|u| ≤ limit`, and the error factor: the ranking dot
-/// `s_k·scale·Σ q_j u_j` (exact integers, then two f64 products and an f32 rounding) differs
-/// from the exact pass's `Σ fl32(s_k q_j)·col_j` by at most `‖f̂_k‖ (‖δ‖ + 2⁻²¹ ‖col‖)`
-/// (with `δ = col − scale·u`; the 2⁻²¹ covers the f32 roundings of the decoded values and of
-/// the result, 2⁻²⁴ each, with room to spare).
+/// `col ≈ scale · u` with `|u| ≤ limit`, and `‖δ‖ = ‖col − scale·u‖`.
 fn quantize(col: ArrayView1<f64>, limit: i64) -> (Vec<i16>, f64, f64) {
     let max = col.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let scale = if max > 0.0 { max / limit as f64 } else { 1.0 };
@@ -101,17 +110,24 @@ fn quantize(col: ArrayView1<f64>, limit: i64) -> (Vec<i16>, f64, f64) {
         .map(|(&x, &v)| (x - scale * f64::from(v)).powi(2))
         .sum::<f64>()
         .sqrt();
-    let norm = col.dot(&col).sqrt();
-    (
-        u,
-        scale,
-        delta * (1.0 + 2f64.powi(-20)) + 2f64.powi(-21) * norm,
-    )
+    (u, scale, delta)
 }
 
-impl IntColumns {
-    /// `out[i*L + l]` = the ranking dot of row `rows.start + i` with column `l`, for an int8
-    /// index, through the integer kernels; `acc` is reusable scratch.
+/// The error factor of an integer ranking dot. The pass computes `s_k·scale·Σ q_j u_j` (exact
+/// integers, then two f64 products and an f32 rounding) where the exact pass sums
+/// `f̂_j·col_j`; with `f̂_k = s_k q_k + δ_k` (`‖δ_k‖ ≤ ρ‖f̂_k‖`: ρ = 0 for an int8 index, whose
+/// decoded values are `fl32(s_k q_j)`) and `col = scale·u + δ`:
+/// `ranking − exact = (s_k q_k)·(scale·u − col) − δ_k·col + roundings`, at most
+/// `‖f̂_k‖ ((1 + ρ)‖δ‖ + ρ‖col‖) + 2⁻²¹‖f̂_k‖‖col‖` — the 2⁻²¹ covers the roundings (of
+/// the decoded values and of the result, 2⁻²⁴ each relative to at most ~1.1‖f̂_k‖‖col‖ since
+/// ρ ≤ 1/256 and `‖δ‖ ≤ √d·scale/2 ≤ 0.09‖col‖` for the limits used), with room to spare.
+fn int_error(delta: f64, col_norm: f64, rho: f64) -> f64 {
+    ((1.0 + rho) * delta + rho * col_norm) * (1.0 + 2f64.powi(-20)) + 2f64.powi(-21) * col_norm
+}
+
+impl IntColumns<'_> {
+    /// `out[i*L + l]` = the ranking dot of row `rows.start + i` with column `l` through the
+    /// integer kernels, for an int8 index or a ranking copy; `acc` is reusable scratch.
     pub fn block_dots(
         &self,
         features: &FeatureRows,
@@ -120,22 +136,29 @@ impl IntColumns {
         out: &mut [f32],
         acc: &mut Scratch,
     ) {
-        let FeatureRows::Int8 { values, scales } = features else {
-            return; // cannot happen: IntColumns exist for int8 indexes only
+        let (row_values, row_scales) = match (self.copy, features) {
+            (Some(copy), _) => (
+                Rows::I16(&copy.values[rows.start * d..rows.end * d]),
+                &copy.scales[rows.clone()],
+            ),
+            (None, FeatureRows::Int8 { values, scales }) => (
+                Rows::I8(&values.as_slice()[rows.start * d..rows.end * d]),
+                &scales.as_slice()[rows.clone()],
+            ),
+            _ => return, // cannot happen: IntColumns exist for int8 indexes or with a copy
         };
         let (l, rb) = (self.scales.len(), rows.len());
-        let row_values = &values.as_slice()[rows.start * d..rows.end * d];
         acc.ints.resize(rb * l, 0);
-        match &self.packed {
-            Some(packed) if (packed.num_cols(), packed.dim()) == (l, d) => {
-                int_kernels::gemm_i8_i16(row_values, d, packed, &mut acc.ints, &mut acc.wide)
+        match (&self.packed, row_values) {
+            (Some(packed), _) if (packed.num_cols(), packed.dim()) == (l, d) => {
+                int_kernels::gemm(row_values, d, packed, &mut acc.ints, &mut acc.wide)
             }
-            _ => {
+            (_, Rows::I8(row_values)) => {
                 let cols: Vec<&[i16]> = self.values.chunks_exact(d).collect();
                 int_kernels::dot_rows_i8_i16(row_values, d, &cols, &mut acc.ints);
             }
+            _ => return, // cannot happen: a copy's columns are always packed
         }
-        let row_scales = &scales.as_slice()[rows];
         for ((o, a), &s_k) in out
             .chunks_exact_mut(l)
             .zip(acc.ints.chunks_exact(l))
@@ -160,6 +183,35 @@ pub(crate) struct Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::{Column, FeatureRows};
+
+    /// `(ranking dot, exact dot, bound)` of a row `s_k·q` (decoded as `f̂`, within `ρ` of it)
+    /// against `col` quantised with `limit`, as [`IntColumns::block_dots`] computes them.
+    fn dots(decoded: &[f32], q: &[i64], s_k: f32, col: &[f64], limit: i64, rho: f64) -> [f64; 3] {
+        let col = ArrayView1::from(col);
+        let (u, scale, delta) = quantize(col, limit);
+        assert!(u.iter().all(|&v| i64::from(v).abs() <= limit));
+        let err = int_error(delta, col.dot(&col).sqrt(), rho);
+        let exact: f64 = decoded
+            .iter()
+            .zip(col)
+            .map(|(&f, &c)| f64::from(f) * c)
+            .sum();
+        let int: i64 = q.iter().zip(&u).map(|(&a, &b)| a * i64::from(b)).sum();
+        let approx = (int as f64 * (f64::from(s_k) * scale)) as f32;
+        let f_norm = decoded
+            .iter()
+            .map(|&f| f64::from(f).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        [f64::from(approx), exact, err * f_norm]
+    }
+
+    /// A row as an int8 index stores it: `(decoded, q)`.
+    fn int8_row(q: Vec<i8>, s_k: f32) -> (Vec<f32>, Vec<i64>) {
+        let decoded = q.iter().map(|&v| f32::from(v) * s_k).collect();
+        (decoded, q.into_iter().map(i64::from).collect())
+    }
 
     #[test]
     fn quantised_dots_stay_within_their_bound() {
@@ -177,38 +229,58 @@ mod tests {
             let col: Vec<f64> = (0..d)
                 .map(|j| next() * magnitude * (1 + j % 5) as f64)
                 .collect();
-            let (u, scale, err) = quantize(ArrayView1::from(&col), limit);
-            assert!(u.iter().all(|&v| i64::from(v).abs() <= limit));
+            let c_norm = col.iter().map(|c| c * c).sum::<f64>().sqrt();
             for _ in 0..50 {
-                let q: Vec<i8> = (0..d).map(|_| (next() * 127.0).round() as i8).collect();
                 let s_k = (next().abs() + 0.01) as f32;
-                let decoded: Vec<f32> = q.iter().map(|&v| f32::from(v) * s_k).collect();
-                let exact: f64 = decoded
-                    .iter()
-                    .zip(&col)
-                    .map(|(&f, &c)| f64::from(f) * c)
-                    .sum();
-                let int: i64 = q
-                    .iter()
-                    .zip(&u)
-                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                    .sum();
-                let approx = (int as f64 * (f64::from(s_k) * scale)) as f32;
-                let f_norm = decoded
-                    .iter()
-                    .map(|&f| f64::from(f).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
+                let q: Vec<i8> = (0..d).map(|_| (next() * 127.0).round() as i8).collect();
+                let (decoded, q) = int8_row(q, s_k);
+                let [approx, exact, bound] = dots(&decoded, &q, s_k, &col, limit, 0.0);
                 assert!(
-                    (f64::from(approx) - exact).abs() <= err * f_norm,
-                    "{approx} vs {exact}, bound {}",
-                    err * f_norm
+                    (approx - exact).abs() <= bound,
+                    "{approx} vs {exact}, bound {bound}"
                 );
                 // Not vacuous: the bound is a small fraction of ‖f̂‖‖col‖.
-                let c_norm = col.iter().map(|c| c * c).sum::<f64>().sqrt();
-                assert!(err <= 1e-3 * c_norm);
+                let f_norm = decoded.iter().map(|&f| f64::from(f).powi(2)).sum::<f64>();
+                assert!(bound <= 1e-3 * c_norm * f_norm.sqrt());
             }
         }
+    }
+
+    /// A random f32 row with a spike, a ranking copy of it (`None` when ρ is too large) and
+    /// a column with a spike, from `seed`.
+    fn copy_case(d: usize, seed: u64, scale: f32, spikes: (f64, f64)) -> Option<[f64; 3]> {
+        let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let mut row: Vec<f32> = (0..d).map(|_| next() as f32 * scale).collect();
+        row[d / 2] += (spikes.0 as f32) * scale;
+        let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
+        col[0] += spikes.1;
+        let limit = balanced_limit(d);
+        let copy = RankingCopy::build(&FeatureRows::F32(Column::Owned(row.clone())), 1, d, limit)?;
+        let q: Vec<i64> = copy.values.iter().map(|&v| i64::from(v)).collect();
+        Some(dots(&row, &q, copy.scales[0], &col, limit, copy.rho))
+    }
+
+    #[test]
+    fn copy_dots_stay_within_their_bound() {
+        let mut tight = 0.0f64;
+        for seed in 0..200 {
+            let [approx, exact, bound] = copy_case(768, seed, 1.0, (0.0, 0.0)).expect("smooth");
+            assert!(
+                (approx - exact).abs() <= bound,
+                "{approx} vs {exact}, bound {bound}"
+            );
+            tight = tight.max((approx - exact).abs() / bound);
+            // Not vacuous: ~1/800 of ‖f̂‖‖col‖ (≈ 16 × 768 here), against 1/27 for a dot.
+            assert!(bound < 16.0 * 768.0 / 400.0, "{bound}");
+        }
+        // And not hopelessly loose: the worst of 200 dots comes within 1/20 of it.
+        assert!(tight > 0.05, "{tight}");
     }
 
     proptest::proptest! {
@@ -230,14 +302,24 @@ mod tests {
             };
             let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
             col[0] += spike;
-            let (u, scale, err) = quantize(ArrayView1::from(&col), int_column_limit(d));
             let q: Vec<i8> = (0..d).map(|_| (next() * 127.0).round() as i8).collect();
-            let decoded: Vec<f32> = q.iter().map(|&v| f32::from(v) * s_k).collect();
-            let exact: f64 = decoded.iter().zip(&col).map(|(&f, &c)| f64::from(f) * c).sum();
-            let int: i64 = q.iter().zip(&u).map(|(&a, &b)| i64::from(a) * i64::from(b)).sum();
-            let approx = (int as f64 * (f64::from(s_k) * scale)) as f32;
-            let f_norm = decoded.iter().map(|&f| f64::from(f).powi(2)).sum::<f64>().sqrt();
-            proptest::prop_assert!((f64::from(approx) - exact).abs() <= err * f_norm);
+            let (decoded, q) = int8_row(q, s_k);
+            let [approx, exact, bound] = dots(&decoded, &q, s_k, &col, int_column_limit(d), 0.0);
+            proptest::prop_assert!((approx - exact).abs() <= bound);
+        }
+
+        /// The same for an f32 row through a ranking copy (its own error ρ in the bound).
+        #[test]
+        fn copy_dots_stay_within_their_bound_for_any_shape(
+            d in 1usize..2000,
+            seed in 0u64..1000,
+            scale in 1e-6f32..1e6,
+            row_spike in 0.0f64..1e4,
+            col_spike in 0.0f64..1e6,
+        ) {
+            if let Some([approx, exact, bound]) = copy_case(d, seed, scale, (row_spike, col_spike)) {
+                proptest::prop_assert!((approx - exact).abs() <= bound);
+            }
         }
     }
 

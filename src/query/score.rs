@@ -710,7 +710,7 @@ where
 struct FewScan<'a, K, O> {
     ctx: &'a Ctx<'a>,
     prep: &'a Prepared,
-    ranking: &'a RankingColumns,
+    ranking: &'a RankingColumns<'a>,
     /// The test side when the batch is one single-token query.
     one: Option<&'a TestSide>,
     keep: &'a K,
@@ -1171,7 +1171,7 @@ where
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
     // (`k` is already capped at the number of items by the caller.)
     let k_ext = k.saturating_add(k.max(32));
-    let ranking = RankingColumns::new(index, &prep.columns);
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
     let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= FEW {
         true => scan_few(&ctx, prep, &ranking, k_ext, keep, offer),
         false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, offer)],

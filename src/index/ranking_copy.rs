@@ -1,0 +1,177 @@
+//! An i16 copy of an f32 or f16 index's feature rows, for the ranking pass of batches: the
+//! integer GEMM ([`crate::int_kernels::gemm`], `vpdpwssd`) does twice the multiply-adds of an
+//! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows.
+//!
+//! Row `k` is `s_k·q_k` with `|q_kj| ≤ R`, and the copy keeps `ρ = max_k ‖f̂_k − s_k q_k‖ / ‖f̂_k‖`
+//! (f̂_k the row as the index stores it), so that the ranking pass can bound its error
+//! ([`crate::query::ranking`]); the reported scores are still computed from `f̂_k`. Built once
+//! per index, on the first batch that uses it, and kept in memory with the index (2·d bytes per
+//! token); never saved.
+
+use rayon::prelude::*;
+
+use super::FeatureRows;
+
+/// Rows per parallel task of the build.
+const ROWS_PER_TASK: usize = 1024;
+
+/// Above this `ρ` the copy is not used (a spiky row makes its quantisation step coarse for all
+/// its other values, and the ranking bound would let too many candidates through).
+pub(crate) const MAX_RELATIVE_ERROR: f64 = 1.0 / 256.0;
+
+/// The row and column limit `R = U` of the copy's GEMM for dimension `d`: the largest with
+/// `R·U·d < 2^31` (every exact sum fits in i32), at most `i16::MAX`. Equal limits minimise the
+/// sum of the two quantisation errors (each ∝ 1/limit).
+pub(crate) fn balanced_limit(d: usize) -> i64 {
+    (i64::from(i32::MAX) / d.max(1) as i64)
+        .isqrt()
+        .min(i64::from(i16::MAX))
+}
+
+/// The copy's rows (N × d, row-major), their scales and the largest relative error `ρ`.
+pub(crate) struct RankingCopy {
+    pub values: Vec<i16>,
+    pub scales: Vec<f32>,
+    pub rho: f64,
+}
+
+impl std::fmt::Debug for RankingCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RankingCopy")
+            .field("rows", &self.scales.len())
+            .field("rho", &self.rho)
+            .finish()
+    }
+}
+
+impl RankingCopy {
+    /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`; `None` for an
+    /// int8 index (its rows are integers already) or when `ρ` exceeds
+    /// [`MAX_RELATIVE_ERROR`].
+    pub fn build(features: &FeatureRows, n: usize, d: usize, limit: i64) -> Option<RankingCopy> {
+        if matches!(features, FeatureRows::Int8 { .. }) || d == 0 {
+            return None;
+        }
+        let mut values = vec![0i16; n * d];
+        let mut scales = vec![0f32; n];
+        let rho = values
+            .par_chunks_mut(ROWS_PER_TASK * d)
+            .zip(scales.par_chunks_mut(ROWS_PER_TASK))
+            .enumerate()
+            .map(|(t, (values, scales))| {
+                let start = t * ROWS_PER_TASK;
+                let mut decoded = Vec::new();
+                let rows = features.rows(start, start + scales.len(), d, &mut decoded);
+                (rows.chunks_exact(d).zip(values.chunks_exact_mut(d)))
+                    .zip(scales.iter_mut())
+                    .map(|((row, q), s)| {
+                        *s = quantize_row(row, limit, q);
+                        relative_error(row, q, *s)
+                    })
+                    .fold(0.0, f64::max)
+            })
+            .reduce(|| 0.0, f64::max);
+        // ρ is computed in f64 from exact products (an f32 times an i16 fits in 53 bits): a
+        // relative margin of 2⁻⁴⁰ covers the sums' roundings.
+        let rho = rho * (1.0 + 2f64.powi(-40));
+        (rho <= MAX_RELATIVE_ERROR).then_some(RankingCopy {
+            values,
+            scales,
+            rho,
+        })
+    }
+}
+
+/// `q = round(row / s)` within `±limit`, with `s = max|row| / limit` (1 for a zero row, or
+/// one so tiny that `s` underflows: then `ρ` is 1 and the copy is not used); returns `s`.
+/// Rounds by adding and subtracting 1.5·2²³ (ties to even, for |v| < 2²²), which vectorises
+/// where `f32::round` is a libm call (no SSE4.1 in the baseline x86-64 target); any `q` is
+/// correct, since `ρ` is measured on the result.
+fn quantize_row(row: &[f32], limit: i64, q: &mut [i16]) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let lim = limit as f32;
+    let s = max / lim;
+    let s = if s > 0.0 { s } else { 1.0 };
+    for (q, &x) in q.iter_mut().zip(row) {
+        *q = ((x / s).clamp(-lim, lim) + MAGIC - MAGIC) as i16;
+    }
+    s
+}
+
+/// `‖row − s·q‖ / ‖row‖` (0 for a zero row, whose `q` is all zeros).
+fn relative_error(row: &[f32], q: &[i16], s: f32) -> f64 {
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for (&x, &v) in row.iter().zip(q) {
+        let x = f64::from(x);
+        err += (x - f64::from(s) * f64::from(v)).powi(2);
+        norm += x * x;
+    }
+    if norm > 0.0 {
+        (err / norm).sqrt()
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Column;
+
+    #[test]
+    fn limit_keeps_every_sum_in_i32() {
+        for d in [1, 2, 768, 1000, 4096, 100_000] {
+            let r = balanced_limit(d);
+            assert!(r * r * d as i64 <= i64::from(i32::MAX), "d = {d}");
+            assert!((r + 1) * (r + 1) * (d as i64) > i64::from(i32::MAX) || r == 32767);
+        }
+    }
+
+    #[test]
+    fn copy_reproduces_rows_within_rho() {
+        let d = 100;
+        let rows: Vec<f32> = (0..50 * d)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i / d) as f32)
+            .collect();
+        let limit = balanced_limit(d);
+        for features in [
+            FeatureRows::F32(Column::Owned(rows.clone())),
+            FeatureRows::F16(Column::Owned(
+                rows.iter().map(|&x| half::f16::from_f32(x)).collect(),
+            )),
+        ] {
+            let copy = RankingCopy::build(&features, 50, d, limit).expect("smooth rows");
+            let mut decoded = Vec::new();
+            let stored = features.rows(0, 50, d, &mut decoded);
+            let mut largest = 0.0f64;
+            for (k, row) in stored.chunks_exact(d).enumerate() {
+                let q = &copy.values[k * d..(k + 1) * d];
+                assert!(q.iter().all(|&v| i64::from(v).abs() <= limit));
+                let e = relative_error(row, q, copy.scales[k]);
+                assert!(e <= copy.rho);
+                largest = largest.max(e);
+            }
+            // ρ is the largest row error (not a loose bound), and small: ~1/(2√3·R) per value.
+            assert!(copy.rho <= largest * (1.0 + 1e-9));
+            assert!(copy.rho < 2.0 / limit as f64, "{}", copy.rho);
+        }
+    }
+
+    #[test]
+    fn no_copy_for_int8_rows_or_spiky_rows() {
+        let d = 64;
+        let int8 = FeatureRows::Int8 {
+            values: Column::Owned(vec![1; d]),
+            scales: Column::Owned(vec![1.0]),
+        };
+        assert!(RankingCopy::build(&int8, 1, d, balanced_limit(d)).is_none());
+        // A coarse limit (as a huge d would give) on a row of one large and many small
+        // values: the small ones round to 0 and ρ ≈ 0.6.
+        let mut row = vec![0.1f32; d];
+        row[0] = 1.0;
+        let features = FeatureRows::F32(Column::Owned(row));
+        assert!(RankingCopy::build(&features, 1, d, 4).is_none());
+        assert!(RankingCopy::build(&features, 1, d, balanced_limit(d)).is_some());
+    }
+}
