@@ -154,6 +154,12 @@ class Index(Handle):
         return _lib.get().seginf_index_num_tokens(self._handle())
 
     @property
+    def ranking_copy_bytes(self) -> int:
+        """Bytes held by the i16 copy of the rows that batches rank through on an f32/f16
+        index (0 until the first batch builds it; see :meth:`Query.set_ranking_copy`)."""
+        return _lib.get().seginf_index_ranking_copy_bytes(self._handle())
+
+    @property
     def num_sequences(self) -> int:
         """S, the number of training sequences."""
         return _lib.get().seginf_index_num_sequences(self._handle())

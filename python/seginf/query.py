@@ -95,6 +95,13 @@ class Query(Handle):
             )
         )
 
+    def set_ranking_copy(self, enabled: bool) -> None:
+        """Whether batches of more than 4 test columns on an f32/f16 index may rank through
+        the index's i16 copy of its rows (default True: an integer GEMM at about twice the f32
+        sgemm's rate, built once per index and kept with it, 2*d + 4 bytes per token).
+        Results are identical either way."""
+        _lib.check(_lib.get().seginf_query_set_ranking_copy(self._handle(), 1 if enabled else 0))
+
     def set_hessian(self, damping: float = 1.0, mode=Hessian.IDENTITY) -> None:
         """The identity Hessian ``H = damping * I`` (damping finite, > 0), replacing any
         curvature. Other modes need a fitted :class:`Curvature` (:meth:`set_curvature`)."""

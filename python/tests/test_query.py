@@ -128,6 +128,23 @@ def test_run_batch_equals_run(setup, rng):
             np.testing.assert_array_equal(opp, want_opp)
 
 
+def test_batch_with_and_without_the_ranking_copy(setup, rng):
+    _, index, _, _, tx, ty = setup
+    # Eight single-token segments: more than 4 test columns, so the batch GEMM path.
+    segments = [(0, i % len(ty), i % len(ty)) for i in range(8)]
+    feats, labels, lengths = seginf.concat_sequences([(tx, ty)])
+    with index.query() as q:
+        with_copy = q.run_batch(feats, labels, lengths, segments, k=5)
+        copy_bytes = index.ranking_copy_bytes
+        q.set_ranking_copy(False)
+        without = q.run_batch(feats, labels, lengths, segments, k=5)
+    # Built by the first batch on CPUs with the integer kernels: 2*d + 4 bytes per token.
+    assert copy_bytes in (0, (2 * D + 4) * index.num_tokens)
+    for (a_sup, a_opp), (b_sup, b_opp) in zip(with_copy, without):
+        np.testing.assert_array_equal(a_sup, b_sup)
+        np.testing.assert_array_equal(a_opp, b_opp)
+
+
 def test_save_open_gives_identical_scores(setup, tmp_path, rng):
     crf, index, _, _, tx, ty = setup
     path = tmp_path / "train.index"
