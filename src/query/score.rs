@@ -32,7 +32,7 @@ use crate::index::{Index, NO_LABEL};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::ranking::{RankingColumns, Scratch, FEW};
-use crate::query::topk::TopK;
+use crate::query::topk::{SharedCuts, TopK};
 
 /// One test segment of a query.
 #[derive(Debug, Clone, Copy)]
@@ -676,10 +676,12 @@ where
     K: Fn(usize) -> bool + Sync,
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
+    let shared: Vec<SharedCuts> = prep.sides.iter().map(|_| SharedCuts::new()).collect();
     let scan = FewScan {
         ctx,
         prep,
         ranking,
+        shared: &shared,
         // One single-token query (the common single query): a block's raw scores at once.
         one: match prep.sides.as_slice() {
             [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
@@ -711,6 +713,8 @@ struct FewScan<'a, K, O> {
     ctx: &'a Ctx<'a>,
     prep: &'a Prepared,
     ranking: &'a RankingColumns<'a>,
+    /// Per query, the cuts of every task's keepers.
+    shared: &'a [SharedCuts],
     /// The test side when the batch is one single-token query.
     one: Option<&'a TestSide>,
     keep: &'a K,
@@ -753,6 +757,9 @@ where
             .collect();
         for start in tokens.clone().step_by(RANK_BLOCK) {
             let end = (start + RANK_BLOCK).min(tokens.end);
+            for (top, shared) in tops.iter_mut().zip(self.shared) {
+                shared.exchange(top);
+            }
             few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
             if let Some(side) = self.one {
                 let (c, first) = (ctx.c, start - tokens.start);
@@ -812,7 +819,7 @@ fn one_column_pairs<K, O>(
     terms: &PairTerms,
     block: (usize, Range<usize>),
     dots: ArrayView2<f32>,
-    tops: &mut [TopK],
+    (tops, shared): (&mut [TopK], &[SharedCuts]),
     keep: &K,
     offer: &O,
 ) where
@@ -821,6 +828,9 @@ fn one_column_pairs<K, O>(
 {
     let (start, rows) = block;
     let (c, nq) = (ctx.c, tops.len());
+    for (top, shared) in tops.iter_mut().zip(shared) {
+        shared.exchange(top);
+    }
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; nq];
     let (Some(coefs_t), Some(table)) = (terms.coefs_t.as_slice(), terms.dense.as_slice()) else {
@@ -936,6 +946,8 @@ where
     let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
     let mut buf = terms.buffers(GEMM_BLOCK);
     let mut dots = Array2::<f32>::zeros((GEMM_BLOCK, prep.columns32.nrows()));
+    // Per query, the cuts of every part's keepers (see [`SharedCuts`]).
+    let shared: Vec<SharedCuts> = (0..nq).map(|_| SharedCuts::new()).collect();
     let mut part_tops: Vec<Vec<TopK>> = (0..threads)
         .map(|_| (0..nq).map(|_| TopK::new(k_ext)).collect())
         .collect();
@@ -968,6 +980,7 @@ where
         if one_column {
             part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
                 let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
+                let tops = (tops.as_mut_slice(), shared.as_slice());
                 one_column_pairs(ctx, &terms, (start, rows), dots, tops, keep, offer);
             });
             continue;
@@ -978,6 +991,9 @@ where
             // Pairs, row by row (the block's matrices are row-major).
             part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
                 let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
+                for (top, shared) in tops.iter_mut().zip(&shared) {
+                    shared.exchange(top);
+                }
                 for i in rows.filter(|&i| keep(start + i)) {
                     let k = start + i;
                     let (dots_k, e_k, v_k) = (dots.row(i), e.row(i), v.row(i));
