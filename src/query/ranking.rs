@@ -13,7 +13,7 @@ use std::ops::Range;
 use ndarray::{Array2, ArrayView1};
 
 use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
-use crate::int_kernels::{self, PackedCols, Rows};
+use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
 /// Columns quantised to i16: `col_l ≈ scales[l] · values[l]`, against int8 rows or the rows of
 /// a [`RankingCopy`].
@@ -168,6 +168,35 @@ impl IntColumns<'_> {
                 *o = (f64::from(a) * (f64::from(s_k) * s_l)) as f32;
             }
         }
+    }
+}
+
+impl IntColumns<'_> {
+    /// For one column against an int8 index's rows `start..start + out.len()`: the tokens'
+    /// raw scores straight from the integer dots ([`int_kernels::dot_score_rows`], the dots
+    /// as [`IntColumns::block_dots`] computes them). `false` when that kernel does not apply
+    /// (no AVX-512 VNNI, a ranking copy, more than one column).
+    pub fn block_scores(
+        &self,
+        features: &FeatureRows,
+        (start, terms): (usize, &TokenTerms),
+        out: &mut [f64],
+    ) -> bool {
+        let (None, FeatureRows::Int8 { values, scales }, [scale]) =
+            (self.copy, features, self.scales.as_slice())
+        else {
+            return false;
+        };
+        let d = self.values.len();
+        let rows = start..start + out.len();
+        int_kernels::dot_score_rows(
+            &values.as_slice()[rows.start * d..rows.end * d],
+            &scales.as_slice()[rows],
+            d,
+            (&self.values, *scale),
+            terms,
+            out,
+        )
     }
 }
 

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
+use crate::int_kernels::TokenTerms;
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::ranking::{RankingColumns, Scratch, FEW};
@@ -760,17 +761,25 @@ where
             for (top, shared) in tops.iter_mut().zip(self.shared) {
                 shared.exchange(top);
             }
-            few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
             if let Some(side) = self.one {
                 let (c, first) = (ctx.c, start - tokens.start);
                 let raws = &mut raws[..end - start];
-                crate::kernels::token_raws(
-                    &ctx.errors[start * c..end * c],
-                    &dots[..end - start],
-                    &classes[first..first + (end - start)],
-                    (&side.coefs, &side.pair_table),
-                    raws,
-                );
+                let terms = TokenTerms {
+                    r: &ctx.errors[start * c..end * c],
+                    classes: &classes[first..first + (end - start)],
+                    coefs: &side.coefs,
+                    table: &side.pair_table,
+                };
+                let fused = (self.ranking.ints.as_ref()).is_some_and(|ints| {
+                    ints.block_scores(&ctx.index.features, (start, &terms), raws)
+                });
+                if !fused {
+                    few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
+                    let dots = &dots[..end - start];
+                    let (r, classes) = (terms.r, terms.classes);
+                    let coefs_table = (terms.coefs, terms.table);
+                    crate::kernels::token_raws(r, dots, classes, coefs_table, raws);
+                }
                 for (k, &raw) in (start..end).zip(raws.iter()) {
                     let score = ctx.finish(raw, ctx.grad_norm(k));
                     if tops[0].admits(score) && keep(k) {
@@ -779,6 +788,7 @@ where
                 }
                 continue;
             }
+            few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
             for k in start..end {
                 let at = (k - start) * num_cols;
                 let row = &dots[at..at + num_cols];
