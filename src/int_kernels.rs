@@ -285,7 +285,7 @@ fn dot_portable(a: &[i8], b: &[i16]) -> i32 {
 /// raw-pointer access.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
@@ -697,7 +697,7 @@ mod x86 {
     }
 
     /// Per row: the integer dot as [`dot_vnni`] (two accumulators of 32 values), its scaling,
-    /// then the O(C) score with the labels in registers of 8 (masked tail).
+    /// then the O(C) score ([`token_raw`], the labels in registers of 8).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_score_impl(
         rows: &[i8],
@@ -707,9 +707,7 @@ mod x86 {
         terms: &TokenTerms,
         out: &mut [f64],
     ) {
-        let c = terms.coefs.len();
-        let label_mask = |j: usize| -> __mmask8 { ((1u32 << (c - j).min(8)) - 1) as __mmask8 };
-        let (cp, coefs) = (col.as_ptr(), terms.coefs.as_ptr());
+        let (c, cp) = (terms.coefs.len(), col.as_ptr());
         // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d] and the column d values (checked by
         // the caller); full loads cover [j, j + 32) with j + 32 ≤ d, the tail's masks [j, d);
         // r's row i, the class's table row and coefs hold c values, read in masked groups.
@@ -737,25 +735,40 @@ mod x86 {
                 let dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
                 let s_k = f64::from(*row_scales.get_unchecked(i));
                 let x = f64::from((f64::from(dot) * (s_k * scale)) as f32);
-                let (rk, t) = (
-                    terms.r.as_ptr().add(i * c),
-                    terms
-                        .table
-                        .as_ptr()
-                        .add(*terms.classes.get_unchecked(i) * c),
-                );
-                let xv = _mm512_set1_pd(x);
-                let mut sum = _mm512_setzero_pd();
-                for l in (0..c).step_by(8) {
-                    let m = label_mask(l);
-                    let rv = _mm512_maskz_loadu_pd(m, rk.add(l));
-                    let cv = _mm512_maskz_loadu_pd(m, coefs.add(l));
-                    let tv = _mm512_maskz_loadu_pd(m, t.add(l));
-                    sum = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(xv, cv, tv), sum);
-                }
-                *o = _mm512_reduce_add_pd(sum);
+                let t = terms
+                    .table
+                    .as_ptr()
+                    .add(*terms.classes.get_unchecked(i) * c);
+                *o = token_raw(x, terms.r.as_ptr().add(i * c), t, terms.coefs);
             }
         }
+    }
+
+    /// One token's raw score `Σ_j r[j]·(x·coefs[j] + t[j])`, the labels in registers of 8
+    /// (masked tail); shared with `kernels::token_raws`.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `r` and `t` are valid for `coefs.len()` reads.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn token_raw(x: f64, r: *const f64, t: *const f64, coefs: &[f64]) -> f64 {
+        let c = coefs.len();
+        let x = _mm512_set1_pd(x);
+        let mut acc = _mm512_setzero_pd();
+        for j in (0..c).step_by(8) {
+            let m = ((1u32 << (c - j).min(8)) - 1) as __mmask8;
+            // SAFETY: lanes [j, min(j + 8, c)) of c values each (by the caller); masked-off
+            // lanes are not accessed.
+            let (rv, cv, tv) = unsafe {
+                (
+                    _mm512_maskz_loadu_pd(m, r.add(j)),
+                    _mm512_maskz_loadu_pd(m, coefs.as_ptr().add(j)),
+                    _mm512_maskz_loadu_pd(m, t.add(j)),
+                )
+            };
+            acc = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(x, cv, tv), acc);
+        }
+        _mm512_reduce_add_pd(acc)
     }
 
     /// Runs the columns 4 at a time through `kernels`, whose CPU features the caller checked.

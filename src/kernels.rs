@@ -219,24 +219,11 @@ mod x86 {
         coefs: &[f64],
         out: &mut [f64],
     ) {
-        let c = coefs.len();
-        let mask = |j: usize| -> __mmask8 { ((1u32 << (c - j).min(8)) - 1) as __mmask8 };
         for ((o, &x), (r, t)) in out.iter_mut().zip(dots).zip(rows) {
-            let x = _mm512_set1_pd(f64::from(x));
-            let mut acc = _mm512_setzero_pd();
-            for j in (0..c).step_by(8) {
-                let m = mask(j);
-                // SAFETY: see token_raws_avx512; r, t and coefs each hold c values.
-                let (rv, cv, tv) = unsafe {
-                    (
-                        _mm512_maskz_loadu_pd(m, r.as_ptr().add(j)),
-                        _mm512_maskz_loadu_pd(m, coefs.as_ptr().add(j)),
-                        _mm512_maskz_loadu_pd(m, t.as_ptr().add(j)),
-                    )
-                };
-                acc = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(x, cv, tv), acc);
-            }
-            *o = _mm512_reduce_add_pd(acc);
+            // SAFETY: see token_raws_avx512; r, t and coefs each hold c values.
+            *o = unsafe {
+                crate::int_kernels::x86::token_raw(f64::from(x), r.as_ptr(), t.as_ptr(), coefs)
+            };
         }
     }
 

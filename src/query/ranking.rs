@@ -275,16 +275,21 @@ mod tests {
         }
     }
 
-    /// A random f32 row with a spike, a ranking copy of it (`None` when ρ is too large) and
-    /// a column with a spike, from `seed`.
-    fn copy_case(d: usize, seed: u64, scale: f32, spikes: (f64, f64)) -> Option<[f64; 3]> {
+    /// Uniform values in [−1, 1) from `seed` (xorshift).
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
         let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut next = move || {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        }
+    }
+
+    /// A random f32 row with a spike, a ranking copy of it (`None` when ρ is too large) and
+    /// a column with a spike, from `seed`.
+    fn copy_case(d: usize, seed: u64, scale: f32, spikes: (f64, f64)) -> Option<[f64; 3]> {
+        let mut next = uniform(seed);
         let mut row: Vec<f32> = (0..d).map(|_| next() as f32 * scale).collect();
         row[d / 2] += (spikes.0 as f32) * scale;
         let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
@@ -322,13 +327,7 @@ mod tests {
             s_k in 1e-6f32..1e3,
             spike in 0.0f64..1e6,
         ) {
-            let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut next = move || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            };
+            let mut next = uniform(seed);
             let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
             col[0] += spike;
             let q: Vec<i8> = (0..d).map(|_| (next() * 127.0).round() as i8).collect();
