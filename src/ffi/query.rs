@@ -84,7 +84,8 @@ impl From<&Hit> for seginf_hit {
 }
 
 /// A new query on `index` (kept alive by the query) with defaults: token granularity, no
-/// normalisation, identity Hessian with damping 1, no filters. Errors: NULL_ARGUMENT.
+/// normalisation, identity Hessian with damping 1, no filters, ranking copy allowed.
+/// Errors: NULL_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn seginf_query_new(
     index: *const seginf_index,
@@ -400,8 +401,11 @@ pub unsafe extern "C" fn seginf_query_run(
 /// stored back to back: sequence i has seq_lengths[i] tokens (`features`: sum x d, `labels`:
 /// sum). Segment j is [seg_first[j], seg_last[j]] of sequence seg_seq[j]. Its hits go to
 /// supporting[j*k_capacity ...] and opposing[j*k_capacity ...], their count to found[j].
-/// Results equal those of seginf_query_run on each segment. Error messages name the failing
-/// segment. Errors: as seginf_query_run; INVALID_ARGUMENT when num_segments = 0.
+/// Results equal those of seginf_query_run on each segment. On an f32 or f16 index, the first
+/// batch of more than 4 test columns (single-token segments count one each) builds the
+/// index's i16 ranking copy unless the query opted out (seginf_query_set_ranking_copy).
+/// Error messages name the failing segment. Errors: as seginf_query_run; INVALID_ARGUMENT
+/// when num_segments = 0.
 #[no_mangle]
 pub unsafe extern "C" fn seginf_query_run_batch(
     query: *mut seginf_query,
