@@ -636,7 +636,8 @@ size_t seginf_index_num_tokens(const seginf_index *index);
 
 // Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
 // the first batch that builds it, for int8 indexes, on CPUs without the integer kernels, when
-// the copy would be too coarse to help, and for NULL.
+// the copy would be too coarse to help or cannot be allocated (the batches then rank with the
+// f32 sgemm), and for NULL.
 size_t seginf_index_ranking_copy_bytes(const seginf_index *index);
 
 // Number of training sequences S (0 for NULL).

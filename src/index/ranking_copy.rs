@@ -46,14 +46,19 @@ impl std::fmt::Debug for RankingCopy {
 
 impl RankingCopy {
     /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`; `None` for an
-    /// int8 index (its rows are integers already) or when `ρ` exceeds
-    /// [`MAX_RELATIVE_ERROR`].
+    /// int8 index (its rows are integers already), when `ρ` exceeds [`MAX_RELATIVE_ERROR`], or
+    /// when the memory for it cannot be had.
     pub fn build(features: &FeatureRows, n: usize, d: usize, limit: i64) -> Option<RankingCopy> {
         if matches!(features, FeatureRows::Int8 { .. }) || d == 0 {
             return None;
         }
-        let mut values = vec![0i16; n * d];
-        let mut scales = vec![0f32; n];
+        // A copy that does not fit in memory is no copy: the batch ranks with the f32 sgemm.
+        let (mut values, mut scales) = (Vec::new(), Vec::new());
+        if values.try_reserve_exact(n * d).is_err() || scales.try_reserve_exact(n).is_err() {
+            return None;
+        }
+        values.resize(n * d, 0i16);
+        scales.resize(n, 0f32);
         let rho = values
             .par_chunks_mut(ROWS_PER_TASK * d)
             .zip(scales.par_chunks_mut(ROWS_PER_TASK))
