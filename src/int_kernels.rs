@@ -696,8 +696,8 @@ pub(crate) mod x86 {
         true
     }
 
-    /// Per row: the integer dot as [`dot_vnni`] (two accumulators of 32 values), its scaling,
-    /// then the O(C) score ([`token_raw`], the labels in registers of 8).
+    /// Per row: the integer dot ([`row_dots`], as [`dot_vnni`]), its scaling, then the O(C)
+    /// score ([`token_raw`], the labels in registers of 8).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_score_impl(
         rows: &[i8],
@@ -708,31 +708,11 @@ pub(crate) mod x86 {
         out: &mut [f64],
     ) {
         let (c, cp) = (terms.coefs.len(), col.as_ptr());
-        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d] and the column d values (checked by
-        // the caller); full loads cover [j, j + 32) with j + 32 ≤ d, the tail's masks [j, d);
-        // r's row i, the class's table row and coefs hold c values, read in masked groups.
+        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d] and the column d values, r's row i,
+        // the class's table row and coefs c values (all checked by the caller).
         unsafe {
             for (i, o) in out.iter_mut().enumerate() {
-                let r = rows.as_ptr().add(i * d);
-                let mut acc = [_mm512_setzero_si512(); 2];
-                let mut j = 0;
-                while j + 64 <= d {
-                    for (u, acc) in acc.iter_mut().enumerate() {
-                        let x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(r.add(j + 32 * u).cast()));
-                        let y = _mm512_loadu_si512(cp.add(j + 32 * u).cast());
-                        *acc = _mm512_dpwssd_epi32(*acc, x, y);
-                    }
-                    j += 64;
-                }
-                while j < d {
-                    let m = lane_mask(d - j);
-                    let x = _mm512_maskz_loadu_epi8(m, r.add(j));
-                    let x = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(x));
-                    let y = _mm512_maskz_loadu_epi16(m as __mmask32, cp.add(j));
-                    acc[0] = _mm512_dpwssd_epi32(acc[0], x, y);
-                    j += 32;
-                }
-                let dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+                let [dot] = row_dots::<1>(rows.as_ptr().add(i * d), d, [cp; 4]);
                 let s_k = f64::from(*row_scales.get_unchecked(i));
                 let x = f64::from((f64::from(dot) * (s_k * scale)) as f32);
                 let t = terms
@@ -807,38 +787,56 @@ pub(crate) mod x86 {
         out: *mut i32,
         ld: usize,
     ) {
-        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d]; each column spans d i16; full
-        // loads cover [j, j + 32) with j + 32 ≤ d, the tail's masks [j, d).
+        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d]; out[i·ld + n] lies in out (both by
+        // the caller).
         unsafe {
             for i in 0..rb {
-                let r = rows.add(i * d);
-                let mut acc = [[_mm512_setzero_si512(); 2]; N];
-                let mut j = 0;
-                while j + 64 <= d {
-                    for u in 0..2 {
-                        let x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(r.add(j + 32 * u).cast()));
-                        for n in 0..N {
-                            let y = _mm512_loadu_si512(cols[n].add(j + 32 * u).cast());
-                            acc[n][u] = _mm512_dpwssd_epi32(acc[n][u], x, y);
-                        }
-                    }
-                    j += 64;
-                }
-                while j < d {
-                    let m = lane_mask(d - j);
-                    let x = _mm512_maskz_loadu_epi8(m, r.add(j));
-                    let x = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(x));
-                    for n in 0..N {
-                        let y = _mm512_maskz_loadu_epi16(m as __mmask32, cols[n].add(j));
-                        acc[n][0] = _mm512_dpwssd_epi32(acc[n][0], x, y);
-                    }
-                    j += 32;
-                }
-                for n in 0..N {
-                    let s = _mm512_add_epi32(acc[n][0], acc[n][1]);
-                    *out.add(i * ld + n) = _mm512_reduce_add_epi32(s);
+                let dots = row_dots::<N>(rows.add(i * d), d, cols);
+                for (n, &dot) in dots.iter().enumerate() {
+                    *out.add(i * ld + n) = dot;
                 }
             }
+        }
+    }
+
+    /// One row's dots with the first `N` columns: 64 bytes per step in 2 accumulators per
+    /// column, then one horizontal sum per column (the body of [`dot_vnni`] and of the fused
+    /// [`dot_score_impl`]).
+    ///
+    /// # Safety
+    /// The CPU has the features; `r` and each column are valid for `d` reads.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn row_dots<const N: usize>(r: *const i8, d: usize, cols: [*const i16; 4]) -> [i32; N] {
+        // SAFETY: full loads cover [j, j + 32) with j + 32 ≤ d, the tail's masks [j, d).
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); 2]; N];
+            let mut j = 0;
+            while j + 64 <= d {
+                for u in 0..2 {
+                    let x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(r.add(j + 32 * u).cast()));
+                    for n in 0..N {
+                        let y = _mm512_loadu_si512(cols[n].add(j + 32 * u).cast());
+                        acc[n][u] = _mm512_dpwssd_epi32(acc[n][u], x, y);
+                    }
+                }
+                j += 64;
+            }
+            while j < d {
+                let m = lane_mask(d - j);
+                let x = _mm512_maskz_loadu_epi8(m, r.add(j));
+                let x = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(x));
+                for n in 0..N {
+                    let y = _mm512_maskz_loadu_epi16(m as __mmask32, cols[n].add(j));
+                    acc[n][0] = _mm512_dpwssd_epi32(acc[n][0], x, y);
+                }
+                j += 32;
+            }
+            let mut dots = [0; N];
+            for (dot, acc) in dots.iter_mut().zip(&acc) {
+                *dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+            }
+            dots
         }
     }
 
