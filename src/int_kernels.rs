@@ -224,6 +224,24 @@ pub struct TokenTerms<'a> {
     pub table: &'a [f64],
 }
 
+impl TokenTerms<'_> {
+    /// Panics unless the terms cover `rows` tokens: their `r` rows, their classes, and each
+    /// class's table row (what the kernels read through raw pointers).
+    pub fn check(&self, rows: usize, what: &str) {
+        let c = self.coefs.len();
+        assert!(
+            self.r.len() >= rows * c && self.classes.len() >= rows,
+            "{what}: shapes differ"
+        );
+        assert!(
+            self.classes[..rows]
+                .iter()
+                .all(|&p| (p + 1) * c <= self.table.len()),
+            "{what}: a class past the table"
+        );
+    }
+}
+
 /// The ranking dots of int8 rows (scales `row_scales`) with one i16 column (`col ≈ scale·u`)
 /// and the tokens' raw scores from them in one pass: `out[i] = raw_i` with
 /// `x_i = fl32(dot_i · (s_i · scale))` as [`dot_rows_i8_i16`]'s callers compute it. Fused so
@@ -673,21 +691,12 @@ pub(crate) mod x86 {
         terms: &TokenTerms,
         out: &mut [f64],
     ) -> bool {
-        let (rb, c) = (out.len(), terms.coefs.len());
+        let rb = out.len();
         assert!(
-            rows.len() == rb * d
-                && row_scales.len() >= rb
-                && col.0.len() == d
-                && terms.r.len() >= rb * c
-                && terms.classes.len() >= rb,
+            rows.len() == rb * d && row_scales.len() >= rb && col.0.len() == d,
             "dot_score_rows: shapes differ"
         );
-        // The table rows of every class used, checked before any raw-pointer access.
-        let classes = &terms.classes[..rb];
-        assert!(
-            classes.iter().all(|&p| (p + 1) * c <= terms.table.len()),
-            "dot_score_rows: a class past the table"
-        );
+        terms.check(rb, "dot_score_rows");
         if !vnni() || d == 0 {
             return false;
         }

@@ -7,6 +7,8 @@ use std::ops::Range;
 
 use multiversion::multiversion;
 
+use crate::int_kernels::TokenTerms;
+
 /// `Σ_i a_i b_i` in f64 over f32 × f64 (exact products, f64 sums): the exact scoring pass.
 #[inline]
 pub fn dot_exact(a: &[f32], b: &[f64]) -> f64 {
@@ -182,6 +184,9 @@ pub fn dot_rows_f16(
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::int_kernels::x86::token_raw;
+    use crate::int_kernels::TokenTerms;
+
     /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
     /// std after the first check; every AVX2 CPU so far has the other two).
     pub fn available() -> bool {
@@ -192,37 +197,26 @@ mod x86 {
 
     /// [`super::token_raws`] with AVX-512 F; `false` (doing nothing) without it. Panics, as
     /// the portable loop would, when a class or a row lies past its slice.
-    pub fn token_raws_avx512(
-        r: &[f64],
-        dots: &[f32],
-        classes: &[usize],
-        (coefs, table): (&[f64], &[f64]),
-        out: &mut [f64],
-    ) -> bool {
+    pub fn token_raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) -> bool {
         if !is_x86_feature_detected!("avx512f") {
             return false;
         }
-        let c = coefs.len();
-        let n = out.len().min(dots.len()).min(classes.len());
-        // The rows as slices (bounds-checked here), read through masked loads below.
-        let rows = (0..n).map(|i| (&r[i * c..(i + 1) * c], &table[classes[i] * c..][..c]));
-        // SAFETY: avx512f was just checked; each load reads lanes [j, min(j + 8, c)) of a
-        // slice of c values (the masks cover the rest, and masked lanes are not accessed).
-        unsafe { raws_avx512(rows, dots, coefs, out) };
+        let n = dots.len().min(out.len());
+        let out = &mut out[..n];
+        terms.check(out.len(), "token_raws");
+        // SAFETY: avx512f was just checked; `check` covered every row read.
+        unsafe { raws_avx512(terms, dots, out) };
         true
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn raws_avx512<'a>(
-        rows: impl Iterator<Item = (&'a [f64], &'a [f64])>,
-        dots: &[f32],
-        coefs: &[f64],
-        out: &mut [f64],
-    ) {
-        for ((o, &x), (r, t)) in out.iter_mut().zip(dots).zip(rows) {
-            // SAFETY: see token_raws_avx512; r, t and coefs each hold c values.
+    unsafe fn raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
+        let c = terms.coefs.len();
+        for (i, (o, &x)) in out.iter_mut().zip(dots).enumerate() {
+            // SAFETY: r's row i and the class's table row hold c values (checked by the caller).
             *o = unsafe {
-                crate::int_kernels::x86::token_raw(f64::from(x), r.as_ptr(), t.as_ptr(), coefs)
+                let t = terms.table.as_ptr().add(terms.classes[i] * c);
+                token_raw(f64::from(x), terms.r.as_ptr().add(i * c), t, terms.coefs)
             };
         }
     }
@@ -358,31 +352,20 @@ pub fn one_column_scores(
 /// per-(previous, next label) rows. With AVX-512 a token's labels in registers of 8 (a
 /// third of the instructions of the scalar loop, which is what bounds this pass: `r` streams
 /// at a fraction of the memory's rate); four partial sums otherwise, as `token_score`.
-pub fn token_raws(
-    r: &[f64],
-    dots: &[f32],
-    classes: &[usize],
-    coefs_table: (&[f64], &[f64]),
-    out: &mut [f64],
-) {
+pub fn token_raws(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
-    if x86::token_raws_avx512(r, dots, classes, coefs_table, out) {
+    if x86::token_raws_avx512(terms, dots, out) {
         return;
     }
-    token_raws_portable(r, dots, classes, coefs_table, out);
+    token_raws_portable(terms, dots, out);
 }
 
 /// [`token_raws`] without AVX-512.
 #[multiversion(targets("x86_64+avx2+fma"))]
-pub fn token_raws_portable(
-    r: &[f64],
-    dots: &[f32],
-    classes: &[usize],
-    (coefs, table): (&[f64], &[f64]),
-    out: &mut [f64],
-) {
+pub fn token_raws_portable(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
+    let (coefs, table) = (terms.coefs, terms.table);
     let c = coefs.len();
-    let rows = r.chunks_exact(c.max(1)).zip(dots).zip(classes);
+    let rows = terms.r.chunks_exact(c.max(1)).zip(dots).zip(terms.classes);
     for (o, ((r, &x), &pn)) in out.iter_mut().zip(rows) {
         let (x, t) = (f64::from(x), &table[pn * c..(pn + 1) * c]);
         let mut s = [0.0f64; 4];
@@ -541,8 +524,14 @@ mod tests {
                 })
                 .collect();
             let (mut fast, mut portable) = (vec![f64::NAN; n], vec![f64::NAN; n]);
-            token_raws(&r, &dots, &classes, (&coefs, &table), &mut fast);
-            token_raws_portable(&r, &dots, &classes, (&coefs, &table), &mut portable);
+            let terms = TokenTerms {
+                r: &r,
+                classes: &classes,
+                coefs: &coefs,
+                table: &table,
+            };
+            token_raws(&terms, &dots, &mut fast);
+            token_raws_portable(&terms, &dots, &mut portable);
             for i in 0..n {
                 for got in [fast[i], portable[i]] {
                     assert!(

@@ -775,10 +775,7 @@ where
                 });
                 if !fused {
                     few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
-                    let dots = &dots[..end - start];
-                    let (r, classes) = (terms.r, terms.classes);
-                    let coefs_table = (terms.coefs, terms.table);
-                    crate::kernels::token_raws(r, dots, classes, coefs_table, raws);
+                    crate::kernels::token_raws(&terms, &dots[..end - start], raws);
                 }
                 for (k, &raw) in (start..end).zip(raws.iter()) {
                     let score = ctx.finish(raw, ctx.grad_norm(k));
