@@ -134,7 +134,7 @@ impl Index {
     /// Memory held by the i16 copy of the rows that batches of more than 4 test columns rank
     /// through on an f32/f16 index (2·d + 4 bytes per token, built by the first such batch on
     /// a CPU with [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and
-    /// when the copy would be too coarse.
+    /// when the copy would be too coarse or cannot be allocated.
     pub fn ranking_copy_bytes(&self) -> usize {
         match self.derived.ranking_copy.get() {
             Some(Some(copy)) => 2 * copy.values.len() + 4 * copy.scales.len(),

@@ -169,9 +169,7 @@ impl IntColumns<'_> {
             }
         }
     }
-}
 
-impl IntColumns<'_> {
     /// For one column against an int8 index's rows `start..start + out.len()`: the tokens'
     /// raw scores straight from the integer dots ([`int_kernels::dot_score_rows`], the dots
     /// as [`IntColumns::block_dots`] computes them). `false` when that kernel does not apply

@@ -758,9 +758,7 @@ where
             .collect();
         for start in tokens.clone().step_by(RANK_BLOCK) {
             let end = (start + RANK_BLOCK).min(tokens.end);
-            for (top, shared) in tops.iter_mut().zip(self.shared) {
-                shared.exchange(top);
-            }
+            SharedCuts::exchange_all(self.shared, tops);
             if let Some(side) = self.one {
                 let (c, first) = (ctx.c, start - tokens.start);
                 let raws = &mut raws[..end - start];
@@ -835,9 +833,7 @@ fn one_column_pairs<K, O>(
 {
     let (start, rows) = block;
     let (c, nq) = (ctx.c, tops.len());
-    for (top, shared) in tops.iter_mut().zip(shared) {
-        shared.exchange(top);
-    }
+    SharedCuts::exchange_all(shared, tops);
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; nq];
     let (Some(coefs_t), Some(table)) = (terms.coefs_t.as_slice(), terms.dense.as_slice()) else {
@@ -998,9 +994,7 @@ where
             // Pairs, row by row (the block's matrices are row-major).
             part_tops.par_iter_mut().enumerate().for_each(|(p, tops)| {
                 let rows = (p * per_part).min(rb)..((p + 1) * per_part).min(rb);
-                for (top, shared) in tops.iter_mut().zip(&shared) {
-                    shared.exchange(top);
-                }
+                SharedCuts::exchange_all(&shared, tops);
                 for i in rows.filter(|&i| keep(start + i)) {
                     let k = start + i;
                     let (dots_k, e_k, v_k) = (dots.row(i), e.row(i), v.row(i));

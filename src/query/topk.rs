@@ -227,6 +227,13 @@ impl SharedCuts {
         }
     }
 
+    /// [`SharedCuts::exchange`] for each query's keeper: `shared[q]` with `tops[q]`.
+    pub fn exchange_all(shared: &[SharedCuts], tops: &mut [TopK]) {
+        for (shared, top) in shared.iter().zip(tops) {
+            shared.exchange(top);
+        }
+    }
+
     /// Publishes `top`'s cuts (no-ops until an end is full) and narrows `top` to the
     /// tightest published.
     pub fn exchange(&self, top: &mut TopK) {
