@@ -4,7 +4,11 @@
 //! - `gemm` (int8 rows) for L = 300 and 64 in blocks of 2048 rows, next to OpenBLAS sgemm of the
 //!   same shapes (ndarray's `general_mat_mul` on f32 copies of the rows): GMAC/s and ratio;
 //! - `dot_rows_i8_i16` for L = 1 in blocks of 256 rows, next to a plain streaming read of the
-//!   same bytes: GB/s and ratio.
+//!   same bytes: GB/s and ratio;
+//! - `dot_score_rows` (an int8 single query's fused dots and scores, C = 9) on both cores as the
+//!   query runs it, with and without `prefetch_ahead`, next to a read of the rows on both
+//!   cores: the median over paired turns of each one's rate (rows, scales and `r_k` bytes)
+//!   over the read's.
 //!
 //! OpenBLAS reads `OPENBLAS_NUM_THREADS` once, when the library loads, so setting it from
 //! `main` would be too late: the binary runs itself again with `OPENBLAS_NUM_THREADS=1` when
@@ -23,15 +27,25 @@ mod common;
 mod int_kernels;
 
 use common::{best_of, stream, Rng};
+use std::hint::black_box;
 use std::process::Command;
+use std::time::Instant;
 
-use int_kernels::{dot_rows_i8_i16, gemm, vnni_available, PackedCols, Rows};
+use int_kernels::{
+    dot_rows_i8_i16, dot_score_rows, gemm, set_prefetch, vnni_available, PackedCols, Rows,
+    TokenTerms,
+};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2};
 
 /// Rows per `gemm` (int8 rows) call and per `dot_rows_i8_i16` call (as the caller blocks them).
 const GEMM_BLOCK: usize = 2048;
 const DOT_BLOCK: usize = 256;
+/// Rows per `dot_score_rows` call (as a single query blocks them) and labels.
+const FUSED_BLOCK: usize = 1024;
+const LABELS: usize = 9;
+/// Paired turns of the fused kernel's measurement.
+const TURNS: usize = 21;
 
 /// The fastest of `reps` runs of `f` and of `g`, in seconds, the two taking turns (so that
 /// a busy spell on the shared machine slows both, not just one side of the ratio).
@@ -135,5 +149,100 @@ fn main() {
         bytes.len() as f64 / secs / 1e9,
         bytes.len() as f64 / read / 1e9,
         100.0 * read / secs
+    );
+
+    fused(&rows, d, u, &mut rng);
+}
+
+/// `f(range)` on both cores, each over half of `0..n` (as the query's rayon tasks split it).
+fn on_both_cores<F: Fn(std::ops::Range<usize>) -> f64 + Sync>(n: usize, f: F) -> f64 {
+    std::thread::scope(|s| {
+        let halves = [0..n / 2, n / 2..n].map(|range| {
+            let f = &f;
+            s.spawn(move || f(range))
+        });
+        halves
+            .into_iter()
+            .map(|h| h.join().expect("a bench thread"))
+            .sum()
+    })
+}
+
+/// The fused single-query kernel with and without prefetching, against a read on both cores.
+fn fused(rows: &[i8], d: usize, u: f64, rng: &mut Rng) {
+    let n = rows.len() / d;
+    let c = LABELS;
+    let scales: Vec<f32> = (0..n).map(|_| 0.01 + rng.next().abs() as f32).collect();
+    let r: Vec<f64> = (0..n * c).map(|_| rng.next()).collect();
+    let classes: Vec<usize> = (0..n).map(|_| (rng.next().abs() * 99.0) as usize).collect();
+    let coefs: Vec<f64> = (0..c).map(|_| rng.next()).collect();
+    let table: Vec<f64> = (0..(c + 1) * (c + 1) * c).map(|_| rng.next()).collect();
+    let col: Vec<i16> = (0..d).map(|_| (rng.next() * u) as i16).collect();
+    let query = |prefetch: bool| {
+        set_prefetch(prefetch);
+        let t = Instant::now();
+        let sum = on_both_cores(n, |range| {
+            let mut out = vec![0.0f64; FUSED_BLOCK];
+            let mut sum = 0.0;
+            for start in range.clone().step_by(FUSED_BLOCK) {
+                let end = (start + FUSED_BLOCK).min(range.end);
+                let terms = TokenTerms {
+                    r: &r[start * c..end * c],
+                    classes: &classes[start..end],
+                    coefs: &coefs,
+                    table: &table,
+                };
+                let (block, out) = (&rows[start * d..end * d], &mut out[..end - start]);
+                assert!(dot_score_rows(
+                    block,
+                    &scales[start..end],
+                    d,
+                    (&col, 1e-4),
+                    &terms,
+                    out
+                ));
+                sum += out[0];
+            }
+            sum
+        });
+        black_box(sum);
+        t.elapsed().as_secs_f64()
+    };
+    let bytes: &[u8] = bytemuck::cast_slice(rows);
+    let read = || {
+        let t = Instant::now();
+        black_box(on_both_cores(bytes.len(), |range| {
+            stream(&bytes[range]) as f64
+        }));
+        t.elapsed().as_secs_f64()
+    };
+    if !vnni_available() {
+        println!("\ndot_score_rows: no AVX-512 VNNI on this CPU");
+        return;
+    }
+    // Per turn: the read, then the kernel, for each setting; ratios of rates.
+    let scanned = (n * (d + 4 + 8 * c)) as f64;
+    let (mut with, mut without, mut reads) = (vec![], vec![], vec![]);
+    for _ in 0..TURNS {
+        for (prefetch, ratios) in [(true, &mut with), (false, &mut without)] {
+            let r = read();
+            ratios.push((scanned / query(prefetch)) / (bytes.len() as f64 / r));
+            reads.push(bytes.len() as f64 / r / 1e9);
+        }
+    }
+    set_prefetch(true);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\ndot_score_rows, L = 1, C = {c}, both cores, blocks of {FUSED_BLOCK} rows ({:.0} MB with scales and r_k):",
+        scanned / 1e6
+    );
+    println!(
+        "  with prefetch_ahead {:>3.0} % | without {:>3.0} % of a read of the rows on both cores (median {:.1} GB/s; medians of {TURNS} paired turns)",
+        100.0 * median(&mut with),
+        100.0 * median(&mut without),
+        median(&mut reads)
     );
 }

@@ -56,7 +56,10 @@ pub fn dot_i8(a: &[i8], b: &[f32]) -> f32 {
 }
 
 /// `out[i*L + l] = dot(k, row_k, cols[l])` for the rows `k` of `values` (rows of `d`): the loop
-/// shared by the storage types, inlined into each multiversioned clone.
+/// shared by the storage types, inlined into each multiversioned clone. `prefetch` asks for
+/// the rows [`PREFETCH_AHEAD`](crate::int_kernels::PREFETCH_AHEAD) bytes on: it speeds up the
+/// f16 and int8 rows, whose conversions leave the hardware prefetcher behind, and slowed the
+/// f32 rows (60–74 % of the read instead of 82–98 %).
 #[inline(always)]
 fn dot_rows<T>(
     values: &[T],
@@ -64,11 +67,14 @@ fn dot_rows<T>(
     d: usize,
     cols: &[&[f32]],
     out: &mut [f32],
-    dot: impl Fn(usize, &[T], &[f32]) -> f32,
+    (prefetch, dot): (bool, impl Fn(usize, &[T], &[f32]) -> f32),
 ) {
     let l = cols.len();
     for (i, k) in rows.enumerate() {
         let row = &values[k * d..(k + 1) * d];
+        if prefetch {
+            crate::int_kernels::prefetch_ahead(row.as_ptr().cast(), std::mem::size_of_val(row));
+        }
         for (j, col) in cols.iter().enumerate() {
             out[i * l + j] = dot(k, row, col);
         }
@@ -84,7 +90,14 @@ pub fn dot_rows_f32(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    dot_rows(values, rows, d, cols, out, |_, row, col| dot_f32(row, col));
+    dot_rows(
+        values,
+        rows,
+        d,
+        cols,
+        out,
+        (false, |_, row, col| dot_f32(row, col)),
+    );
 }
 
 /// As [`dot_rows_f32`] over int8 rows, each scaled by its `scales[k]`: with AVX2 intrinsics
@@ -99,9 +112,14 @@ pub fn dot_rows_i8(
 ) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        dot_rows(values, rows, d, cols, out, |k, row, col| {
-            x86::dot_i8(row, col) * scales[k]
-        });
+        dot_rows(
+            values,
+            rows,
+            d,
+            cols,
+            out,
+            (true, |k, row, col| x86::dot_i8(row, col) * scales[k]),
+        );
         return;
     }
     dot_rows_i8_portable(values, scales, rows, d, cols, out);
@@ -117,9 +135,14 @@ pub fn dot_rows_i8_portable(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    dot_rows(values, rows, d, cols, out, |k, row, col| {
-        dot_i8(row, col) * scales[k]
-    });
+    dot_rows(
+        values,
+        rows,
+        d,
+        cols,
+        out,
+        (true, |k, row, col| dot_i8(row, col) * scales[k]),
+    );
 }
 
 /// An IEEE half's bits as f32 (exact), with integer and float ops that vectorise (the scalar
@@ -166,9 +189,14 @@ pub fn dot_rows_f16(
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         let bits: &[u16] = bytemuck::cast_slice(values);
-        dot_rows(bits, rows, d, cols, out, |_, row, col| {
-            x86::dot_f16(row, col)
-        });
+        dot_rows(
+            bits,
+            rows,
+            d,
+            cols,
+            out,
+            (true, |_, row, col| x86::dot_f16(row, col)),
+        );
         return;
     }
     dot_rows_f16_portable(values, rows, d, cols, out);
@@ -297,7 +325,14 @@ pub fn dot_rows_f16_portable(
     cols: &[&[f32]],
     out: &mut [f32],
 ) {
-    dot_rows(values, rows, d, cols, out, |_, row, col| dot_f16(row, col));
+    dot_rows(
+        values,
+        rows,
+        d,
+        cols,
+        out,
+        (true, |_, row, col| dot_f16(row, col)),
+    );
 }
 
 /// `out = Σ_j coefs[j] · rows[j]` for `rows` of `out.len()` values each (a small
