@@ -4,7 +4,7 @@
 # artifact token); arguments go to it (e.g. `--out DIR` to keep its files). Then the C/C++
 # examples against include/seginf.h: a CRF with BIO constraints (Viterbi, marginals,
 # entity-level segment losses and gradients), an influence index built, saved, reopened and
-# queried, and training with exact influence.
+# queried, and training with exact influence; and the Java program through its JNI binding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,3 +25,13 @@ for src in examples-c/*.c examples-c/*.cpp; do
   echo "== $src"
   (cd "$out" && "$exe" "$out")  # examples that save files write them there
 done
+# The JDK whose headers the JNI glue needs: JAVA_HOME when it has them, else javac's.
+jdk="${JAVA_HOME:-}"
+if [ -z "$jdk" ] || [ ! -f "$jdk/include/jni.h" ]; then
+  jdk="$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")"
+fi
+echo "== examples-c/java/IndexQuery.java (JNI)"
+cc -std=c99 -O2 -shared -fPIC -I"$jdk/include" -I"$jdk/include/linux" -Iinclude \
+  examples-c/java/seginf_jni.c -L"$lib" -lseginf -Wl,-rpath,"$lib" -o "$out/libseginf_jni.so"
+"$jdk/bin/javac" -d "$out" examples-c/java/SegInf.java examples-c/java/IndexQuery.java
+(cd "$out" && "$jdk/bin/java" -Djava.library.path="$out" -cp "$out" IndexQuery "$out")

@@ -10,6 +10,10 @@
 //!   `index_query.cpp`, the latter with F16 storage).
 //!   Training, the fitted Hessian modes and exact influence (`train_influence.c`) are checked the
 //!   same way: the objective and iteration counts exactly, the derived values to 1e-9.
+//! - `examples-c/java/`: a JNI binding (`SegInf.java` + `seginf_jni.c`, which uses only the
+//!   header) and `IndexQuery.java`, built with the JDK on the PATH and run under
+//!   `-Xcheck:jni`; what it prints (hits, scores, the errors that reach Java) is recomputed
+//!   here as for the C programs.
 //! - `null_args.c`, `index_null_args.c` and `train_null_args.c` feed every entry point bad input
 //!   and check the exact status, the message and that outputs stay untouched; between them they
 //!   call every exported function.
@@ -17,7 +21,8 @@
 //! Cargo does not tell tests where the cdylib is, so the library is built once per run of this
 //! binary by a nested `cargo build --lib` into a target directory of its own
 //! (`<target>/ffi-tests`): the outer `cargo test` holds the lock on the usual one.
-//! Needs `cc` and `c++` (gcc or clang; `CC`/`CXX` override them).
+//! Needs `cc` and `c++` (gcc or clang; `CC`/`CXX` override them) and a JDK (`javac`, JNI
+//! headers).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -883,13 +888,15 @@ impl Sequence {
     }
 }
 
-/// The model of index_query.c: 4 labels, 5 features, bias, start and end, no -inf anywhere.
-fn index_query_model() -> Crf {
+/// The model of index_query.c: 4 labels, 5 features, bias, start and end, no -inf anywhere;
+/// `weight_shift` is added to the first weight (IndexQuery.java's "other" model).
+fn index_query_model(weight_shift: f32) -> Crf {
     const C: usize = 4;
     const D: usize = 5;
-    let weights: Vec<f32> = (0..C * D)
+    let mut weights: Vec<f32> = (0..C * D)
         .map(|k| dyadic(((k / D) * 7 + (k % D) * 3 + 2) % 11, 5, 8.0))
         .collect();
+    weights[0] += weight_shift;
     let transitions: Vec<f32> = (0..C * C)
         .map(|k| dyadic(((k / C) * 5 + (k % C) * 3 + 1) % 9, 4, 8.0))
         .collect();
@@ -1007,7 +1014,7 @@ fn index_query_prints_what_rust_computes() {
     let scratch = ran.dir.clone();
     let stdout = ran.expect_success();
     let mut p = Printed::parse(&stdout);
-    let crf = Arc::new(index_query_model());
+    let crf = Arc::new(index_query_model(0.0));
     let train = index_query_training();
     let tests = index_query_tests();
     let total: usize = train.iter().map(|s| s.labels.len()).sum();
@@ -1151,6 +1158,141 @@ fn index_query_prints_what_rust_computes() {
     assert_eq!(p.rest("cancel_message"), e.to_string());
     p.expect_integers("cancel_tokens", &[before, cancelled.num_tokens() as u64]);
     p.expect_integers("cancel_progress_calls", &[u64::from(calls)]);
+    p.finish();
+}
+
+// ---- examples-c/java: SegInf.java, seginf_jni.c, IndexQuery.java ----------------------------
+
+/// A JDK with the JNI headers: `JAVA_HOME`, else the one whose `javac` is on the PATH.
+fn jdk_home() -> PathBuf {
+    let has_jni = |home: &Path| home.join("include").join("jni.h").exists();
+    if let Some(home) = std::env::var_os("JAVA_HOME").map(PathBuf::from) {
+        if has_jni(&home) {
+            return home;
+        }
+    }
+    let javac = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("javac"))
+                .find(|p| p.exists())
+        })
+        .and_then(|p| fs::canonicalize(p).ok());
+    let home = javac.as_deref().and_then(|p| p.parent()?.parent());
+    match home {
+        Some(home) if has_jni(home) => home.to_path_buf(),
+        _ => panic!(
+            "the Java example needs a JDK with its JNI headers (javac on the PATH or JAVA_HOME; \
+             `apt-get install default-jdk-headless`, as scripts/setup.sh does)"
+        ),
+    }
+}
+
+/// Builds the JNI glue against the shared library, compiles the Java sources and runs
+/// `IndexQuery` under `-Xcheck:jni` (not under the sanitizers: the JVM does not load them).
+fn build_and_run_java(name: &str) -> Ran {
+    let dir = scratch_dir(name);
+    let (jdk, lib, src) = (jdk_home(), library_dir(), example("java"));
+    run_checked(
+        Command::new(Lang::C.compiler())
+            .args(strict_flags(Lang::C))
+            .args(["-shared", "-fPIC", "-I"])
+            .arg(jdk.join("include"))
+            .arg("-I")
+            .arg(jdk.join("include").join("linux"))
+            .arg("-I")
+            .arg(Path::new(MANIFEST_DIR).join("include"))
+            .arg(src.join("seginf_jni.c"))
+            .arg("-o")
+            .arg(dir.join("libseginf_jni.so"))
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lseginf")
+            .arg(format!("-Wl,-rpath,{}", lib.display())),
+        "compiling seginf_jni.c",
+    );
+    run_checked(
+        Command::new(jdk.join("bin").join("javac"))
+            .args(["-Xlint:all", "-Werror", "-d"])
+            .arg(&dir)
+            .arg(src.join("SegInf.java"))
+            .arg(src.join("IndexQuery.java")),
+        "javac",
+    );
+    let output = Command::new(jdk.join("bin").join("java"))
+        .arg("-Xcheck:jni")
+        .arg(format!("-Djava.library.path={}", dir.display()))
+        .arg("-cp")
+        .arg(&dir)
+        .arg("IndexQuery")
+        .arg(&dir)
+        .current_dir(&dir)
+        .output()
+        .expect("run java");
+    let ran = Ran {
+        what: "running IndexQuery.java".into(),
+        dir,
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    // -Xcheck:jni reports misuse of the JNI (a pending exception ignored, a bad reference) as
+    // warnings or a fatal error.
+    assert!(
+        !ran.stderr.contains("WARNING") && !ran.stderr.contains("FATAL"),
+        "{name}: JNI check report\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    ran
+}
+
+#[test]
+fn java_index_query_prints_what_rust_computes() {
+    let ran = build_and_run_java("index_query_java");
+    let saved_path = ran.dir.join("index_query_java.seginf");
+    let stdout = ran.expect_success();
+    let mut p = Printed::parse(&stdout);
+    let crf = Arc::new(index_query_model(0.0));
+    let (train, tests) = (index_query_training(), index_query_tests());
+    let mut builder = IndexBuilder::new(Arc::clone(&crf), BuildOptions::default());
+    for seq in &train {
+        builder.add_batch(&[seq.training()], None).unwrap();
+    }
+    let index = Arc::new(builder.finish().unwrap());
+    let n = index.num_tokens() as u64;
+    p.expect_integers("tokens_built", &[n]);
+    p.expect_integers("reopened", &[n, index.num_sequences() as u64, 0]);
+
+    let (t0, t1) = (&tests[0], &tests[1]);
+    let mut q = Query::new(Arc::clone(&index));
+    expect_hits(
+        &mut p,
+        "token_single",
+        &q.run(&t0.segment(3, 3), 5).unwrap(),
+    );
+    expect_hits(
+        &mut p,
+        "token_entity",
+        &q.run(&t0.segment(1, 2), 5).unwrap(),
+    );
+    q.options.granularity = Granularity::Instance;
+    expect_hits(&mut p, "instance", &q.run(&t0.segment(1, 2), 3).unwrap());
+    q.options.granularity = Granularity::Token;
+    p.expect_close("scores", &q.scores(&t1.segment(0, 2)).unwrap());
+
+    // The library's errors reach Java with their status and message.
+    let mut bad = t1.labels.clone();
+    bad[1] = 9;
+    let segment = TestSegment {
+        labels: &bad,
+        ..t1.segment(0, 2)
+    };
+    let e = q.run(&segment, 5).unwrap_err();
+    p.expect_error("error_label", status_name(&e), &e.to_string());
+    assert_eq!(p.rest("error_length"), "IllegalArgumentException");
+    let other = Arc::new(index_query_model(0.125));
+    let e = Index::open(&saved_path, other).unwrap_err();
+    p.expect_error("error_model", status_name(&e), &e.to_string());
     p.finish();
 }
 
