@@ -226,6 +226,26 @@ struct Ran {
 }
 
 impl Ran {
+    fn new(what: String, dir: PathBuf, output: std::process::Output) -> Ran {
+        Ran {
+            what,
+            dir,
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics when stderr holds any of `markers` (a checker's report), whatever the exit status.
+    fn expect_no_report(&self, name: &str, report: &str, markers: &[&str]) {
+        assert!(
+            !markers.iter().any(|m| self.stderr.contains(m)),
+            "{name}: {report}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
     /// stdout, after checking that the program exited 0.
     fn expect_success(self) -> String {
         assert!(
@@ -253,19 +273,8 @@ fn build_and_run(source: &Path, name: &str) -> Ran {
         .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    let ran = Ran {
-        what: format!("running {}", exe.display()),
-        dir,
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    assert!(
-        !ran.stderr.contains("Sanitizer") && !ran.stderr.contains("runtime error"),
-        "{name}: sanitizer report\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        ran.stdout,
-        ran.stderr
-    );
+    let ran = Ran::new(format!("running {}", exe.display()), dir, output);
+    ran.expect_no_report(name, "sanitizer report", &["Sanitizer", "runtime error"]);
     ran
 }
 
@@ -1008,6 +1017,13 @@ fn expect_hits_within(p: &mut Printed, key: &str, want: &TopHits, rel: f64) {
     }
 }
 
+/// The lines `token_single_*` (token 3 of the first test sequence) and `token_entity_*` (its
+/// entity, tokens 1–2), 5 hits each, that index_query.c and IndexQuery.java print first.
+fn expect_token_queries(p: &mut Printed, q: &mut Query, t0: &Sequence) {
+    expect_hits(p, "token_single", &q.run(&t0.segment(3, 3), 5).unwrap());
+    expect_hits(p, "token_entity", &q.run(&t0.segment(1, 2), 5).unwrap());
+}
+
 #[test]
 fn index_query_prints_what_rust_computes() {
     let ran = build_and_run(&example("index_query.c"), "index_query_c");
@@ -1071,16 +1087,7 @@ fn index_query_prints_what_rust_computes() {
     let (t0, t1) = (&tests[0], &tests[1]);
     let mut q = Query::new(Arc::clone(&index));
     p.expect_integers("num_items_token", &[q.num_items() as u64]);
-    expect_hits(
-        &mut p,
-        "token_single",
-        &q.run(&t0.segment(3, 3), 5).unwrap(),
-    );
-    expect_hits(
-        &mut p,
-        "token_entity",
-        &q.run(&t0.segment(1, 2), 5).unwrap(),
-    );
+    expect_token_queries(&mut p, &mut q, t0);
     q.options.granularity = Granularity::Instance;
     p.expect_integers("num_items_instance", &[q.num_items() as u64]);
     expect_hits(&mut p, "instance", &q.run(&t0.segment(1, 2), 3).unwrap());
@@ -1228,21 +1235,10 @@ fn build_and_run_java(name: &str) -> Ran {
         .current_dir(&dir)
         .output()
         .expect("run java");
-    let ran = Ran {
-        what: "running IndexQuery.java".into(),
-        dir,
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let ran = Ran::new("running IndexQuery.java".into(), dir, output);
     // -Xcheck:jni reports misuse of the JNI (a pending exception ignored, a bad reference) as
     // warnings or a fatal error.
-    assert!(
-        !ran.stderr.contains("WARNING") && !ran.stderr.contains("FATAL"),
-        "{name}: JNI check report\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        ran.stdout,
-        ran.stderr
-    );
+    ran.expect_no_report(name, "JNI check report", &["WARNING", "FATAL"]);
     ran
 }
 
@@ -1265,16 +1261,7 @@ fn java_index_query_prints_what_rust_computes() {
 
     let (t0, t1) = (&tests[0], &tests[1]);
     let mut q = Query::new(Arc::clone(&index));
-    expect_hits(
-        &mut p,
-        "token_single",
-        &q.run(&t0.segment(3, 3), 5).unwrap(),
-    );
-    expect_hits(
-        &mut p,
-        "token_entity",
-        &q.run(&t0.segment(1, 2), 5).unwrap(),
-    );
+    expect_token_queries(&mut p, &mut q, t0);
     q.options.granularity = Granularity::Instance;
     expect_hits(&mut p, "instance", &q.run(&t0.segment(1, 2), 3).unwrap());
     q.options.granularity = Granularity::Token;
