@@ -79,9 +79,9 @@ pub fn intrinsics_available() -> bool {
 
 /// How far ahead of the row being read the streaming scans ask for the rows to come. The
 /// hardware prefetcher alone keeps too few lines in flight once a row's work is more than a
-/// sum (the fused int8 kernel streamed 70–76 % of a plain read's rate without this, 82–86 %
-/// with it; 1–6 KB ahead into L1 gave nothing): 32 KiB is ~40 int8 or 10 f32 rows at
-/// d = 768, far less than L2.
+/// sum (the fused int8 kernel on both cores streamed 58–76 % of a plain read's rate without
+/// this, 83–92 % with it, `benches/int_kernels.rs`; 1–6 KB ahead into L1 gave nothing):
+/// 32 KiB is ~40 int8 or 20 f16 rows at d = 768, far less than L2.
 pub const PREFETCH_AHEAD: usize = 32 << 10;
 
 /// Whether [`prefetch_ahead`] asks for anything (on unless a bench turns it off to measure it).
