@@ -229,14 +229,13 @@ impl Direction {
     }
 }
 
-/// Adds `H_seq v = d/dε (E_{p(y|x)}[φ] − E_{p(y|y_obs,x)}[φ])` into `out`.
-fn add_sequence_hvp(
+/// Checks a training sequence's shapes, features and observed labels (`observed = None`: all
+/// observed; labels at unobserved positions are ignored).
+pub(super) fn check_observed(
     crf: &Crf,
     features: ArrayView2<f32>,
     labels: &[u32],
     observed: Option<&[bool]>,
-    v: &Direction,
-    out: &mut [f64],
 ) -> Result<()> {
     let n = labels.len();
     if let Some(o) = observed {
@@ -247,12 +246,38 @@ fn add_sequence_hvp(
             )));
         }
     }
-    let is_observed = |t: usize| observed.is_none_or(|o| o[t]);
     // Unobserved labels are ignored: check the observed ones only (0 stands in for the rest).
     let checked: Vec<u32> = (0..n)
-        .map(|t| if is_observed(t) { labels[t] } else { 0 })
+        .map(|t| match observed.is_none_or(|o| o[t]) {
+            true => labels[t],
+            false => 0,
+        })
         .collect();
-    crf.check_sequence(features, Some(&checked))?;
+    crf.check_sequence(features, Some(&checked))
+}
+
+/// The error when the `-inf` constraints allow no labelling that agrees with the observed
+/// labels (the partial-label NLL is `+inf`).
+pub(super) fn no_observed_labelling() -> Error {
+    Error::ImpossibleLabels(
+        "no labelling that agrees with the observed labels is allowed by the CRF's -inf \
+         transitions/start/end"
+            .into(),
+    )
+}
+
+/// Adds `H_seq v = d/dε (E_{p(y|x)}[φ] − E_{p(y|y_obs,x)}[φ])` into `out`.
+fn add_sequence_hvp(
+    crf: &Crf,
+    features: ArrayView2<f32>,
+    labels: &[u32],
+    observed: Option<&[bool]>,
+    v: &Direction,
+    out: &mut [f64],
+) -> Result<()> {
+    let n = labels.len();
+    check_observed(crf, features, labels, observed)?;
+    let is_observed = |t: usize| observed.is_none_or(|o| o[t]);
 
     let (c, d) = (crf.num_labels(), crf.feature_dim());
     let x = features.mapv(f64::from); // n × d
@@ -277,13 +302,7 @@ fn add_sequence_hvp(
             "the CRF's -inf transitions/start/end allow no label sequence of length {n}"
         ))
     })?;
-    let impossible = || {
-        Error::ImpossibleLabels(
-            "no labelling that agrees with the observed labels is allowed by the CRF's -inf \
-             transitions/start/end"
-                .into(),
-        )
-    };
+    let impossible = no_observed_labelling;
     // D_t = p'_t(·|x) − p'_t(·|y_obs,x): the unary part of H v, per token.
     let (dp, dpair) = if (0..n).all(is_observed) {
         // Every label observed: p(·|y_obs,x) is a point mass whatever θ, its tangents are 0
@@ -482,7 +501,7 @@ impl Potentials<'_> {
 }
 
 /// Prefixes an error with the index of the sequence it came from.
-fn in_sequence(k: usize, e: Error) -> Error {
+pub(super) fn in_sequence(k: usize, e: Error) -> Error {
     let at = |m: String| format!("training sequence {k}: {m}");
     match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(at(m)),

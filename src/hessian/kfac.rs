@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::crf::Crf;
 use crate::crf::SegmentGradient;
 use crate::error::{Error, Result};
-use crate::hessian::objective_hvp;
+use crate::hessian::transition_block::{dense_block_hessian, posterior_step};
 use crate::query::{FactoredGradient, InverseHessian};
 use crate::train::TrainSeq;
 
@@ -87,6 +87,40 @@ fn augmented(crf: &Crf, seq: &TrainSeq) -> Array2<f64> {
     })
 }
 
+/// Tokens per GEMM of [`gram_of_augmented`].
+const GRAM_BLOCK: usize = 2048;
+
+/// `Σ_t f̃_t f̃_tᵀ` over every token of `data` (d̃ × d̃): blocks of [`GRAM_BLOCK`] tokens'
+/// f̃ rows (f64) accumulated by one GEMM each, in place (one Gram matrix per sequence,
+/// allocated and added, cost more than the products).
+fn gram_of_augmented(crf: &Crf, data: &[TrainSeq]) -> Array2<f64> {
+    let d = crf.feature_dim();
+    let dt = d + usize::from(crf.bias().is_some());
+    let mut gram = Array2::<f64>::zeros((dt, dt));
+    let mut block = Array2::<f64>::ones((GRAM_BLOCK, dt)); // the bias column stays 1
+    let mut rows = 0;
+    let flush = |block: &Array2<f64>, rows: usize, gram: &mut Array2<f64>| {
+        let x = block.slice(ndarray::s![..rows, ..]);
+        ndarray::linalg::general_mat_mul(1.0, &x.t(), &x, 1.0, gram);
+    };
+    for row in data.iter().flat_map(|seq| seq.features.rows()) {
+        block
+            .row_mut(rows)
+            .iter_mut()
+            .zip(row)
+            .for_each(|(o, &v)| *o = f64::from(v));
+        rows += 1;
+        if rows == GRAM_BLOCK {
+            flush(&block, rows, &mut gram);
+            rows = 0;
+        }
+    }
+    if rows > 0 {
+        flush(&block, rows, &mut gram);
+    }
+    gram
+}
+
 fn to_nalgebra(a: &Array2<f64>) -> DMatrix<f64> {
     DMatrix::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
 }
@@ -113,12 +147,9 @@ impl KroneckerInverse {
         let c = crf.num_labels();
         let margs = marginals(&crf, data)?;
         let tokens: usize = data.iter().map(|s| s.labels.len()).sum();
-        let mut a = Array2::<f64>::zeros((0, 0));
+        let mut a = gram_of_augmented(&crf, data);
         let mut b = Array2::<f64>::zeros((c, c));
-        for (seq, m) in data.iter().zip(&margs) {
-            let x = augmented(&crf, seq);
-            let gram = x.t().dot(&x);
-            a = if a.is_empty() { gram } else { a + gram };
+        for m in &margs {
             for q in m.unary.rows() {
                 for i in 0..c {
                     b[[i, i]] += q[i];
@@ -158,7 +189,7 @@ impl KroneckerInverse {
             ),
             Factored::Ekfac => (ekfac_eigenvalues(&crf, data, &margs, &u_a, &u_b)?, s),
         };
-        let (dense_index, dense_inverse) = dense_block_inverse(&crf, data, l2 + damping)?;
+        let (dense_index, dense_inverse) = dense_block_inverse(&crf, data, &margs, l2 + damping)?;
         Ok(KroneckerInverse {
             crf,
             mode,
@@ -381,24 +412,13 @@ impl KroneckerInverse {
 fn dense_block_inverse(
     crf: &Crf,
     data: &[TrainSeq],
+    margs: &[crate::crf::Marginals],
     shift: f64,
 ) -> Result<(Vec<usize>, DMatrix<f64>)> {
-    let l = crf.layout();
-    let c = crf.num_labels();
-    let params = crf.params();
-    let mut index: Vec<usize> = (l.transitions..l.transitions + c * c).collect();
-    index.extend(l.start.map(|o| o..o + c).into_iter().flatten());
-    index.extend(l.end.map(|o| o..o + c).into_iter().flatten());
-    index.retain(|&i| params[i].is_finite());
-    let m = index.len();
-    let mut h = DMatrix::<f64>::zeros(m, m);
-    for (col, &p) in index.iter().enumerate() {
-        let mut e = vec![0.0; params.len()];
-        e[p] = 1.0;
-        let hv = objective_hvp(crf, data, 0.0, shift, &e)?;
-        for (row, &q) in index.iter().enumerate() {
-            h[(row, col)] = hv[q];
-        }
+    let index = dense_index(crf);
+    let mut h = dense_block_hessian(crf, data, margs, &index)?;
+    for i in 0..index.len() {
+        h[(i, i)] += shift;
     }
     let h = (&h + h.transpose()) * 0.5; // symmetric up to rounding
     let inverse = h.cholesky().map(|ch| ch.inverse()).ok_or_else(|| {
@@ -409,9 +429,33 @@ fn dense_block_inverse(
     Ok((index, inverse))
 }
 
+/// The finite parameters of the transition, start and end blocks, in parameter order.
+fn dense_index(crf: &Crf) -> Vec<usize> {
+    let l = crf.layout();
+    let c = crf.num_labels();
+    let params = crf.params();
+    let mut index: Vec<usize> = (l.transitions..l.transitions + c * c).collect();
+    index.extend(l.start.map(|o| o..o + c).into_iter().flatten());
+    index.extend(l.end.map(|o| o..o + c).into_iter().flatten());
+    index.retain(|&i| params[i].is_finite());
+    index
+}
+
+/// Sequences per parallel task of [`ekfac_eigenvalues`] (fixed: the sum does not depend on
+/// the thread count).
+const EKFAC_CHUNK: usize = 32;
+
 /// EK-FAC: `(1/|D|) Σ_seq Var[φ·q_ji]` for every basis direction, from all-pairs covariances
 /// of `U_B[y_t, j]` along each sequence (the posterior is a Markov chain, so
-/// `P(y_s, y_t) = p_s ⊙ (P_{s+1} ⋯ P_t)` with the posterior transition matrices `P_r`).
+/// `P(y_s, y_t) = p_s ⊙ (P_{s+1} ⋯ P_t)` with the posterior transition matrices `P_r`):
+///
+/// ```text
+/// out[j, i] = Σ_{s,t} K^j_st z_s[i] z_t[i] = Σ_s z_s[i] (K^j Z)_s[i],
+/// K^j_st = u_B^jᵀ P(y_s, y_t) u_B^j − v_s[j] v_t[j]
+/// ```
+///
+/// with `z_t = U_Aᵀ f̃_t` (the rows of Z) and `v_t = U_Bᵀ p_t`: per sequence, the C symmetric
+/// n × n matrices K^j, then one GEMM `K^j Z` each.
 fn ekfac_eigenvalues(
     crf: &Crf,
     data: &[TrainSeq],
@@ -421,58 +465,61 @@ fn ekfac_eigenvalues(
 ) -> Result<DMatrix<f64>> {
     let c = crf.num_labels();
     let dt = u_a.ncols();
-    let per_seq: Vec<DMatrix<f64>> = data
-        .par_iter()
-        .zip(margs.par_iter())
-        .map(|(seq, m)| {
-            let n = seq.labels.len();
-            let x = to_nalgebra(&augmented(crf, seq));
-            let z = x * u_a; // n × d̃: z_t = U_Aᵀ f̃_t
-                             // v_t[j] = E[U_B[y_t, j]] and the pairwise posterior P(y_s = a, y_t = b).
-            let p = DMatrix::from_fn(n, c, |t, a| m.unary[[t, a]]);
-            let mean = &p * u_b; // n × C
-            let mut out = DMatrix::<f64>::zeros(c, dt);
-            for s in 0..n {
-                // joint[a][b] = P(y_s = a, y_t = b), propagated from t = s.
-                let mut joint = DMatrix::from_fn(c, c, |a, b| if a == b { p[(s, a)] } else { 0.0 });
-                for t in s..n {
-                    if t > s {
-                        let step = posterior_step(m, &p, t);
-                        joint *= step;
-                    }
-                    // K^j = Σ_ab U_B[a,j] U_B[b,j] joint[a][b] − mean_s[j] mean_t[j].
-                    let k = u_b.transpose() * &joint * u_b;
-                    let weight = if t == s { 1.0 } else { 2.0 };
-                    for j in 0..c {
-                        let cov = k[(j, j)] - mean[(s, j)] * mean[(t, j)];
-                        for i in 0..dt {
-                            out[(j, i)] += weight * cov * z[(s, i)] * z[(t, i)];
-                        }
+    let u_a = Array2::from_shape_fn((dt, dt), |(r, q)| u_a[(r, q)]);
+    let u_b = Array2::from_shape_fn((c, c), |(r, q)| u_b[(r, q)]);
+    let per_chunk: Vec<Array2<f64>> = data
+        .par_chunks(EKFAC_CHUNK)
+        .zip(margs.par_chunks(EKFAC_CHUNK))
+        .map(|(seqs, ms)| {
+            let mut out = Array2::<f64>::zeros((c, dt));
+            for (seq, m) in seqs.iter().zip(ms) {
+                let z = augmented(crf, seq).dot(&u_a); // n × d̃
+                for (j, k) in label_covariances(m, &u_b).outer_iter().enumerate() {
+                    let kz = k.dot(&z);
+                    let mut row = out.row_mut(j);
+                    for (zs, kzs) in z.outer_iter().zip(kz.outer_iter()) {
+                        row.iter_mut()
+                            .zip(zs.iter().zip(kzs.iter()))
+                            .for_each(|(o, (a, b))| *o += a * b);
                     }
                 }
             }
             out
         })
         .collect();
-    let mut total = DMatrix::<f64>::zeros(c, dt);
-    for m in per_seq {
-        total += m;
+    let mut total = Array2::<f64>::zeros((c, dt));
+    for part in &per_chunk {
+        total += part;
     }
-    Ok(total / data.len() as f64)
+    let scale = 1.0 / data.len() as f64;
+    Ok(DMatrix::from_fn(c, dt, |j, i| scale * total[[j, i]]))
 }
 
-/// The posterior transition matrix `P(y_t = b | y_{t−1} = a) = P(y_{t−1}=a, y_t=b) / p_{t−1}(a)`
-/// (rows of impossible `a` are zero: they never carry probability).
-fn posterior_step(m: &crate::crf::Marginals, p: &DMatrix<f64>, t: usize) -> DMatrix<f64> {
-    let c = p.ncols();
-    DMatrix::from_fn(c, c, |a, b| {
-        let pa = p[(t - 1, a)];
-        if pa > 0.0 {
-            m.pairwise[[t - 1, a, b]] / pa
-        } else {
-            0.0
+/// `K[j, s, t] = Cov[U_B[y_s, j], U_B[y_t, j]]` under the posterior `m` (C × n × n, symmetric
+/// in s and t).
+fn label_covariances(m: &crate::crf::Marginals, u_b: &Array2<f64>) -> ndarray::Array3<f64> {
+    let (n, c) = m.unary.dim();
+    let mean = m.unary.dot(u_b); // n × C: v_t = U_Bᵀ p_t
+    let steps: Vec<Array2<f64>> = (1..n).map(|t| posterior_step(m, t)).collect();
+    let mut k = ndarray::Array3::<f64>::zeros((c, n, n));
+    for s in 0..n {
+        // joint[a][b] = P(y_s = a, y_t = b), propagated from t = s.
+        let mut joint =
+            Array2::from_shape_fn((c, c), |(a, b)| if a == b { m.unary[[s, a]] } else { 0.0 });
+        for t in s..n {
+            if t > s {
+                joint = joint.dot(&steps[t - 1]);
+            }
+            let ju = joint.dot(u_b);
+            for j in 0..c {
+                let second = (0..c).map(|a| u_b[[a, j]] * ju[[a, j]]).sum::<f64>();
+                let cov = second - mean[[s, j]] * mean[[t, j]];
+                k[[j, s, t]] = cov;
+                k[[j, t, s]] = cov;
+            }
         }
-    })
+    }
+    k
 }
 
 impl InverseHessian for KroneckerInverse {

@@ -7,12 +7,15 @@
 //! - [`exact`]: `H v` by forward-mode differentiation of forward–backward
 //!   ([`sequence_hvp`], [`objective_hvp`]) and `(H + μI)⁻¹ g` by CG on them
 //!   ([`exact_inverse_hvp`]);
-//! - [`cg`]: conjugate gradient on any SPD operator given as products.
+//! - [`cg`]: conjugate gradient on any SPD operator given as products;
+//! - [`kfac`]: K-FAC and EK-FAC, whose transition/start/end block is exact, from covariances of
+//!   its statistics along each chain (`transition_block`).
 
 pub mod cg;
 pub mod exact;
 pub mod kfac;
 pub mod modes;
+mod transition_block;
 
 pub use cg::{conjugate_gradient, CgResult};
 pub use exact::{exact_inverse_hvp, objective_hvp, sequence_hvp};
