@@ -7,8 +7,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use seginf::data::{split_doc_id, Conll, ReadOptions};
+use seginf::hessian::{Factored, KroneckerInverse};
+use seginf::query::InverseHessian;
 use seginf::rank::{rank_training, Aggregate, CleanSequence, RankMethod, RankOptions};
-use seginf::{Crf, Granularity, Index, LoadOptions, Normalization, Query, TestSegment};
+use seginf::train::TrainSeq;
+use seginf::{Crf, Granularity, Hessian, Index, LoadOptions, Normalization, Query, TestSegment};
 use serde_json::Value;
 
 fn seginf(dir: &Path, args: &[&str]) -> Output {
@@ -48,7 +51,7 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn every_command_has_help_naming_its_options() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 9] = [
         (
             &["--help"],
             &[
@@ -100,6 +103,19 @@ fn every_command_has_help_naming_its_options() {
                 "-k",
                 "--context",
                 "--train",
+                "--curvature",
+            ],
+        ),
+        (
+            &["index", "curvature", "--help"],
+            &[
+                "--model",
+                "--train",
+                "--mode",
+                "ekfac",
+                "--damping",
+                "--l2",
+                "--out",
             ],
         ),
         (&["inspect", "--help"], &["--json", "FILE"]),
@@ -445,6 +461,130 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
             }
         }
     }
+
+    // index curvature, then query --curvature: the fit the Rust API makes with the model's
+    // recorded l2, and the same hits as a query with that inverse Hessian.
+    let said = ok(
+        dir,
+        &[
+            "index",
+            "curvature",
+            "--model",
+            "model.safetensors",
+            "--train",
+            "train.conll",
+            "--features",
+            "train.npy",
+            "--mode",
+            "ekfac",
+            "--damping",
+            "0.01",
+            "--out",
+            "curvature.safetensors",
+        ],
+    );
+    assert!(said.contains("fitted EK-FAC on"), "{said}");
+    let meta = seginf::ModelMetadata::read(&dir.join("model.safetensors")).unwrap();
+    let l2: f64 = meta.extra["l2"].parse().unwrap();
+    let tx = seginf::data::read_features(&dir.join("train.npy"), None).unwrap();
+    let data: Vec<TrainSeq> = train
+        .split_features(tx.view(), "train.npy")
+        .unwrap()
+        .into_iter()
+        .zip(train.label_ids(&labels).unwrap())
+        .map(|(x, y)| TrainSeq::labelled(x, y))
+        .collect();
+    let fitted = KroneckerInverse::fit(Arc::clone(&crf), &data, l2, 0.01, Factored::Ekfac).unwrap();
+    let saved =
+        KroneckerInverse::open(&dir.join("curvature.safetensors"), Arc::clone(&crf)).unwrap();
+    let g: Vec<f64> = (crf.params().iter().enumerate())
+        .map(|(i, p)| {
+            if p.is_finite() {
+                ((i * 7) % 13) as f64 - 6.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let (want, got) = (fitted.apply(&g).unwrap(), saved.apply(&g).unwrap());
+    assert!(want
+        .iter()
+        .zip(&got)
+        .all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + a.abs())));
+    let out = ok(
+        dir,
+        &[
+            "query",
+            "--model",
+            "model.safetensors",
+            "--index",
+            "index.safetensors",
+            "--test",
+            "test.conll",
+            "--features",
+            "test.npy",
+            "--doc",
+            "1",
+            "--sentence",
+            "0",
+            "--span",
+            "1:3",
+            "--labels",
+            "gold",
+            "-k",
+            "4",
+            "--curvature",
+            "curvature.safetensors",
+        ],
+    );
+    let mut query = Query::new(Arc::clone(&index));
+    query.options.hessian = Hessian::Inverse(Arc::new(saved));
+    let segment = TestSegment {
+        features: features[row].view(),
+        labels: &gold[row],
+        first: 1,
+        last: 3,
+    };
+    let want = query.run(&segment, 4).unwrap();
+    let scores: Vec<f64> = want
+        .supporting
+        .iter()
+        .chain(&want.opposing)
+        .map(|h| h.score)
+        .collect();
+    let printed: Vec<f64> = hits(&out)
+        .iter()
+        .map(|l| l["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(printed, scores);
+    // ... which are not the identity's (the segment has a gradient).
+    query.options.hessian = Hessian::Identity { damping: 1.0 };
+    let identity = query.run(&segment, 4).unwrap();
+    assert_ne!(identity.supporting[0].score, scores[0]);
+    // Not a curvature file: an error, not a crash.
+    let said = fails(
+        dir,
+        &[
+            "query",
+            "--model",
+            "model.safetensors",
+            "--index",
+            "index.safetensors",
+            "--test",
+            "test.conll",
+            "--features",
+            "test.npy",
+            "--doc",
+            "1",
+            "--sentence",
+            "0",
+            "--token",
+            "2",
+            "--curvature",
+            "index.safetensors",
+        ],
+    );
+    assert!(said.contains("curvature"), "{said}");
 
     // rank-noise: the same ranking as seginf::rank, per document and per token.
     let clean = Conll::read(&dir.join("clean.conll"), &ReadOptions::default()).unwrap();

@@ -17,6 +17,7 @@ use crate::{progress, Result};
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
     Build(BuildArgs),
+    Curvature(crate::curvature::CurvatureArgs),
 }
 
 /// How the index stores training features.

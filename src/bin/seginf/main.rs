@@ -6,6 +6,7 @@
 
 mod args;
 mod corpus;
+mod curvature;
 mod demo;
 mod index;
 mod inspect;
@@ -30,7 +31,8 @@ support or oppose a test prediction (Jain et al., Findings of EMNLP 2022).
 
 Typical use: `seginf train` a CRF on a CoNLL file (with token features from your encoder as \
 .npy or safetensors), `seginf index build` its training tokens, then `seginf query` a test \
-token, span or entity; `seginf rank-noise` ranks the training documents by how likely their \
+token, span or entity (with `seginf index curvature` for a K-FAC/EK-FAC Hessian instead of the \
+identity); `seginf rank-noise` ranks the training documents by how likely their \
 labels are wrong. `seginf demo` runs the paper's artifact experiment end to end.
 
 Scores: negative = supporting (the training label lowered the test segment's loss), \
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => train::run(&a),
         Command::Index(index::IndexCommand::Build(a)) => index::build(&a),
+        Command::Index(index::IndexCommand::Curvature(a)) => curvature::run(&a),
         Command::Query(a) => query::run(&a),
         Command::RankNoise(a) => rank::run(&a),
         Command::Inspect(a) => inspect::run(&a),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use clap::{ArgGroup, Args, ValueEnum};
 use seginf::data::{entity_spans, split_doc_id, Conll, ReadOptions};
-use seginf::{Granularity, Hit, Index, Normalization, Query, TestSegment};
+use seginf::hessian::KroneckerInverse;
+use seginf::{Granularity, Hessian, Hit, Index, Normalization, Query, TestSegment};
 use serde::Serialize;
 
 use crate::args::{FeatureArgs, ReadArgs};
@@ -94,6 +95,10 @@ pub struct QueryArgs {
     /// prediction better; leave it off to find noisy labels (they have large gradients).
     #[arg(long)]
     pub normalize: bool,
+    /// Score with this K-FAC/EK-FAC inverse Hessian (`seginf index curvature`) instead of the
+    /// identity: −g_testᵀ (H + damping·I)⁻¹ g_train.
+    #[arg(long, value_name = "CURVATURE.safetensors")]
+    pub curvature: Option<PathBuf>,
     /// Hits per side.
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
@@ -280,6 +285,10 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         true => Normalization::GradientNorm,
         false => Normalization::None,
     };
+    if let Some(path) = &args.curvature {
+        let inverse = KroneckerInverse::open(path, Arc::clone(&model.crf))?;
+        query.options.hessian = Hessian::Inverse(Arc::new(inverse));
+    }
     let segment = TestSegment {
         features: x.view(),
         labels: &labels,
