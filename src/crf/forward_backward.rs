@@ -71,6 +71,16 @@ impl Chain {
         p
     }
 
+    /// The token and pairwise posteriors of the chain of `unary` and `trans`. Callers ensure
+    /// `log_z` is finite.
+    pub fn marginals(&self, unary: ArrayView2<f64>, trans: ArrayView2<f64>) -> Marginals {
+        Marginals {
+            log_z: self.log_z,
+            unary: self.unary_marginals(),
+            pairwise: self.pairwise_marginals(unary, trans),
+        }
+    }
+
     /// `p(y_{t-1} = i, y_t = j)` for t = 1..m, as (m−1) × C × C. Callers ensure `log_z` is finite.
     pub fn pairwise_marginals(
         &self,
@@ -140,16 +150,69 @@ impl Crf {
         if chain.log_z == f64::NEG_INFINITY {
             return Err(no_labelling(u.nrows()));
         }
-        Ok(Marginals {
-            log_z: chain.log_z,
-            unary: chain.unary_marginals(),
-            pairwise: chain.pairwise_marginals(u.view(), self.transitions().view()),
-        })
+        Ok(chain.marginals(u.view(), self.transitions().view()))
     }
+
+    /// Checks a partially labelled sequence: shapes, features and the observed labels (those
+    /// at unobserved positions are ignored; `observed = None`: every label observed).
+    pub(crate) fn check_partially_labelled(
+        &self,
+        features: ArrayView2<f32>,
+        labels: &[u32],
+        observed: Option<&[bool]>,
+    ) -> Result<()> {
+        let n = labels.len();
+        if let Some(o) = observed {
+            if o.len() != n {
+                return Err(Error::DimensionMismatch(format!(
+                    "{} observed flags for {n} labels",
+                    o.len()
+                )));
+            }
+        }
+        // Check the observed labels only (0 stands in for the rest).
+        let checked: Vec<u32> = (0..n)
+            .map(|t| match observed.is_none_or(|o| o[t]) {
+                true => labels[t],
+                false => 0,
+            })
+            .collect();
+        self.check_sequence(features, Some(&checked))
+    }
+}
+
+/// The emissions clamped to the observed labels (the partial-label NLL's `Z_obs`, paper
+/// Eq. 2): at an observed position only the observed label keeps its score.
+pub(crate) fn clamp_to_observed(
+    emissions: &Array2<f64>,
+    labels: &[u32],
+    is_observed: impl Fn(usize) -> bool,
+) -> Array2<f64> {
+    let mut clamped = emissions.clone();
+    for (t, mut row) in clamped.outer_iter_mut().enumerate() {
+        if is_observed(t) {
+            for (j, u) in row.iter_mut().enumerate() {
+                if j != labels[t] as usize {
+                    *u = f64::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    clamped
 }
 
 pub(crate) fn no_labelling(n: usize) -> Error {
     Error::ImpossibleLabels(format!(
         "the CRF's -inf transitions/start/end allow no label sequence of length {n}"
     ))
+}
+
+/// The error when the `-inf` constraints allow no labelling that agrees with the observed
+/// labels (the partial-label NLL is `+inf`).
+pub(crate) fn no_observed_labelling() -> Error {
+    Error::ImpossibleLabels(
+        "no labelling that agrees with the observed labels is allowed by the CRF's -inf \
+         transitions/start/end"
+            .into(),
+    )
 }

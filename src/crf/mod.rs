@@ -12,6 +12,7 @@ mod viterbi;
 pub(crate) use constraints::{parse_tag, Prefix};
 pub use constraints::{ConstraintMask, TagScheme};
 pub use forward_backward::Marginals;
+pub(crate) use forward_backward::{clamp_to_observed, no_labelling, no_observed_labelling};
 pub use load::LoadOptions;
 pub use model::Crf;
 pub use save::{ModelMetadata, MODEL_FORMAT};

@@ -22,7 +22,7 @@
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::crf::Crf;
+use crate::crf::{clamp_to_observed, no_labelling, no_observed_labelling, Crf};
 use crate::error::{Error, Result};
 use crate::hessian::cg::{conjugate_gradient, CgResult};
 use crate::train::TrainSeq;
@@ -229,43 +229,6 @@ impl Direction {
     }
 }
 
-/// Checks a training sequence's shapes, features and observed labels (`observed = None`: all
-/// observed; labels at unobserved positions are ignored).
-pub(super) fn check_observed(
-    crf: &Crf,
-    features: ArrayView2<f32>,
-    labels: &[u32],
-    observed: Option<&[bool]>,
-) -> Result<()> {
-    let n = labels.len();
-    if let Some(o) = observed {
-        if o.len() != n {
-            return Err(Error::DimensionMismatch(format!(
-                "{} observed flags for {n} labels",
-                o.len()
-            )));
-        }
-    }
-    // Unobserved labels are ignored: check the observed ones only (0 stands in for the rest).
-    let checked: Vec<u32> = (0..n)
-        .map(|t| match observed.is_none_or(|o| o[t]) {
-            true => labels[t],
-            false => 0,
-        })
-        .collect();
-    crf.check_sequence(features, Some(&checked))
-}
-
-/// The error when the `-inf` constraints allow no labelling that agrees with the observed
-/// labels (the partial-label NLL is `+inf`).
-pub(super) fn no_observed_labelling() -> Error {
-    Error::ImpossibleLabels(
-        "no labelling that agrees with the observed labels is allowed by the CRF's -inf \
-         transitions/start/end"
-            .into(),
-    )
-}
-
 /// Adds `H_seq v = d/dε (E_{p(y|x)}[φ] − E_{p(y|y_obs,x)}[φ])` into `out`.
 fn add_sequence_hvp(
     crf: &Crf,
@@ -276,7 +239,7 @@ fn add_sequence_hvp(
     out: &mut [f64],
 ) -> Result<()> {
     let n = labels.len();
-    check_observed(crf, features, labels, observed)?;
+    crf.check_partially_labelled(features, labels, observed)?;
     let is_observed = |t: usize| observed.is_none_or(|o| o[t]);
 
     let (c, d) = (crf.num_labels(), crf.feature_dim());
@@ -297,32 +260,22 @@ fn add_sequence_hvp(
         dfin: &v.end,
     };
 
-    let free = chain.marginal_tangents(u.view()).ok_or_else(|| {
-        Error::ImpossibleLabels(format!(
-            "the CRF's -inf transitions/start/end allow no label sequence of length {n}"
-        ))
-    })?;
-    let impossible = no_observed_labelling;
+    let free = (chain.marginal_tangents(u.view())).ok_or_else(|| no_labelling(n))?;
     // D_t = p'_t(·|x) − p'_t(·|y_obs,x): the unary part of H v, per token.
     let (dp, dpair) = if (0..n).all(is_observed) {
         // Every label observed: p(·|y_obs,x) is a point mass whatever θ, its tangents are 0
         // (computing them would only add rounding noise and double the cost).
         if crf.path_score(&u, labels) == f64::NEG_INFINITY {
-            return Err(impossible());
+            return Err(no_observed_labelling());
         }
         (free.unary, free.pairwise)
     } else {
         // Clamping (as for the NLL): at an observed position only the observed label keeps
         // its score. The clamped marginals are differentiated through the same chain.
-        let mut u_obs = u.clone();
-        for t in (0..n).filter(|&t| is_observed(t)) {
-            for j in (0..c).filter(|&j| j != labels[t] as usize) {
-                u_obs[[t, j]] = f64::NEG_INFINITY;
-            }
-        }
+        let u_obs = clamp_to_observed(&u, labels, is_observed);
         let clamped = chain
             .marginal_tangents(u_obs.view())
-            .ok_or_else(impossible)?;
+            .ok_or_else(no_observed_labelling)?;
         (free.unary - clamped.unary, free.pairwise - clamped.pairwise)
     };
     let layout = crf.layout();

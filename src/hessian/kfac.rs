@@ -430,7 +430,7 @@ fn dense_block_inverse(
 }
 
 /// The finite parameters of the transition, start and end blocks, in parameter order.
-fn dense_index(crf: &Crf) -> Vec<usize> {
+pub(super) fn dense_index(crf: &Crf) -> Vec<usize> {
     let l = crf.layout();
     let c = crf.num_labels();
     let params = crf.params();

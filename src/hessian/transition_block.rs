@@ -22,9 +22,9 @@ use nalgebra::DMatrix;
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use crate::crf::{Crf, Marginals};
+use crate::crf::{clamp_to_observed, no_observed_labelling, Crf, Marginals};
 use crate::error::{Error, Result};
-use crate::hessian::exact::{check_observed, in_sequence, no_observed_labelling};
+use crate::hessian::exact::in_sequence;
 use crate::train::TrainSeq;
 
 /// Sequences per parallel task: fixed, so that the sum is the same on any machine.
@@ -85,30 +85,22 @@ pub(crate) fn dense_block_hessian(
 /// training objective clamps. `None` when every label is observed (a point mass, whose
 /// covariance is 0), once the constraints are known to allow the labels.
 fn clamped_marginals(crf: &Crf, seq: &TrainSeq) -> Result<Option<Marginals>> {
-    let (n, c) = (seq.labels.len(), crf.num_labels());
-    check_observed(crf, seq.features.view(), &seq.labels, Some(&seq.observed))?;
-    if seq.observed.iter().all(|&o| o) {
+    let (features, labels, observed) = (seq.features.view(), &seq.labels, &seq.observed);
+    crf.check_partially_labelled(features, labels, Some(observed))?;
+    if observed.iter().all(|&o| o) {
         // The emissions are finite: only the constraints can forbid the labelling.
-        return match crf.path_score(&Array2::zeros((n, c)), &seq.labels) {
+        let zeros = Array2::zeros((labels.len(), crf.num_labels()));
+        return match crf.path_score(&zeros, labels) {
             f64::NEG_INFINITY => Err(no_observed_labelling()),
             _ => Ok(None),
         };
     }
-    let mut u = crf.emissions_unchecked(seq.features.view());
-    for t in (0..n).filter(|&t| seq.observed[t]) {
-        for j in (0..c).filter(|&j| j != seq.labels[t] as usize) {
-            u[[t, j]] = f64::NEG_INFINITY;
-        }
-    }
+    let u = clamp_to_observed(&crf.emissions_unchecked(features), labels, |t| observed[t]);
     let chain = crf.chain_unchecked(&u);
     if chain.log_z == f64::NEG_INFINITY {
         return Err(no_observed_labelling());
     }
-    Ok(Some(Marginals {
-        log_z: chain.log_z,
-        unary: chain.unary_marginals(),
-        pairwise: chain.pairwise_marginals(u.view(), crf.transitions().view()),
-    }))
+    Ok(Some(chain.marginals(u.view(), crf.transitions().view())))
 }
 
 /// Where each statistic sits: `A` (C², `[i·C + j]`), then `s` and `e` (C each) when the model
@@ -260,6 +252,7 @@ pub(super) fn posterior_step(m: &Marginals, t: usize) -> Array2<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hessian::kfac::dense_index;
     use crate::hessian::objective_hvp;
     use ndarray::Array1;
 
@@ -333,12 +326,8 @@ mod tests {
                 .iter()
                 .map(|s| crf.marginals(s.features.view()).unwrap())
                 .collect();
-            let layout = crf.layout();
             let c = crf.num_labels();
-            let mut index: Vec<usize> = (layout.transitions..layout.transitions + c * c).collect();
-            index.extend(layout.start.map(|o| o..o + c).into_iter().flatten());
-            index.extend(layout.end.map(|o| o..o + c).into_iter().flatten());
-            index.retain(|&p| crf.params()[p].is_finite());
+            let index = dense_index(&crf);
             let got = dense_block_hessian(&crf, &train, &free, &index).unwrap();
             for (col, &q) in index.iter().enumerate() {
                 let mut e = vec![0.0; crf.num_params()];

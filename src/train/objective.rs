@@ -4,7 +4,7 @@
 use ndarray::{s, Array2};
 use rayon::prelude::*;
 
-use crate::crf::Crf;
+use crate::crf::{clamp_to_observed, no_labelling, no_observed_labelling, Crf};
 use crate::error::{Error, Result};
 use crate::train::TrainSeq;
 
@@ -97,43 +97,18 @@ fn add_sequence_nll(crf: &Crf, seq: &TrainSeq, grad: &mut [f64]) -> Result<f64> 
         labels,
         observed,
     } = seq;
-    if observed.len() != labels.len() {
-        return Err(Error::DimensionMismatch(format!(
-            "{} observed flags for {} labels",
-            observed.len(),
-            labels.len()
-        )));
-    }
-    // Unobserved labels are ignored: check the observed ones only (0 stands in for the rest).
-    let checked: Vec<u32> = labels
-        .iter()
-        .zip(observed)
-        .map(|(&y, &o)| if o { y } else { 0 })
-        .collect();
-    crf.check_sequence(features.view(), Some(&checked))?;
+    crf.check_partially_labelled(features.view(), labels, Some(observed))?;
 
     let (n, c, d) = (features.nrows(), crf.num_labels(), crf.feature_dim());
     let u = crf.emissions_unchecked(features.view());
     let free = crf.chain_unchecked(&u);
     if free.log_z == f64::NEG_INFINITY {
-        return Err(Error::ImpossibleLabels(format!(
-            "the CRF's -inf transitions/start/end allow no label sequence of length {n}"
-        )));
+        return Err(no_labelling(n));
     }
-    // Clamping: at an observed position only the observed label keeps its score.
-    let mut u_obs = u.clone();
-    for t in (0..n).filter(|&t| observed[t]) {
-        for j in (0..c).filter(|&j| j != labels[t] as usize) {
-            u_obs[[t, j]] = f64::NEG_INFINITY;
-        }
-    }
+    let u_obs = clamp_to_observed(&u, labels, |t| observed[t]);
     let clamped = crf.chain_unchecked(&u_obs);
     if clamped.log_z == f64::NEG_INFINITY {
-        return Err(Error::ImpossibleLabels(
-            "no labelling that agrees with the observed labels is allowed by the CRF's -inf \
-             transitions/start/end"
-                .into(),
-        ));
+        return Err(no_observed_labelling());
     }
     // −log p(y_obs|x) = log Z − log Z_obs ≥ 0. Not clamped at 0: the optimiser wants the
     // smooth function, and the rounding is at the last ulp.
