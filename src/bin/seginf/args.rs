@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use seginf::data::ReadOptions;
+use ndarray::Array2;
+use seginf::data::{Conll, ReadOptions};
 use seginf::TagScheme;
+
+use crate::load::Model;
 
 /// A CoNLL file's tagging scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,4 +71,30 @@ pub struct FeatureArgs {
     /// The tensor holding the features when the safetensors file has several.
     #[arg(long, value_name = "NAME", requires = "features")]
     pub features_tensor: Option<String>,
+}
+
+/// A model and the CoNLL training data (with its token features) it was trained on: what
+/// `index build` and `index curvature` both read.
+#[derive(Debug, Args)]
+pub struct ModelDataArgs {
+    /// The model (from `seginf train`, or any safetensors CRF that records its labels).
+    #[arg(long, value_name = "MODEL.safetensors")]
+    pub model: PathBuf,
+    /// The training data the model was trained on (CoNLL).
+    #[arg(long, value_name = "FILE.conll")]
+    pub train: PathBuf,
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+impl ModelDataArgs {
+    /// The model, its training file and that file's features, one array per sentence.
+    pub fn load(&self) -> crate::Result<(Model, Conll, Vec<Array2<f32>>)> {
+        let model = Model::load(&self.model)?;
+        let conll = model.read_conll(&self.train, &self.read)?;
+        let features = model.features(&conll, &self.features)?;
+        Ok((model, conll, features))
+    }
 }

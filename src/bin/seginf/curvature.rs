@@ -6,10 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use seginf::hessian::{Factored, KroneckerInverse};
-use seginf::train::TrainSeq;
 
-use crate::args::{FeatureArgs, ReadArgs};
-use crate::load::Model;
+use crate::args::ModelDataArgs;
 use crate::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -31,16 +29,8 @@ pub enum ModeArg {
 #[derive(Debug, Args)]
 #[command(long_about)]
 pub struct CurvatureArgs {
-    /// The model (from `seginf train`).
-    #[arg(long, value_name = "MODEL.safetensors")]
-    pub model: PathBuf,
-    /// The training data the model was trained on (CoNLL).
-    #[arg(long, value_name = "FILE.conll")]
-    pub train: PathBuf,
     #[command(flatten)]
-    pub features: FeatureArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
+    pub data: ModelDataArgs,
     /// Which approximation.
     #[arg(long, value_enum, default_value_t = ModeArg::Kfac)]
     pub mode: ModeArg,
@@ -57,31 +47,24 @@ pub struct CurvatureArgs {
 }
 
 pub fn run(args: &CurvatureArgs) -> Result<()> {
-    let model = Model::load(&args.model)?;
+    let (model, conll, features) = args.data.load()?;
     let l2 = match (args.l2, model.meta.extra.get("l2")) {
         (Some(l2), _) => l2,
         (None, Some(recorded)) => recorded.parse().map_err(|_| {
             format!(
                 "{}: the recorded l2 {recorded:?} is not a number: give --l2",
-                args.model.display()
+                args.data.model.display()
             )
         })?,
         (None, None) => {
             return Err(format!(
                 "{} does not record the l2 it was trained with: give --l2",
-                args.model.display()
+                args.data.model.display()
             )
             .into())
         }
     };
-    let conll = model.read_conll(&args.train, &args.read)?;
-    let labels = conll.label_ids(model.labels())?;
-    let data: Vec<TrainSeq> = model
-        .features(&conll, &args.features)?
-        .into_iter()
-        .zip(labels)
-        .map(|(x, y)| TrainSeq::labelled(x, y))
-        .collect();
+    let data = crate::train::sequences(&conll, model.labels(), features)?;
     let mode = match args.mode {
         ModeArg::Kfac => Factored::Kfac,
         ModeArg::Ekfac => Factored::Ekfac,

@@ -10,8 +10,7 @@ use seginf::data::{doc_id, Conll};
 use seginf::index::TrainingSequence;
 use seginf::{BuildOptions, Crf, Index, IndexBuilder, Storage};
 
-use crate::args::{FeatureArgs, ReadArgs};
-use crate::load::Model;
+use crate::args::ModelDataArgs;
 use crate::{progress, Result};
 
 #[derive(Debug, Subcommand)]
@@ -51,16 +50,8 @@ impl From<StorageArg> for Storage {
 #[derive(Debug, Args)]
 #[command(long_about)]
 pub struct BuildArgs {
-    /// The model (from `seginf train`, or any safetensors CRF that records its labels).
-    #[arg(long, value_name = "MODEL.safetensors")]
-    pub model: PathBuf,
-    /// The training data the model was trained on (CoNLL).
-    #[arg(long, value_name = "FILE.conll")]
-    pub train: PathBuf,
     #[command(flatten)]
-    pub features: FeatureArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
+    pub data: ModelDataArgs,
     /// Where to save the index (safetensors, opened memory-mapped by queries).
     #[arg(long, value_name = "INDEX.safetensors")]
     pub out: PathBuf,
@@ -115,10 +106,8 @@ pub fn build_index(
 }
 
 pub fn build(args: &BuildArgs) -> Result<()> {
-    let model = Model::load(&args.model)?;
-    let conll = model.read_conll(&args.train, &args.read)?;
+    let (model, conll, features) = args.data.load()?;
     let labels = conll.label_ids(model.labels())?;
-    let features = model.features(&conll, &args.features)?;
     let index = build_index(
         Arc::clone(&model.crf),
         &conll,
