@@ -231,6 +231,24 @@ type Case<'a> = (
     Normalization,
 );
 
+/// `seginf query` of the round trip's test sentence (document 1, sentence 0) on its model and
+/// index; the segment and options follow.
+const QUERY_TEST_SENTENCE: &[&str] = &[
+    "query",
+    "--model",
+    "model.safetensors",
+    "--index",
+    "index.safetensors",
+    "--test",
+    "test.conll",
+    "--features",
+    "test.npy",
+    "--doc",
+    "1",
+    "--sentence",
+    "0",
+];
+
 fn hits(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
@@ -369,32 +387,8 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
         ),
     ];
     for (extra, y, (first, last), granularity, normalization) in cases {
-        let mut args: Vec<String> = [
-            "query",
-            "--model",
-            "model.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--features",
-            "test.npy",
-            "--doc",
-            "1",
-            "--sentence",
-            "0",
-            "-k",
-            "4",
-            "--train",
-            "train.conll",
-            "--context",
-            "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let shown = ["-k", "4", "--train", "train.conll", "--context", "2"];
+        let args = [QUERY_TEST_SENTENCE, &shown, extra].concat();
         let out = seginf(dir, &args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(
@@ -516,32 +510,17 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
         .iter()
         .zip(&got)
         .all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + a.abs())));
-    let out = ok(
-        dir,
-        &[
-            "query",
-            "--model",
-            "model.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--features",
-            "test.npy",
-            "--doc",
-            "1",
-            "--sentence",
-            "0",
-            "--span",
-            "1:3",
-            "--labels",
-            "gold",
-            "-k",
-            "4",
-            "--curvature",
-            "curvature.safetensors",
-        ],
-    );
+    let args = [
+        "--span",
+        "1:3",
+        "--labels",
+        "gold",
+        "-k",
+        "4",
+        "--curvature",
+        "curvature.safetensors",
+    ];
+    let out = ok(dir, &[QUERY_TEST_SENTENCE, &args].concat());
     let mut query = Query::new(Arc::clone(&index));
     query.options.hessian = Hessian::Inverse(Arc::new(saved));
     let segment = TestSegment {
@@ -567,28 +546,8 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     let identity = query.run(&segment, 4).unwrap();
     assert_ne!(identity.supporting[0].score, scores[0]);
     // Not a curvature file: an error, not a crash.
-    let said = fails(
-        dir,
-        &[
-            "query",
-            "--model",
-            "model.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--features",
-            "test.npy",
-            "--doc",
-            "1",
-            "--sentence",
-            "0",
-            "--token",
-            "2",
-            "--curvature",
-            "index.safetensors",
-        ],
-    );
+    let args = ["--token", "2", "--curvature", "index.safetensors"];
+    let said = fails(dir, &[QUERY_TEST_SENTENCE, &args].concat());
     assert!(said.contains("curvature"), "{said}");
 
     // rank-noise: the same ranking as seginf::rank, per document and per token.
