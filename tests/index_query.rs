@@ -258,6 +258,34 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
     }
 }
 
+#[test]
+fn top_k_is_the_sorted_score_vector_with_zero_gradients() {
+    // Most transitions forbidden: many tokens' labels are forced by their neighbours, so
+    // their error vectors and gradients are exactly zero (normalised scores 0, not 0/0).
+    let mut rng = Rng::new(31);
+    let crf = Arc::new(random_crf(
+        &mut rng,
+        Shape {
+            c: 4,
+            d: 6,
+            bias: true,
+            start: false,
+            end: false,
+            forbid: 0.6,
+        },
+    ));
+    let train = corpus(&mut rng, &crf, 200, 10);
+    let test = corpus(&mut rng, &crf, 2, 6);
+    let index = Arc::new(build(&crf, &train, Storage::F32));
+    let zero = index
+        .token_grad_norms()
+        .iter()
+        .filter(|&&n| n == 0.0)
+        .count();
+    assert!(zero >= 20, "only {zero} zero-gradient tokens");
+    top_k_matches_scores(&index, &test);
+}
+
 fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
     let mut query = Query::new(Arc::clone(index));
     for s in test {
@@ -267,14 +295,21 @@ fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
             first: 0,
             last: 0,
         };
-        for (labels, excluded) in [(None, vec![]), (Some(vec![1, 3]), vec![1000, 1007, 1014])] {
+        let filters = [(None, vec![]), (Some(vec![1, 3]), vec![1000, 1007, 1014])];
+        for (normalization, (labels, excluded)) in
+            [Normalization::None, Normalization::GradientNorm]
+                .into_iter()
+                .flat_map(|n| filters.clone().map(|f| (n, f)))
+        {
+            query.options.normalization = normalization;
             query.options.labels = labels.clone();
             query.options.excluded_docs = excluded.iter().copied().collect();
             for k in [1, 7, 50, 10_000] {
                 let hits = query.run(&seg, k).unwrap();
                 // The ranking pass's bound proved its top k (no ties here): its kernels and
                 // bounds are what is under test, not the exact fallback scan.
-                assert_eq!(query.exact_fallbacks(), 0, "{:?}", index.storage());
+                let what = format!("k = {k}, {normalization:?}, {:?}", index.storage());
+                assert_eq!(query.exact_fallbacks(), 0, "{what}");
                 let scores = query.scores(&seg).unwrap();
                 let got = |h: &[seginf::Hit]| {
                     h.iter()
@@ -284,14 +319,12 @@ fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
                 assert_eq!(
                     got(&hits.supporting),
                     expected_top(index, &scores, k, false),
-                    "k = {k}, {:?}",
-                    index.storage()
+                    "{what}"
                 );
                 assert_eq!(
                     got(&hits.opposing),
                     expected_top(index, &scores, k, true),
-                    "k = {k}, {:?}",
-                    index.storage()
+                    "{what}"
                 );
                 for h in hits.supporting.iter().chain(&hits.opposing) {
                     assert!(labels.as_ref().is_none_or(|l| l.contains(&h.label)));

@@ -425,6 +425,21 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// [`Ctx::finish`] in place on the raw scores of tokens `start..start + raws.len()`, in
+    /// loops that vectorise (the per-token calls took ~4 % of a single query).
+    fn finish_block(&self, start: usize, raws: &mut [f64]) {
+        let scale = self.scale;
+        if !self.normalize {
+            raws.iter_mut().for_each(|r| *r *= scale);
+            return;
+        }
+        let norms = &self.grad_norms[start..start + raws.len()];
+        for (r, &norm) in raws.iter_mut().zip(norms) {
+            let score = scale * *r / norm;
+            *r = if norm > 0.0 { score } else { 0.0 };
+        }
+    }
+
     /// The item's share of the ranking pass's error bound: `|Δdots_l| ≤ errs_l ‖f_k‖`
     /// ([`RankingColumns::errs`]), so `|Δ raw| ≤ ‖f_k‖ ‖r_k‖ Σ_l errs_l ‖c_l‖`: this returns
     /// `‖f_k‖ ‖r_k‖` (over the
@@ -775,10 +790,19 @@ where
                     few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
                     crate::kernels::token_raws(&terms, &dots[..end - start], raws);
                 }
-                for (k, &raw) in (start..end).zip(raws.iter()) {
-                    let score = ctx.finish(raw, ctx.grad_norm(k));
-                    if tops[0].admits(score) && keep(k) {
-                        offer(&mut tops[0], k, score);
+                ctx.finish_block(start, raws);
+                // Groups of 8 scores tested at once (branch-free): most lie between the cuts.
+                let mut cuts = tops[0].cuts();
+                let inside = |s: f64, (low, high): (f64, f64)| s > low && s < high;
+                for (g, group) in raws.chunks(8).enumerate() {
+                    if group.iter().fold(true, |all, &s| all & inside(s, cuts)) {
+                        continue;
+                    }
+                    for (k, &score) in (start + 8 * g..).zip(group) {
+                        if !inside(score, cuts) && keep(k) {
+                            offer(&mut tops[0], k, score);
+                            cuts = tops[0].cuts();
+                        }
                     }
                 }
                 continue;
