@@ -567,6 +567,7 @@ static void check_exact_influence(const seginf_crf *crf, seginf_trainer *t,
     double actual = SENTINEL_F64, predicted = SENTINEL_F64;
     const float *x = X(0);
     const uint32_t *y = Y(0);
+    int stops = 0, calls = 0;
     size_t s;
 
     if (seginf_curvature_fit(t, trained, SEGINF_HESSIAN_EXACT, 0.0, &exact) != SEGINF_OK ||
@@ -631,11 +632,19 @@ static void check_exact_influence(const seginf_crf *crf, seginf_trainer *t,
               "seginf_trainer_set_max_iterations", t, trained, exact, 1, 0, 0, x, 4, y, 1, 2,
               &actual, &predicted);
     seginf_trainer_set_max_iterations(t, 1000);
+    /* The retraining reports to the trainer's progress callback, which may cancel it. */
+    seginf_trainer_set_progress(t, stop, &stops);
+    INFLUENCE("progress callback cancels the retraining", SEGINF_ERR_CANCELLED,
+              "progress callback", t, trained, exact, 1, 0, 0, x, 4, y, 1, 2, &actual, &predicted);
+    CHECK("exact_influence: the callback was called once", stops == 1);
     CHECK("exact_influence: outputs untouched by failures",
           actual == SENTINEL_F64 && predicted == SENTINEL_F64);
 
+    seginf_trainer_set_progress(t, keep_going, &calls);
     INFLUENCE("valid, exact curvature", SEGINF_OK, NULL, t, trained, exact, 1, 0, 0, x, 4, y, 1, 2,
               &actual, &predicted);
+    CHECK("exact_influence: the callback saw the retraining's steps", calls >= 1);
+    seginf_trainer_set_progress(t, NULL, NULL);
     /* Four sequences: removing one label of 12 is a large change, so only roughly linear. */
     CHECK("exact_influence: both written, the prediction within 50% of the retraining",
           actual != SENTINEL_F64 && predicted != SENTINEL_F64 &&

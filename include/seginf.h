@@ -307,7 +307,8 @@ typedef struct seginf_query seginf_query;
 // seginf_trainer_set_*) need it to themselves; the calls that take a const pointer
 // (seginf_trainer_run, seginf_trainer_num_sequences, seginf_curvature_fit,
 // seginf_exact_influence) only read it and may run concurrently with each other (concurrent
-// seginf_trainer_run calls each call the progress callback, with the same `user` pointer).
+// seginf_trainer_run and seginf_exact_influence calls each call the progress callback, with
+// the same `user` pointer).
 typedef struct seginf_trainer seginf_trainer;
 
 // Progress callback: `done` tokens indexed of `total` expected (see
@@ -341,8 +342,9 @@ typedef struct {
 
 // Training progress callback: after L-BFGS step `iteration` (counted from 1), the objective
 // `mean NLL + (l2/2)|theta|^2` and the largest absolute gradient entry. Return non-zero to
-// cancel training (seginf_trainer_run then returns SEGINF_ERR_CANCELLED). Called on the thread
-// that called seginf_trainer_run.
+// cancel training (seginf_trainer_run or seginf_exact_influence's retraining then returns
+// SEGINF_ERR_CANCELLED). Called on the thread that called seginf_trainer_run or
+// seginf_exact_influence.
 typedef int32_t (*seginf_train_progress_fn)(uint64_t iteration,
                                             double objective,
                                             double max_abs_gradient,
@@ -891,7 +893,8 @@ seginf_status seginf_trainer_set_init(seginf_trainer *trainer,
                                       const seginf_crf *crf);
 
 // Sets a progress callback (NULL to remove) and the pointer passed back to it; it is called
-// after every L-BFGS step of seginf_trainer_run (not by seginf_exact_influence's retraining).
+// after every L-BFGS step of seginf_trainer_run and of seginf_exact_influence's retraining
+// (a non-zero return cancels either with CANCELLED).
 // Errors: NULL_ARGUMENT (trainer).
 seginf_status seginf_trainer_set_progress(seginf_trainer *trainer,
                                           seginf_train_progress_fn callback,
@@ -974,7 +977,8 @@ seginf_status seginf_curvature_last_solve(const seginf_curvature *curvature,
 // Exact influence by retraining (paper Eq. 5-6), the ground truth for influence scores:
 // removes the labels of tokens train_first..train_last (inclusive) of training sequence
 // `train_sequence` (0-based, in the order of seginf_trainer_add; they become unlabelled),
-// retrains with the trainer's options warm-started from `trained` (no progress callback), and
+// retrains with the trainer's options warm-started from `trained` (reporting each L-BFGS step
+// to the trainer's progress callback, which may cancel), and
 // writes the change of the test segment's conditional loss CL(test_first, test_last) (test
 // features test_n x d, labels test_n) into *actual = CL(retrained) - CL(trained), and the
 // influence-function prediction of it, (1/S) g_test . (H + (l2 + damping) I)^-1 g_train
@@ -990,7 +994,8 @@ seginf_status seginf_curvature_last_solve(const seginf_curvature *curvature,
 // IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), INVALID_ARGUMENT (the
 // training segment has unlabelled tokens),
 // NOT_CONVERGED (the retraining, or the exact curvature's solve, stopped short of its
-// tolerance; nothing is written).
+// tolerance; nothing is written), CANCELLED (the progress callback returned non-zero; nothing
+// is written).
 seginf_status seginf_exact_influence(const seginf_trainer *data,
                                      const seginf_crf *trained,
                                      const seginf_curvature *curvature,

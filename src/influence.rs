@@ -26,9 +26,10 @@ pub struct ExactInfluence {
     pub converged: bool,
 }
 
-/// Removes the labels of `removed` (they become unlabelled, paper Eq. 5), retrains from `trained` with `options`, and compares the change of the test
-/// segment's conditional loss with the prediction through `inverse` (`(H + μI)⁻¹`).
-/// `trained` should be a minimiser of the same objective (same data, same `options.l2`).
+/// Removes the labels of `removed` (they become unlabelled, paper Eq. 5), retrains from
+/// `trained` with `options`, and compares the change of the test segment's conditional loss
+/// with the prediction through `inverse` (`(H + μI)⁻¹`). `trained` should be a minimiser of
+/// the same objective (same data, same `options.l2`).
 pub fn exact_influence(
     trained: &Crf,
     data: &[TrainSeq],
@@ -36,6 +37,20 @@ pub fn exact_influence(
     removed: TrainingSegment,
     test: &TestSegment,
     inverse: &dyn InverseHessian,
+) -> Result<ExactInfluence> {
+    exact_influence_with_progress(trained, data, options, (removed, test), inverse, None)
+}
+
+/// [`exact_influence`] with the retraining's progress reported as [`train`] reports it
+/// (`progress(iteration, objective, max_abs_gradient)` after each L-BFGS step; returning false
+/// cancels with `Error::Cancelled`): a retraining takes as long as a training run.
+pub fn exact_influence_with_progress(
+    trained: &Crf,
+    data: &[TrainSeq],
+    options: &TrainOptions,
+    (removed, test): (TrainingSegment, &TestSegment),
+    inverse: &dyn InverseHessian,
+    progress: Option<&mut dyn FnMut(usize, f64, f64) -> bool>,
 ) -> Result<ExactInfluence> {
     let TrainingSegment {
         sequence,
@@ -76,7 +91,7 @@ pub fn exact_influence(
     removed[sequence].observed[first..=last]
         .iter_mut()
         .for_each(|o| *o = false);
-    let result = train(trained, &removed, options, None)?;
+    let result = train(trained, &removed, options, progress)?;
     let before = trained.segment_loss(test.features, test.labels, test.first, test.last)?;
     let after = result
         .crf

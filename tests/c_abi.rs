@@ -266,6 +266,10 @@ fn build_and_run(source: &Path, name: &str) -> Ran {
     let output = Command::new(&exe)
         .arg(&dir)
         .current_dir(&dir)
+        // Only the library just built: `cargo test` also points LD_LIBRARY_PATH at
+        // `target/<profile>`, where an older `cargo build` may have left a stale libseginf.so,
+        // and the loader searches that variable before the programs' run path.
+        .env("LD_LIBRARY_PATH", library_dir())
         .env(
             "ASAN_OPTIONS",
             format!("detect_leaks={leaks}:halt_on_error=1:strict_string_checks=1"),
@@ -1226,6 +1230,7 @@ fn build_and_run_java(name: &str) -> Ran {
         "javac",
     );
     let output = Command::new(jdk.join("bin").join("java"))
+        .env("LD_LIBRARY_PATH", library_dir()) // as in build_and_run
         .arg("-Xcheck:jni")
         .arg(format!("-Djava.library.path={}", dir.display()))
         .arg("-cp")

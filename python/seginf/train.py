@@ -115,23 +115,33 @@ class Trainer(Handle):
         is called after every L-BFGS step; a true return cancels (``SEGINF_ERR_CANCELLED``),
         an exception it raises is re-raised here. Deterministic on any number of threads."""
         lib, h = _lib.get(), self._handle()
+        out = ctypes.c_void_p()
+        obj, grad, iters = ctypes.c_double(), ctypes.c_double(), ctypes.c_size_t()
+        self._reporting(
+            progress,
+            lambda: lib.seginf_trainer_run(
+                h, ctypes.byref(out), ctypes.byref(obj), ctypes.byref(grad), ctypes.byref(iters)
+            ),
+        )
+        self.last_run = (obj.value, grad.value, iters.value)
+        return Crf._from_ptr(out)
+
+    def _reporting(self, progress, call) -> None:
+        """Runs ``call()`` (a C call returning a status) with ``progress`` as the trainer's
+        progress callback for its duration; re-raises what the callback raised, then checks
+        the status."""
+        lib, h = _lib.get(), self._handle()
         cb = Callback(_lib.TRAIN_PROGRESS_FN, progress) if progress is not None else None
         if cb is not None:
             _lib.check(lib.seginf_trainer_set_progress(h, cb.c_fn, None))
-        out = ctypes.c_void_p()
-        obj, grad, iters = ctypes.c_double(), ctypes.c_double(), ctypes.c_size_t()
         try:
-            status = lib.seginf_trainer_run(
-                h, ctypes.byref(out), ctypes.byref(obj), ctypes.byref(grad), ctypes.byref(iters)
-            )
+            status = call()
         finally:
             if cb is not None:
                 lib.seginf_trainer_set_progress(h, _lib.TRAIN_PROGRESS_FN(), None)
         if cb is not None:
             cb.reraise()
         _lib.check(status)
-        self.last_run = (obj.value, grad.value, iters.value)
-        return Crf._from_ptr(out)
 
 
 class Curvature(Handle):
@@ -197,13 +207,15 @@ def exact_influence(
     test_first: int,
     test_last: int,
     curvature: Curvature | None = None,
+    progress=None,
 ) -> tuple[float, float]:
     """Influence by retraining (paper Eq. 5-6): unlabels tokens ``train_first..train_last`` of
     training sequence ``train_sequence`` (0-based, in the order added), retrains warm-started
     from ``trained``, and returns ``(actual, predicted)``: the change of the test segment's
     conditional loss, and the influence-function prediction ``(1/S) g_test . (H + (l2 +
     damping) I)^-1 g_train`` (``curvature`` None = identity, damping 1). A query token's score
-    with the same curvature is ``-S * predicted``."""
+    with the same curvature is ``-S * predicted``. ``progress`` sees the retraining's L-BFGS
+    steps as in :meth:`Trainer.run` (a true return cancels)."""
     d = trained.feature_dim
     x = A.features(test_features, d, "test_features")
     y = A.labels(test_labels, x.shape[0], "test_labels")
@@ -218,8 +230,9 @@ def exact_influence(
         )
     ]
     actual, predicted = ctypes.c_double(), ctypes.c_double()
-    _lib.check(
-        _lib.get().seginf_exact_influence(
+    trainer._reporting(
+        progress,
+        lambda: _lib.get().seginf_exact_influence(
             trainer._handle(),
             trained._handle(),
             None if curvature is None else curvature._handle(),
@@ -233,6 +246,6 @@ def exact_influence(
             idx[4],
             ctypes.byref(actual),
             ctypes.byref(predicted),
-        )
+        ),
     )
     return actual.value, predicted.value

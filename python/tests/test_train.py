@@ -141,6 +141,24 @@ def test_exact_influence_against_retraining(init, data, rng):
         assert actual == pytest.approx(want, rel=1e-5, abs=1e-9)
 
 
+def test_exact_influence_reports_and_cancels_its_retraining(init, data, rng):
+    trainer, crf = trained_on(init, data)
+    tx, ty = rng.normal(size=(3, D)).astype(np.float32), rng.integers(0, C, 3)
+    with trainer, crf:
+        plain = seginf.exact_influence(trainer, crf, 4, 0, 1, tx, ty, 0, 2)
+        seen = []
+        reported = seginf.exact_influence(
+            trainer, crf, 4, 0, 1, tx, ty, 0, 2, progress=lambda *step: seen.append(step)
+        )
+        assert reported == plain and len(seen) >= 1
+        assert [s[0] for s in seen] == list(range(1, len(seen) + 1))
+        with pytest.raises(seginf.SeginfError) as e:
+            seginf.exact_influence(trainer, crf, 4, 0, 1, tx, ty, 0, 2, progress=lambda *s: True)
+        assert e.value.name == "SEGINF_ERR_CANCELLED"
+        # The callback was the call's only: a later run reports nothing.
+        assert seginf.exact_influence(trainer, crf, 4, 0, 1, tx, ty, 0, 2) == plain
+
+
 def test_exact_curvature_matches_exact_influence(init, data, rng, tmp_path):
     trainer, crf = trained_on(init, data)
     builder = seginf.IndexBuilder(crf)

@@ -10,14 +10,15 @@ use super::query::seginf_hessian;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::hessian::{ExactInverse, Factored, KroneckerInverse};
-use crate::influence::{exact_influence, TrainingSegment};
+use crate::influence::{exact_influence_with_progress, TrainingSegment};
 use crate::query::{InverseHessian, TestSegment};
 use crate::train::{sequence_nll, train, TrainOptions, TrainSeq};
 
 /// Training progress callback: after L-BFGS step `iteration` (counted from 1), the objective
 /// `mean NLL + (l2/2)|theta|^2` and the largest absolute gradient entry. Return non-zero to
-/// cancel training (seginf_trainer_run then returns SEGINF_ERR_CANCELLED). Called on the thread
-/// that called seginf_trainer_run.
+/// cancel training (seginf_trainer_run or seginf_exact_influence's retraining then returns
+/// SEGINF_ERR_CANCELLED). Called on the thread that called seginf_trainer_run or
+/// seginf_exact_influence.
 pub type seginf_train_progress_fn = Option<
     unsafe extern "C" fn(
         iteration: u64,
@@ -34,7 +35,8 @@ pub type seginf_train_progress_fn = Option<
 /// seginf_trainer_set_*) need it to themselves; the calls that take a const pointer
 /// (seginf_trainer_run, seginf_trainer_num_sequences, seginf_curvature_fit,
 /// seginf_exact_influence) only read it and may run concurrently with each other (concurrent
-/// seginf_trainer_run calls each call the progress callback, with the same `user` pointer).
+/// seginf_trainer_run and seginf_exact_influence calls each call the progress callback, with
+/// the same `user` pointer).
 pub struct seginf_trainer {
     /// The starting point of training; every sequence was checked against its shape.
     init: Arc<Crf>,
@@ -43,6 +45,18 @@ pub struct seginf_trainer {
     options: TrainOptions,
     progress: seginf_train_progress_fn,
     user: *mut c_void,
+}
+
+impl seginf_trainer {
+    /// The progress callback as the training functions take it (`None` without one): false
+    /// (cancel) when the callback returns non-zero.
+    fn report(&self) -> Option<impl FnMut(usize, f64, f64) -> bool> {
+        let (callback, user) = (self.progress?, self.user);
+        // SAFETY: the caller registered this function and its user pointer for this purpose.
+        Some(move |iteration: usize, value: f64, gradient: f64| unsafe {
+            callback(iteration as u64, value, gradient, user) == 0
+        })
+    }
 }
 
 /// The curvature of a training objective at a trained CRF, fitted once, for the Hessian modes
@@ -271,7 +285,8 @@ pub unsafe extern "C" fn seginf_trainer_set_init(
 }
 
 /// Sets a progress callback (NULL to remove) and the pointer passed back to it; it is called
-/// after every L-BFGS step of seginf_trainer_run (not by seginf_exact_influence's retraining).
+/// after every L-BFGS step of seginf_trainer_run and of seginf_exact_influence's retraining
+/// (a non-zero return cancels either with CANCELLED).
 /// Errors: NULL_ARGUMENT (trainer).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_trainer_set_progress(
@@ -314,16 +329,10 @@ pub unsafe extern "C" fn seginf_trainer_run(
         optional_out(objective, "objective")?;
         optional_out(max_abs_gradient, "max_abs_gradient")?;
         optional_out(iterations, "iterations")?;
-        let (callback, user) = (t.progress, t.user);
-        let mut report = |iteration: usize, value: f64, gradient: f64| match callback {
-            // SAFETY: the caller registered this function and its user pointer for this purpose.
-            Some(f) => (unsafe { f(iteration as u64, value, gradient, user) }) == 0,
-            None => true,
-        };
-        let progress: Option<&mut dyn FnMut(usize, f64, f64) -> bool> = match callback {
-            Some(_) => Some(&mut report),
-            None => None,
-        };
+        let mut report = t.report();
+        let progress = report
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut(usize, f64, f64) -> bool);
         let result = train(&t.init, &t.data, &t.options, progress)?;
         if !result.converged {
             return Err(not_converged(
@@ -597,7 +606,8 @@ pub unsafe extern "C" fn seginf_curvature_last_solve(
 /// Exact influence by retraining (paper Eq. 5-6), the ground truth for influence scores:
 /// removes the labels of tokens train_first..train_last (inclusive) of training sequence
 /// `train_sequence` (0-based, in the order of seginf_trainer_add; they become unlabelled),
-/// retrains with the trainer's options warm-started from `trained` (no progress callback), and
+/// retrains with the trainer's options warm-started from `trained` (reporting each L-BFGS step
+/// to the trainer's progress callback, which may cancel), and
 /// writes the change of the test segment's conditional loss CL(test_first, test_last) (test
 /// features test_n x d, labels test_n) into *actual = CL(retrained) - CL(trained), and the
 /// influence-function prediction of it, (1/S) g_test . (H + (l2 + damping) I)^-1 g_train
@@ -613,7 +623,8 @@ pub unsafe extern "C" fn seginf_curvature_last_solve(
 /// IMPOSSIBLE_LABELS, MODEL_MISMATCH (curvature fitted at another CRF), INVALID_ARGUMENT (the
 /// training segment has unlabelled tokens),
 /// NOT_CONVERGED (the retraining, or the exact curvature's solve, stopped short of its
-/// tolerance; nothing is written).
+/// tolerance; nothing is written), CANCELLED (the progress callback returned non-zero; nothing
+/// is written).
 #[no_mangle]
 pub unsafe extern "C" fn seginf_exact_influence(
     data: *const seginf_trainer,
@@ -657,22 +668,28 @@ pub unsafe extern "C" fn seginf_exact_influence(
             Some(c) => c.inverse.as_ref(),
             None => &Identity,
         };
-        let r = exact_influence(
+        let removed = TrainingSegment {
+            sequence: train_sequence,
+            first: train_first,
+            last: train_last,
+        };
+        let test = TestSegment {
+            features: x,
+            labels: y,
+            first: test_first,
+            last: test_last,
+        };
+        let mut report = t.report();
+        let progress = report
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut(usize, f64, f64) -> bool);
+        let r = exact_influence_with_progress(
             crf,
             &t.data,
             &t.options,
-            TrainingSegment {
-                sequence: train_sequence,
-                first: train_first,
-                last: train_last,
-            },
-            &TestSegment {
-                features: x,
-                labels: y,
-                first: test_first,
-                last: test_last,
-            },
+            (removed, &test),
             inverse,
+            progress,
         )?;
         if !r.converged {
             return Err(not_converged("retraining", r.iterations, None, &t.options));
