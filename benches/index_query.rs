@@ -20,8 +20,15 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2};
 use seginf::{BuildOptions, Index, IndexBuilder, Query, Storage, TestSegment};
 
+/// The query's threads (rayon's: `RAYON_NUM_THREADS`, else every core), and so the read's.
+/// `RAYON_NUM_THREADS=1` compares one core's query with one core's read: the regime where the
+/// host leaves each core all the bandwidth it can pull, steadier than the two-core runs.
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The streaming read on all cores, as the query scan runs.
