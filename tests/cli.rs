@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use seginf::data::{split_doc_id, Conll, ReadOptions};
-use seginf::hessian::{Factored, KroneckerInverse};
+use seginf::hessian::{ExactInverse, Factored, KroneckerInverse};
 use seginf::query::InverseHessian;
 use seginf::rank::{rank_training, Aggregate, CleanSequence, RankMethod, RankOptions};
 use seginf::train::TrainSeq;
@@ -36,6 +36,16 @@ fn ok(dir: &Path, args: &[&str]) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
+}
+
+/// Runs a command whose arguments the parser must refuse (exit code 2, a usage message);
+/// returns its stderr.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = seginf(dir, args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "seginf {args:?}: {stderr}");
+    assert!(stderr.contains("Usage: seginf"), "{stderr}");
+    stderr
 }
 
 /// Runs a command that must fail (exit code 1, not a crash); returns its stderr.
@@ -104,6 +114,10 @@ fn every_command_has_help_naming_its_options() {
                 "--context",
                 "--train",
                 "--curvature",
+                "--exact-hessian",
+                "--train-features",
+                "--damping",
+                "--l2",
             ],
         ),
         (
@@ -549,6 +563,102 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     let args = ["--token", "2", "--curvature", "index.safetensors"];
     let said = fails(dir, &[QUERY_TEST_SENTENCE, &args].concat());
     assert!(said.contains("curvature"), "{said}");
+
+    // query --exact-hessian: the same hits as a query with the exact inverse (conjugate
+    // gradient over the training data, the model's recorded l2), and not the identity's.
+    let exact_args = [
+        "--span",
+        "1:3",
+        "--labels",
+        "gold",
+        "-k",
+        "4",
+        "--exact-hessian",
+        "--damping",
+        "0.01",
+        "--train",
+        "train.conll",
+        "--train-features",
+        "train.npy",
+    ];
+    let out = seginf(dir, &[QUERY_TEST_SENTENCE, &exact_args].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exact Hessian: conjugate gradient"),
+        "{}",
+        text(&out.stderr)
+    );
+    let exact = ExactInverse::new(Arc::clone(&crf), Arc::new(data), l2, 0.01);
+    query.options.hessian = Hessian::Inverse(Arc::new(exact));
+    let want = query.run(&segment, 4).unwrap();
+    let printed: Vec<(u64, u32, f64)> = hits(&text(&out.stdout))
+        .iter()
+        .map(|l| {
+            let position = l["position"].as_u64().unwrap() as u32;
+            (
+                l["doc_id"].as_u64().unwrap(),
+                position,
+                l["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, u32, f64)> = (want.supporting.iter().chain(&want.opposing))
+        .map(|h| (h.doc_id, h.position, h.score))
+        .collect();
+    // Two CG solves to a relative residual of 1e-8 (the CLI's and this one) may differ in the
+    // last digits; the ranking and the scores to 1e-6 agree.
+    assert_eq!(printed.len(), expected.len());
+    for (p, e) in printed.iter().zip(&expected) {
+        assert_eq!((p.0, p.1), (e.0, e.1), "{printed:?} vs {expected:?}");
+        assert!(
+            (p.2 - e.2).abs() <= 1e-6 * e.2.abs(),
+            "{printed:?} vs {expected:?}"
+        );
+    }
+    assert!(expected.iter().all(|e| e.2 != identity.supporting[0].score));
+    // Bad uses: clean errors.
+    let without_train = ["--token", "2", "--exact-hessian"];
+    let said = refused(dir, &[QUERY_TEST_SENTENCE, &without_train].concat());
+    assert!(said.contains("--train"), "{said}");
+    let with_curvature = [
+        "--token",
+        "2",
+        "--exact-hessian",
+        "--train",
+        "train.conll",
+        "--train-features",
+        "train.npy",
+        "--curvature",
+        "curvature.safetensors",
+    ];
+    let said = refused(dir, &[QUERY_TEST_SENTENCE, &with_curvature].concat());
+    assert!(said.contains("cannot be used with"), "{said}");
+    let no_train_features = ["--token", "2", "--exact-hessian", "--train", "train.conll"];
+    let said = fails(dir, &[QUERY_TEST_SENTENCE, &no_train_features].concat());
+    assert!(said.contains("--train-features"), "{said}");
+    let other_file = [
+        "--token",
+        "2",
+        "--exact-hessian",
+        "--train",
+        "clean.conll",
+        "--train-features",
+        "clean.npy",
+    ];
+    let said = fails(dir, &[QUERY_TEST_SENTENCE, &other_file].concat());
+    assert!(said.contains("clean.conll"), "{said}");
+    let negative_damping = [
+        "--token",
+        "2",
+        "--exact-hessian",
+        "--damping=-1",
+        "--train",
+        "train.conll",
+        "--train-features",
+        "train.npy",
+    ];
+    let said = fails(dir, &[QUERY_TEST_SENTENCE, &negative_damping].concat());
+    assert!(said.contains("must be finite and >= 0"), "{said}");
 
     // rank-noise: the same ranking as seginf::rank, per document and per token.
     let clean = Conll::read(&dir.join("clean.conll"), &ReadOptions::default()).unwrap();

@@ -48,22 +48,7 @@ pub struct CurvatureArgs {
 
 pub fn run(args: &CurvatureArgs) -> Result<()> {
     let (model, conll, features) = args.data.load()?;
-    let l2 = match (args.l2, model.meta.extra.get("l2")) {
-        (Some(l2), _) => l2,
-        (None, Some(recorded)) => recorded.parse().map_err(|_| {
-            format!(
-                "{}: the recorded l2 {recorded:?} is not a number: give --l2",
-                args.data.model.display()
-            )
-        })?,
-        (None, None) => {
-            return Err(format!(
-                "{} does not record the l2 it was trained with: give --l2",
-                args.data.model.display()
-            )
-            .into())
-        }
-    };
+    let l2 = model.l2(args.l2)?;
     let data = crate::train::sequences(&conll, model.labels(), features)?;
     let mode = match args.mode {
         ModeArg::Kfac => Factored::Kfac,

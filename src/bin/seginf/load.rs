@@ -48,6 +48,26 @@ impl Model {
         &self.meta.labels
     }
 
+    /// The L2 strength of the model's training objective: `given`, else the one `seginf train`
+    /// recorded in the model (what the Hessian modes need).
+    pub fn l2(&self, given: Option<f64>) -> Result<f64> {
+        match (given, self.meta.extra.get("l2")) {
+            (Some(l2), _) => Ok(l2),
+            (None, Some(recorded)) => recorded.parse().map_err(|_| {
+                format!(
+                    "{}: the recorded l2 {recorded:?} is not a number: give --l2",
+                    self.path.display()
+                )
+                .into()
+            }),
+            (None, None) => Err(format!(
+                "{} does not record the l2 it was trained with: give --l2",
+                self.path.display()
+            )
+            .into()),
+        }
+    }
+
     pub fn label_name(&self, label: u32) -> &str {
         self.meta
             .labels
