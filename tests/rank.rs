@@ -36,10 +36,14 @@ fn sequences(rng: &mut Rng, count: usize, d: usize, c: usize) -> Vec<Seq> {
 }
 
 fn index_of(crf: &Arc<Crf>, train: &[Seq]) -> Index {
+    stored_index_of(crf, train, Storage::F32)
+}
+
+fn stored_index_of(crf: &Arc<Crf>, train: &[Seq], storage: Storage) -> Index {
     let mut b = IndexBuilder::new(
         Arc::clone(crf),
         BuildOptions {
-            storage: Storage::F32,
+            storage,
             expected_tokens: 0,
         },
     );
@@ -184,6 +188,85 @@ fn segment_influence_is_the_mean_of_the_top_opposing_influences_on_clean_tokens(
             assert_scores(&what, &got.token_scores, &want);
             assert!(got.sequence_scores.is_none());
         }
+    }
+}
+
+#[test]
+fn segment_rankings_are_exact_on_every_storage() {
+    // A clean set of ~100 tokens, so that each training row rescores only its `top + 8` best
+    // ranking scores when the ranking bound proves the rest cannot reach the top: int8 rows
+    // rank through the integer GEMM (quantised columns, the coarsest bound), f16 and f32 rows
+    // through f32 arithmetic; every mean must still be that of the exact scores.
+    let shape = Shape {
+        d: 24,
+        ..shapes()[0]
+    };
+    let mut rng = Rng::new(41);
+    let crf = Arc::new(random_crf(&mut rng, shape));
+    let train = sequences(&mut rng, 40, shape.d, shape.c);
+    let mut clean = sequences(&mut rng, 25, shape.d, shape.c);
+    // And 60 near-copies of one clean token (features within 1e-5): their scores crowd
+    // together, closer than the ranking error, so a bound that is too small picks a wrong top.
+    let token = clean[0].x.row(0).to_owned();
+    let label = clean[0].y[0];
+    for s in 0..60 {
+        let noise = random_features(&mut rng, 1, shape.d);
+        let x = Array2::from_shape_fn((1, shape.d), |(_, j)| {
+            token[j] * (1.0 + 1e-5 * noise[[0, j]])
+        });
+        clean.push(Seq {
+            doc_id: 1000 + s,
+            x,
+            y: vec![label],
+        });
+    }
+    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+        let index = Arc::new(stored_index_of(&crf, &train, storage));
+        for (normalization, top) in [
+            (Normalization::None, 3),
+            (Normalization::None, 10),
+            (Normalization::GradientNorm, 3),
+        ] {
+            let options = RankOptions {
+                method: RankMethod::SegmentInfluence,
+                top,
+                normalization,
+                ..RankOptions::default()
+            };
+            let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
+            let hessian = Hessian::Identity { damping: 1.0 };
+            let want = reference_segment_influence(&index, &clean, hessian, normalization, top);
+            let what = format!("{storage:?}, {normalization:?}, top {top}");
+            assert_scores(&what, &got.token_scores, &want);
+        }
+        // Nearest: the top-3 mean of the stored rows' dot products with the clean tokens of
+        // another label (the index's decoded rows, as its exact scores use them).
+        let options = RankOptions {
+            method: RankMethod::SegmentNearest,
+            top: 3,
+            ..RankOptions::default()
+        };
+        let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
+        let mut q = Query::new(Arc::clone(&index));
+        q.options.granularity = Granularity::NearestDot;
+        let mut per_token: Vec<Vec<f64>> = vec![Vec::new(); index.num_tokens()];
+        for c in &clean {
+            for t in 0..c.y.len() {
+                let seg = TestSegment {
+                    features: c.x.view(),
+                    labels: &c.y,
+                    first: t,
+                    last: t,
+                };
+                for (k, v) in q.scores(&seg).unwrap().into_iter().enumerate() {
+                    if index.token_label(k) != c.y[t] {
+                        per_token[k].push(-v); // nearest scores are −similarity
+                    }
+                }
+            }
+        }
+        let want: Vec<f64> = per_token.into_iter().map(|v| top_mean(v, 3)).collect();
+        assert_scores(&format!("nearest, {storage:?}"), &got.token_scores, &want);
     }
 }
 

@@ -2,7 +2,7 @@
 //! a test segment's labels (DESIGN.md §3). Negative scores support, positive scores oppose.
 
 mod options;
-mod ranking;
+pub(crate) mod ranking;
 pub(crate) mod score;
 mod topk;
 

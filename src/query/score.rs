@@ -266,7 +266,7 @@ pub(crate) fn prepare(
 
 /// Everything the per-item formulas read from the index and the options, as plain slices.
 pub(crate) struct Ctx<'a> {
-    index: &'a Index,
+    pub index: &'a Index,
     pub c: usize,
     pub d: usize,
     granularity: Granularity,
@@ -445,7 +445,7 @@ impl<'a> Ctx<'a> {
     /// `‖f_k‖ ‖r_k‖` (over the
     /// gradient norm when normalising), or `‖f_k‖` (over the stored norm for cosine) for
     /// nearest neighbours. `‖f_k‖` is bounded for the decoded (f16/int8) row.
-    fn token_factor(&self, k: usize) -> f64 {
+    pub(crate) fn token_factor(&self, k: usize) -> f64 {
         let f = self
             .index
             .features
@@ -468,7 +468,7 @@ impl<'a> Ctx<'a> {
 
     /// The query's share of the bound: `|scale| Σ_l errs_l ‖c_l‖` over its columns, `errs_0`
     /// for nearest dot products, `errs_0 / ‖f̄‖` for cosine (see [`RankingColumns::errs`]).
-    fn query_factor(&self, side: &TestSide, errs: &[f64]) -> f64 {
+    pub(crate) fn query_factor(&self, side: &TestSide, errs: &[f64]) -> f64 {
         let errs = &errs[side.cols.clone()];
         match self.granularity {
             Granularity::NearestDot => errs[0],
@@ -893,7 +893,7 @@ fn one_column_pairs<K, O>(
 /// Ranking dots of rows `[start, end)` with every column, into `dots` (rb × L): an OpenBLAS
 /// sgemm on the rows decoded to f32 (threaded by OpenBLAS), or for int8 rows against i16
 /// columns the integer GEMM on each thread's share of the rows (see [`RankingColumns`]).
-fn gemm_block_dots(
+pub(crate) fn gemm_block_dots(
     ctx: &Ctx,
     prep: &Prepared,
     ranking: &RankingColumns,

@@ -2,25 +2,35 @@
 //! of a small clean set, as blocked GEMMs over the index with a per-row reduction — never one
 //! query per training token.
 //!
-//! Per block of training rows: `dots = F_block · Colsᵀ` (f64 dgemm of the decoded rows against
-//! the clean set's test columns), then the per-pair terms of DESIGN.md §3 as two more dgemms
-//! ([`PairTerms`]), so a (training token, clean token) pair costs a few flops. Everything is
-//! f64: the scores equal [`crate::query::Query::scores`] up to summation order.
+//! Per block of training rows: ranking dots `F_block · Colsᵀ` as the batched queries compute
+//! them (f32 sgemm, or the integer GEMM on int8 rows and on an f32/f16 index's ranking copy,
+//! [`RankingColumns`]), the per-pair terms of DESIGN.md §3 as f64 dgemms ([`PairTerms`]), then
+//! per training row its `top` largest scores: the `top + EXTRA` best by the ranking dots are
+//! rescored exactly (f64 dots), and the ranking error bound of the queries proves that no
+//! other column can reach the top (else the row is scored exactly in full). The reported means
+//! are therefore those of exact scores, equal to [`crate::query::Query::scores`] up to
+//! summation order.
 
 use std::ops::Range;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::query::score::{self, Ctx, PairTerms, Prepared};
+use crate::kernels::dot_exact;
+use crate::query::ranking::{RankingColumns, Scratch};
+use crate::query::score::{self, gemm_block_dots, Ctx, PairTerms, Prepared};
 use crate::query::{Granularity, QueryOptions, TestSegment};
 use crate::rank::CleanSequence;
 
-/// Training rows per block: the block's dots (rows × test columns, f64) stay a few MB.
+/// Training rows per block: the block's ranking dots (f32) and pair terms (f64) stay a few MB.
 const ROWS: usize = 512;
+
+/// Columns rescored exactly per training row beyond the `top` asked for: the bound then has to
+/// separate the `(top + EXTRA)`-th ranking score from the `top`-th exact one, not neighbours.
+const EXTRA: usize = 8;
 
 /// Mean of the `top` largest values of `values` (all of them when fewer; NaN when empty).
 /// Reorders `values`.
@@ -33,10 +43,73 @@ fn top_mean(values: &mut [f64], top: usize) -> f64 {
     values[..top].iter().sum::<f64>() / top as f64
 }
 
-/// Calls `each(rows, dots)` for consecutive blocks of index rows, `dots` being rows × L exact
-/// dot products with the prepared columns (buffers allocated once: fresh multi-MB arrays per
-/// block would cost a page fault per 4 KiB each time).
+/// Scratch of [`proven_top_mean`], one per rayon task.
+#[derive(Default)]
+struct RowScratch {
+    approx: Vec<f64>,
+    columns: Vec<usize>,
+    exact: Vec<f64>,
+}
+
+/// The mean of the `top` largest exact scores of one training row over `columns`, given every
+/// column's ranking score in `approx` (each within `bound` of its exact score) and `exact(q)`:
+/// only the `top + EXTRA` best ranking scores are rescored when that proves the rest cannot
+/// reach the top — their ranking scores are at most the least rescored one, `cut`, so their
+/// exact ones at most `cut + bound`, below the `top`-th exact score — and every column
+/// otherwise. Reorders `columns`; `exact` is called once per rescored column.
+fn proven_top_mean(
+    approx: &[f64],
+    columns: &mut [usize],
+    (top, bound): (usize, f64),
+    exact_scores: &mut Vec<f64>,
+    mut exact: impl FnMut(usize) -> f64,
+) -> f64 {
+    let m = top.saturating_add(EXTRA);
+    if columns.len() > m {
+        columns.select_nth_unstable_by(m - 1, |&a, &b| approx[b].total_cmp(&approx[a]));
+        let cut = columns[..m]
+            .iter()
+            .fold(f64::INFINITY, |c, &q| c.min(approx[q]));
+        exact_scores.clear();
+        exact_scores.extend(columns[..m].iter().map(|&q| exact(q)));
+        exact_scores.select_nth_unstable_by(top - 1, |a, b| b.total_cmp(a));
+        let kth = exact_scores[top - 1];
+        // A relative slack for the f64 roundings (the bound covers the ranking dots').
+        let slack = 1e-9 * (cut.abs() + bound + kth.abs()) + f64::MIN_POSITIVE;
+        if cut + bound + slack < kth {
+            return exact_scores[..top].iter().sum::<f64>() / top as f64;
+        }
+    }
+    exact_scores.clear();
+    exact_scores.extend(columns.iter().map(|&q| exact(q)));
+    top_mean(exact_scores, top)
+}
+
+/// Calls `each(rows, dots)` for consecutive blocks of index rows, `dots` being rows × L ranking
+/// dots with the prepared columns (within `ranking.errs[l]·‖f̂_k‖` of the exact ones; buffers
+/// allocated once: fresh multi-MB arrays per block would cost a page fault per 4 KiB each time).
 fn for_each_block(
+    ctx: &Ctx,
+    prep: &Prepared,
+    ranking: &RankingColumns,
+    mut each: impl FnMut(Range<usize>, ArrayView2<f32>),
+) {
+    let n = ctx.index.num_tokens();
+    let threads = rayon::current_num_threads().max(1);
+    let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
+    let mut dots = Array2::<f32>::zeros((ROWS, prep.columns32.nrows()));
+    for start in (0..n).step_by(ROWS) {
+        let end = (start + ROWS).min(n);
+        let mut out = dots.slice_mut(s![..end - start, ..]);
+        gemm_block_dots(ctx, prep, ranking, start..end, &mut scratch, &mut out);
+        each(start..end, out.view());
+    }
+}
+
+/// Calls `each(rows, dots)` for consecutive blocks of index rows, `dots` being rows × L exact
+/// (f64 dgemm) dot products with the prepared columns: for instance influence, which sums
+/// every pair rather than picking a few.
+fn for_each_exact_block(
     index: &Index,
     prep: &Prepared,
     mut each: impl FnMut(Range<usize>, ArrayView2<f64>),
@@ -54,6 +127,18 @@ fn for_each_block(
         let mut out = dots.slice_mut(s![..rb, ..]);
         general_mat_mul(1.0, &w, &prep.columns.t(), 0.0, &mut out);
         each(start..end, out.view());
+    }
+}
+
+/// Exact dots (f64) of training row `k` with the prepared columns, computed on demand.
+struct ExactRow<'a> {
+    prep: &'a Prepared,
+    row: &'a [f32],
+}
+
+impl ExactRow<'_> {
+    fn dot(&self, l: usize) -> f64 {
+        dot_exact(self.row, self.prep.columns.row(l).as_slice().unwrap_or(&[]))
     }
 }
 
@@ -99,26 +184,55 @@ pub(crate) fn segment_influence(
     let segments = clean_tokens(clean);
     let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    let query_factor = (prep.sides.iter())
+        .map(|side| ctx.query_factor(side, &ranking.errs))
+        .fold(0.0, f64::max);
     let terms = PairTerms::new(&ctx, &prep);
     let mut buf = terms.buffers(ROWS);
+    let (d, nq) = (ctx.d, prep.sides.len());
     let mut out = vec![0.0; index.num_tokens()];
-    for_each_block(index, &prep, |rows, dots| {
+    for_each_block(&ctx, &prep, &ranking, |rows, dots| {
         terms.block(&ctx, rows.clone(), &mut buf);
         let (e, v) = (buf.e(), buf.v());
         let start = rows.start;
-        out[rows]
-            .par_iter_mut()
-            .enumerate()
-            .for_each_init(Vec::new, |scores, (i, out)| {
-                let (dots_k, e_k, grad_norm) = (dots.row(i), e.row(i), ctx.grad_norm(start + i));
-                scores.clear();
-                scores.extend(
-                    prep.sides.iter().enumerate().map(|(q, side)| {
-                        ctx.finish(side.pair_raw(dots_k, e_k, v[[i, q]]), grad_norm)
-                    }),
-                );
-                *out = top_mean(scores, top);
-            });
+        out[rows].par_iter_mut().enumerate().for_each_init(
+            || {
+                (
+                    RowScratch::default(),
+                    Vec::new(),
+                    vec![0.0; prep.columns.nrows()],
+                )
+            },
+            |(scratch, decoded, exact_dots), (i, out)| {
+                let (k, e_k) = (start + i, e.row(i));
+                let grad_norm = ctx.grad_norm(k);
+                let RowScratch {
+                    approx,
+                    columns,
+                    exact,
+                } = scratch;
+                approx.clear();
+                approx.extend(prep.sides.iter().enumerate().map(|(q, side)| {
+                    ctx.finish(side.pair_raw(dots.row(i), e_k, v[[i, q]]), grad_norm)
+                }));
+                columns.clear();
+                columns.extend(0..nq);
+                let row = ExactRow {
+                    prep: &prep,
+                    row: index.features.rows(k, k + 1, d, decoded),
+                };
+                let bound = ctx.token_factor(k) * query_factor;
+                *out = proven_top_mean(approx, columns, (top, bound), exact, |q| {
+                    let side = &prep.sides[q];
+                    for l in side.cols.clone() {
+                        exact_dots[l] = row.dot(l);
+                    }
+                    let x = ArrayView1::from(&exact_dots[..]);
+                    ctx.finish(side.pair_raw(x, e_k, v[[i, q]]), grad_norm)
+                });
+            },
+        );
     });
     Ok(out)
 }
@@ -138,24 +252,37 @@ pub(crate) fn segment_nearest(
     };
     let segments = clean_tokens(clean);
     let prep = score::prepare(index.crf(), &options, &segments)?;
+    let ctx = Ctx::new(index, &options);
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    // A nearest-dot side's one column has the error `errs[l]·‖f̂_k‖`.
+    let bound_per_norm = ranking.errs.iter().copied().fold(0.0, f64::max);
     let clean_labels: Vec<u32> = segments.iter().map(|s| s.labels[s.first]).collect();
     let labels = index.tokens.labels.as_slice();
+    let d = ctx.d;
     let mut out = vec![0.0; index.num_tokens()];
-    for_each_block(index, &prep, |rows, dots| {
+    for_each_block(&ctx, &prep, &ranking, |rows, dots| {
         let start = rows.start;
-        out[rows]
-            .par_iter_mut()
-            .enumerate()
-            .for_each_init(Vec::new, |sims, (i, out)| {
-                let label = labels[start + i];
-                sims.clear();
-                sims.extend(
-                    (0..clean_labels.len())
-                        .filter(|&t| clean_labels[t] != label)
-                        .map(|t| dots[[i, t]]),
-                );
-                *out = top_mean(sims, top);
-            });
+        out[rows].par_iter_mut().enumerate().for_each_init(
+            || (RowScratch::default(), Vec::new()),
+            |(scratch, decoded), (i, out)| {
+                let k = start + i;
+                let RowScratch {
+                    approx,
+                    columns,
+                    exact,
+                } = scratch;
+                approx.clear();
+                approx.extend(dots.row(i).iter().map(|&x| f64::from(x)));
+                columns.clear();
+                columns.extend((0..clean_labels.len()).filter(|&t| clean_labels[t] != labels[k]));
+                let row = ExactRow {
+                    prep: &prep,
+                    row: index.features.rows(k, k + 1, d, decoded),
+                };
+                let bound = ctx.token_factor(k) * bound_per_norm;
+                *out = proven_top_mean(approx, columns, (top, bound), exact, |t| row.dot(t));
+            },
+        );
     });
     Ok(out)
 }
@@ -189,7 +316,7 @@ pub(crate) fn instance_influence(
     let terms = PairTerms::new(&ctx, &prep);
     let mut buf = terms.buffers(ROWS);
     let mut token_sums = vec![0.0; index.num_tokens()];
-    for_each_block(index, &prep, |rows, dots| {
+    for_each_exact_block(index, &prep, |rows, dots| {
         terms.block(&ctx, rows.clone(), &mut buf);
         let (e, v) = (buf.e(), buf.v());
         for (i, sum) in token_sums[rows].iter_mut().enumerate() {
@@ -213,12 +340,66 @@ pub(crate) fn instance_influence(
 
 #[cfg(test)]
 mod tests {
-    use super::top_mean;
+    use super::{proven_top_mean, top_mean, EXTRA};
 
     #[test]
     fn top_mean_takes_the_largest_values() {
         assert_eq!(top_mean(&mut [1.0, 5.0, 3.0, 4.0], 2), 4.5);
         assert_eq!(top_mean(&mut [1.0, -2.0], 10), -0.5);
         assert!(top_mean(&mut [], 3).is_nan());
+    }
+
+    /// Uniform in [−1, 1) from a 64-bit LCG.
+    fn uniform(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    #[test]
+    fn proven_top_mean_is_the_exact_top_mean_and_mostly_rescores_few() {
+        // Ranking scores off by up to `bound` either way (as the bound allows): the result is
+        // always the mean of the top exact scores, found by rescoring top + EXTRA columns
+        // whenever the gap below the top exceeds the bound, and every column otherwise.
+        let mut state = 5u64;
+        let (mut few, mut all) = (0, 0);
+        for trial in 0..2000 {
+            let n = 1 + trial % 60;
+            let top = 1 + trial % 7;
+            let bound = [0.0, 1e-3, 0.05, 0.3][trial % 4];
+            let exact: Vec<f64> = (0..n).map(|_| uniform(&mut state)).collect();
+            let approx: Vec<f64> = exact
+                .iter()
+                .map(|&x| x + bound * uniform(&mut state))
+                .collect();
+            let mut columns: Vec<usize> = (0..n).collect();
+            let (mut calls, mut scratch) = (0, Vec::new());
+            let got = proven_top_mean(&approx, &mut columns, (top, bound), &mut scratch, |q| {
+                calls += 1;
+                exact[q]
+            });
+            let want = top_mean(&mut exact.clone(), top);
+            assert!(
+                (got - want).abs() <= 1e-12,
+                "trial {trial}: {got} vs {want}"
+            );
+            match calls {
+                c if c == top + EXTRA && n > top + EXTRA => few += 1,
+                c if c == n || c == n + top + EXTRA => all += 1,
+                c => panic!("trial {trial}: {c} exact scores for {n} columns"),
+            }
+        }
+        assert!(few > 700 && all > 300, "{few} proven, {all} in full");
+    }
+
+    #[test]
+    fn proven_top_mean_only_over_the_given_columns() {
+        let approx = [9.0, 1.0, 2.0, 3.0, 8.0];
+        let mut columns = vec![1, 2, 3];
+        let mut scratch = Vec::new();
+        let got = proven_top_mean(&approx, &mut columns, (2, 0.0), &mut scratch, |q| approx[q]);
+        assert_eq!(got, 2.5);
+        assert!(proven_top_mean(&approx, &mut [], (2, 0.0), &mut scratch, |_| 0.0).is_nan());
     }
 }
