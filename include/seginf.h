@@ -678,9 +678,10 @@ void seginf_query_free(seginf_query *query);
 seginf_status seginf_query_set_granularity(seginf_query *query,
                                            int32_t granularity);
 
-// Whether batches of more than 4 test columns (seginf_query_run_batch) on an f32 or f16
-// index may rank through the index's i16 copy of its rows: 1 (the default) or 0. The copy is
-// built by the first such batch on a CPU with AVX-512 VNNI or AVX2 and kept with the index
+// Whether batches of more than 4 test columns (seginf_query_run_batch), and the segment
+// methods of seginf_rank_training, on an f32 or f16 index may rank through the index's i16
+// copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
+// with AVX-512 VNNI or AVX2 and kept with the index
 // (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
 // about twice the rate of the f32 sgemm. Results are identical either way: every reported
 // score is computed exactly from the stored rows. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
@@ -815,7 +816,9 @@ seginf_status seginf_index_num_documents(const seginf_index *index,
 // number of documents.
 // Cost: the influence methods run blocked GEMMs of the index against the clean set's test
 // columns (one per clean token; one per clean sequence and label for INSTANCE_INFLUENCE);
-// with an EXACT curvature each clean token costs a conjugate-gradient solve.
+// with an EXACT curvature each clean token costs a conjugate-gradient solve. The SEGMENT
+// methods rank through the f32/f16 index's i16 ranking copy, as batches do, unless the query
+// opted out (seginf_query_set_ranking_copy); the scores are exact either way.
 // Thread-safety: the query is used by this thread only; the index may be shared.
 // Errors: NULL_ARGUMENT; INVALID_ARGUMENT (unknown method, top = 0, shift > 63, filters set
 // on the query, no clean tokens for an influence method, NEAREST with normalisation,

@@ -182,6 +182,7 @@ fn segment_influence_is_the_mean_of_the_top_opposing_influences_on_clean_tokens(
                 hessian: hessian.clone(),
                 normalization,
                 doc_id_shift: 32,
+                ..RankOptions::default()
             };
             let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
             let want = reference_segment_influence(&index, &clean, hessian, normalization, top);
@@ -220,7 +221,15 @@ fn segment_rankings_are_exact_on_every_storage() {
             y: vec![label],
         });
     }
-    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+    // The f32/f16 rows rank through the i16 ranking copy, or (opted out) f32 arithmetic.
+    let ways = [
+        (Storage::F32, true),
+        (Storage::F32, false),
+        (Storage::F16, true),
+        (Storage::F16, false),
+        (Storage::Int8, true),
+    ];
+    for (storage, ranking_copy) in ways {
         let index = Arc::new(stored_index_of(&crf, &train, storage));
         for (normalization, top) in [
             (Normalization::None, 3),
@@ -231,19 +240,26 @@ fn segment_rankings_are_exact_on_every_storage() {
                 method: RankMethod::SegmentInfluence,
                 top,
                 normalization,
+                ranking_copy,
                 ..RankOptions::default()
             };
             let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
             let hessian = Hessian::Identity { damping: 1.0 };
             let want = reference_segment_influence(&index, &clean, hessian, normalization, top);
-            let what = format!("{storage:?}, {normalization:?}, top {top}");
+            let what = format!("{storage:?}, copy {ranking_copy}, {normalization:?}, top {top}");
             assert_scores(&what, &got.token_scores, &want);
         }
+        assert_eq!(
+            index.ranking_copy_bytes() > 0,
+            ranking_copy && storage != Storage::Int8 && seginf::integer_kernels_available(),
+            "{storage:?}"
+        );
         // Nearest: the top-3 mean of the stored rows' dot products with the clean tokens of
         // another label (the index's decoded rows, as its exact scores use them).
         let options = RankOptions {
             method: RankMethod::SegmentNearest,
             top: 3,
+            ranking_copy,
             ..RankOptions::default()
         };
         let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
@@ -266,7 +282,11 @@ fn segment_rankings_are_exact_on_every_storage() {
             }
         }
         let want: Vec<f64> = per_token.into_iter().map(|v| top_mean(v, 3)).collect();
-        assert_scores(&format!("nearest, {storage:?}"), &got.token_scores, &want);
+        assert_scores(
+            &format!("nearest, {storage:?}, copy {ranking_copy}"),
+            &got.token_scores,
+            &want,
+        );
     }
 }
 

@@ -136,9 +136,10 @@ pub unsafe extern "C" fn seginf_query_set_granularity(
     })
 }
 
-/// Whether batches of more than 4 test columns (seginf_query_run_batch) on an f32 or f16
-/// index may rank through the index's i16 copy of its rows: 1 (the default) or 0. The copy is
-/// built by the first such batch on a CPU with AVX-512 VNNI or AVX2 and kept with the index
+/// Whether batches of more than 4 test columns (seginf_query_run_batch), and the segment
+/// methods of seginf_rank_training, on an f32 or f16 index may rank through the index's i16
+/// copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
+/// with AVX-512 VNNI or AVX2 and kept with the index
 /// (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
 /// about twice the rate of the f32 sgemm. Results are identical either way: every reported
 /// score is computed exactly from the stored rows. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.

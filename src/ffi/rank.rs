@@ -124,7 +124,9 @@ pub unsafe extern "C" fn seginf_index_num_documents(
 /// number of documents.
 /// Cost: the influence methods run blocked GEMMs of the index against the clean set's test
 /// columns (one per clean token; one per clean sequence and label for INSTANCE_INFLUENCE);
-/// with an EXACT curvature each clean token costs a conjugate-gradient solve.
+/// with an EXACT curvature each clean token costs a conjugate-gradient solve. The SEGMENT
+/// methods rank through the f32/f16 index's i16 ranking copy, as batches do, unless the query
+/// opted out (seginf_query_set_ranking_copy); the scores are exact either way.
 /// Thread-safety: the query is used by this thread only; the index may be shared.
 /// Errors: NULL_ARGUMENT; INVALID_ARGUMENT (unknown method, top = 0, shift > 63, filters set
 /// on the query, no clean tokens for an influence method, NEAREST with normalisation,
@@ -205,6 +207,7 @@ pub unsafe extern "C" fn seginf_rank_training(
                 hessian: options.hessian.clone(),
                 normalization: options.normalization,
                 doc_id_shift,
+                ranking_copy: options.ranking_copy,
             },
             &clean,
         )?;

@@ -119,6 +119,10 @@ pub struct RankOptions {
     /// Documents are the training items' `doc_id >> doc_id_shift` (0: every doc id is a
     /// document; 32 when doc ids are `document << 32 | sentence`). At most 63.
     pub doc_id_shift: u32,
+    /// Let the segment methods on an f32/f16 index rank through the index's i16 ranking copy
+    /// (as batches do, [`crate::query::QueryOptions::ranking_copy`]): the integer GEMM, built
+    /// once per index, 2·d + 4 bytes per token. Results are exact either way.
+    pub ranking_copy: bool,
 }
 
 impl Default for RankOptions {
@@ -129,6 +133,7 @@ impl Default for RankOptions {
             hessian: Hessian::Identity { damping: 1.0 },
             normalization: Normalization::None,
             doc_id_shift: 0,
+            ranking_copy: true,
         }
     }
 }
@@ -208,6 +213,7 @@ pub fn rank_training(
     let query = QueryOptions {
         hessian: options.hessian.clone(),
         normalization: options.normalization,
+        ranking_copy: options.ranking_copy,
         ..QueryOptions::default()
     };
     let method = options.method;
@@ -223,7 +229,7 @@ pub fn rank_training(
                             "segment nearest-neighbour ranking takes no normalisation".into(),
                         ));
                     }
-                    transposed::segment_nearest(index, clean, options.top)?
+                    transposed::segment_nearest(index, &query, clean, options.top)?
                 }
                 other => baselines::token_scores(index, other),
             };

@@ -242,12 +242,15 @@ pub(crate) fn segment_influence(
 /// every clean token has its label).
 pub(crate) fn segment_nearest(
     index: &Index,
+    options: &QueryOptions,
     clean: &[CleanSequence],
     top: usize,
 ) -> Result<Vec<f64>> {
     need_clean(clean, "segment nearest-neighbour ranking")?;
+    // Only the ranking copy option applies: nearest neighbours take no Hessian.
     let options = QueryOptions {
         granularity: Granularity::NearestDot,
+        ranking_copy: options.ranking_copy,
         ..QueryOptions::default()
     };
     let segments = clean_tokens(clean);
