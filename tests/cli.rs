@@ -620,44 +620,30 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     let without_train = ["--token", "2", "--exact-hessian"];
     let said = refused(dir, &[QUERY_TEST_SENTENCE, &without_train].concat());
     assert!(said.contains("--train"), "{said}");
-    let with_curvature = [
-        "--token",
-        "2",
-        "--exact-hessian",
-        "--train",
-        "train.conll",
-        "--train-features",
-        "train.npy",
-        "--curvature",
-        "curvature.safetensors",
-    ];
-    let said = refused(dir, &[QUERY_TEST_SENTENCE, &with_curvature].concat());
+    // The other bad uses, each a valid --exact-hessian query with one thing changed.
+    fn exact_query<'a>(changed: &[&'a str], then: &[&'a str]) -> Vec<&'a str> {
+        let (train, features) = match changed {
+            [train, features] => (*train, *features),
+            _ => ("train.conll", "train.npy"),
+        };
+        let mut args = QUERY_TEST_SENTENCE.to_vec();
+        args.extend(["--token", "2", "--exact-hessian", "--train", train]);
+        if !features.is_empty() {
+            args.extend(["--train-features", features]);
+        }
+        args.extend(then);
+        args
+    }
+    let said = refused(
+        dir,
+        &exact_query(&[], &["--curvature", "curvature.safetensors"]),
+    );
     assert!(said.contains("cannot be used with"), "{said}");
-    let no_train_features = ["--token", "2", "--exact-hessian", "--train", "train.conll"];
-    let said = fails(dir, &[QUERY_TEST_SENTENCE, &no_train_features].concat());
+    let said = fails(dir, &exact_query(&["train.conll", ""], &[]));
     assert!(said.contains("--train-features"), "{said}");
-    let other_file = [
-        "--token",
-        "2",
-        "--exact-hessian",
-        "--train",
-        "clean.conll",
-        "--train-features",
-        "clean.npy",
-    ];
-    let said = fails(dir, &[QUERY_TEST_SENTENCE, &other_file].concat());
+    let said = fails(dir, &exact_query(&["clean.conll", "clean.npy"], &[]));
     assert!(said.contains("clean.conll"), "{said}");
-    let negative_damping = [
-        "--token",
-        "2",
-        "--exact-hessian",
-        "--damping=-1",
-        "--train",
-        "train.conll",
-        "--train-features",
-        "train.npy",
-    ];
-    let said = fails(dir, &[QUERY_TEST_SENTENCE, &negative_damping].concat());
+    let said = fails(dir, &exact_query(&[], &["--damping=-1"]));
     assert!(said.contains("must be finite and >= 0"), "{said}");
 
     // rank-noise: the same ranking as seginf::rank, per document and per token.

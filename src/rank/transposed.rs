@@ -51,6 +51,30 @@ struct RowScratch {
     exact: Vec<f64>,
 }
 
+impl RowScratch {
+    /// [`proven_top_mean`] of one training row: its ranking scores `approx` (one per column)
+    /// over the `columns` considered.
+    fn top_mean(
+        &mut self,
+        approx: impl Iterator<Item = f64>,
+        columns: impl Iterator<Item = usize>,
+        top_bound: (usize, f64),
+        exact: impl FnMut(usize) -> f64,
+    ) -> f64 {
+        self.approx.clear();
+        self.approx.extend(approx);
+        self.columns.clear();
+        self.columns.extend(columns);
+        proven_top_mean(
+            &self.approx,
+            &mut self.columns,
+            top_bound,
+            &mut self.exact,
+            exact,
+        )
+    }
+}
+
 /// The mean of the `top` largest exact scores of one training row over `columns`, given every
 /// column's ranking score in `approx` (each within `bound` of its exact score) and `exact(q)`:
 /// only the `top + EXTRA` best ranking scores are rescored when that proves the rest cannot
@@ -207,23 +231,15 @@ pub(crate) fn segment_influence(
             |(scratch, decoded, exact_dots), (i, out)| {
                 let (k, e_k) = (start + i, e.row(i));
                 let grad_norm = ctx.grad_norm(k);
-                let RowScratch {
-                    approx,
-                    columns,
-                    exact,
-                } = scratch;
-                approx.clear();
-                approx.extend(prep.sides.iter().enumerate().map(|(q, side)| {
+                let approx = (prep.sides.iter().enumerate()).map(|(q, side)| {
                     ctx.finish(side.pair_raw(dots.row(i), e_k, v[[i, q]]), grad_norm)
-                }));
-                columns.clear();
-                columns.extend(0..nq);
+                });
                 let row = ExactRow {
                     prep: &prep,
                     row: index.features.rows(k, k + 1, d, decoded),
                 };
                 let bound = ctx.token_factor(k) * query_factor;
-                *out = proven_top_mean(approx, columns, (top, bound), exact, |q| {
+                *out = scratch.top_mean(approx, 0..nq, (top, bound), |q| {
                     let side = &prep.sides[q];
                     for l in side.cols.clone() {
                         exact_dots[l] = row.dot(l);
@@ -269,21 +285,15 @@ pub(crate) fn segment_nearest(
             || (RowScratch::default(), Vec::new()),
             |(scratch, decoded), (i, out)| {
                 let k = start + i;
-                let RowScratch {
-                    approx,
-                    columns,
-                    exact,
-                } = scratch;
-                approx.clear();
-                approx.extend(dots.row(i).iter().map(|&x| f64::from(x)));
-                columns.clear();
-                columns.extend((0..clean_labels.len()).filter(|&t| clean_labels[t] != labels[k]));
+                let approx = dots.row(i).into_iter().map(|&x| f64::from(x));
+                let other_labels =
+                    (0..clean_labels.len()).filter(|&t| clean_labels[t] != labels[k]);
                 let row = ExactRow {
                     prep: &prep,
                     row: index.features.rows(k, k + 1, d, decoded),
                 };
                 let bound = ctx.token_factor(k) * bound_per_norm;
-                *out = proven_top_mean(approx, columns, (top, bound), exact, |t| row.dot(t));
+                *out = scratch.top_mean(approx, other_labels, (top, bound), |t| row.dot(t));
             },
         );
     });
