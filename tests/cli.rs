@@ -524,17 +524,10 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
         .iter()
         .zip(&got)
         .all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + a.abs())));
-    let args = [
-        "--span",
-        "1:3",
-        "--labels",
-        "gold",
-        "-k",
-        "4",
-        "--curvature",
-        "curvature.safetensors",
-    ];
-    let out = ok(dir, &[QUERY_TEST_SENTENCE, &args].concat());
+    // The segment both Hessian modes are queried for: the entity at tokens 1..=3, gold labels.
+    let span = ["--span", "1:3", "--labels", "gold", "-k", "4"];
+    let args = ["--curvature", "curvature.safetensors"];
+    let out = ok(dir, &[QUERY_TEST_SENTENCE, &span, &args].concat());
     let mut query = Query::new(Arc::clone(&index));
     query.options.hessian = Hessian::Inverse(Arc::new(saved));
     let segment = TestSegment {
@@ -567,12 +560,6 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     // query --exact-hessian: the same hits as a query with the exact inverse (conjugate
     // gradient over the training data, the model's recorded l2), and not the identity's.
     let exact_args = [
-        "--span",
-        "1:3",
-        "--labels",
-        "gold",
-        "-k",
-        "4",
         "--exact-hessian",
         "--damping",
         "0.01",
@@ -581,7 +568,7 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
         "--train-features",
         "train.npy",
     ];
-    let out = seginf(dir, &[QUERY_TEST_SENTENCE, &exact_args].concat());
+    let out = seginf(dir, &[QUERY_TEST_SENTENCE, &span, &exact_args].concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("exact Hessian: conjugate gradient"),
