@@ -231,22 +231,33 @@ fn segment_rankings_are_exact_on_every_storage() {
     ];
     for (storage, ranking_copy) in ways {
         let index = Arc::new(stored_index_of(&crf, &train, storage));
-        for (normalization, top) in [
-            (Normalization::None, 3),
-            (Normalization::None, 10),
-            (Normalization::GradientNorm, 3),
+        // The identity keeps one test column per clean token (one vectorised kernel per
+        // row); a preconditioned test gradient has C columns (the general pair terms).
+        let identity = Hessian::Identity { damping: 1.0 };
+        let diagonal = Hessian::Inverse(Arc::new(Diagonal(
+            (0..crf.num_params())
+                .map(|i| 0.5 + (i % 3) as f64)
+                .collect(),
+        )));
+        for ((hessian, name), normalization, top) in [
+            ((&identity, "identity"), Normalization::None, 3),
+            ((&identity, "identity"), Normalization::None, 10),
+            ((&identity, "identity"), Normalization::GradientNorm, 3),
+            ((&diagonal, "diagonal"), Normalization::None, 10),
         ] {
             let options = RankOptions {
                 method: RankMethod::SegmentInfluence,
                 top,
+                hessian: hessian.clone(),
                 normalization,
                 ranking_copy,
                 ..RankOptions::default()
             };
             let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
-            let hessian = Hessian::Identity { damping: 1.0 };
-            let want = reference_segment_influence(&index, &clean, hessian, normalization, top);
-            let what = format!("{storage:?}, copy {ranking_copy}, {normalization:?}, top {top}");
+            let want =
+                reference_segment_influence(&index, &clean, hessian.clone(), normalization, top);
+            let what =
+                format!("{storage:?}, copy {ranking_copy}, {name}, {normalization:?}, top {top}");
             assert_scores(&what, &got.token_scores, &want);
         }
         assert_eq!(

@@ -274,8 +274,8 @@ pub(crate) struct Ctx<'a> {
     /// `−1 / damping`.
     scale: f64,
     pub errors: &'a [f64],
-    prev: &'a [u32],
-    next: &'a [u32],
+    pub prev: &'a [u32],
+    pub next: &'a [u32],
     pub grad_norms: &'a [f64],
     feature_norms: &'a [f64],
     seq_of: &'a [u32],
@@ -1099,6 +1099,20 @@ impl PairTerms {
             instance: ctx.instance(),
             num_queries: nq,
         }
+    }
+
+    /// Whether the queries are token granularity with one column each, in query order: then
+    /// [`PairTerms::class_terms`] feed [`crate::kernels::one_column_scores`].
+    pub fn one_column(&self, prep: &Prepared) -> bool {
+        !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
+    }
+
+    /// For [`PairTerms::one_column`] queries: `coefs_t` (C × Q) and the rows of pair class
+    /// `pn` in the queries' tables (C × Q).
+    pub fn class_terms(&self, pn: usize, c: usize) -> Option<(&[f64], &[f64])> {
+        let nq = self.num_queries;
+        let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
+        Some((self.coefs_t.as_slice()?, table))
     }
 
     /// Scratch for [`PairTerms::block`] on blocks of up to `rows` tokens, allocated once per

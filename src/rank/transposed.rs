@@ -213,9 +213,57 @@ pub(crate) fn segment_influence(
         .map(|side| ctx.query_factor(side, &ranking.errs))
         .fold(0.0, f64::max);
     let terms = PairTerms::new(&ctx, &prep);
-    let mut buf = terms.buffers(ROWS);
-    let (d, nq) = (ctx.d, prep.sides.len());
+    let (d, nq, c) = (ctx.d, prep.sides.len(), ctx.c);
     let mut out = vec![0.0; index.num_tokens()];
+    if terms.one_column(&prep) {
+        // One column per clean token (the identity or K-FAC): each row's ranking scores in
+        // one vectorised kernel from its error vector and pair class, no per-block E and V.
+        let never = (vec![f64::NEG_INFINITY; nq], vec![f64::INFINITY; nq]);
+        for_each_block(&ctx, &prep, &ranking, |rows, dots| {
+            let start = rows.start;
+            out[rows].par_iter_mut().enumerate().for_each_init(
+                || (RowScratch::default(), Vec::new(), vec![0.0; nq]),
+                |(scratch, decoded, approx), (i, out)| {
+                    let k = start + i;
+                    let r = &ctx.errors[k * c..(k + 1) * c];
+                    let pn = score::pair_class(ctx.prev[k], ctx.next[k], c);
+                    let Some((coefs_t, table)) = terms.class_terms(pn, c) else {
+                        return; // cannot happen: every class has its table rows
+                    };
+                    let (grad_norm, dots) = (ctx.grad_norm(k), dots.row(i));
+                    let factor = ctx.finish(1.0, grad_norm);
+                    let Some(dots) = dots.as_slice() else {
+                        return; // cannot happen: a row of a standard-layout array
+                    };
+                    let (low, high) = (&never.0[..], &never.1[..]);
+                    crate::kernels::one_column_scores(
+                        r,
+                        dots,
+                        (coefs_t, table),
+                        factor,
+                        (low, high),
+                        approx,
+                    );
+                    let row = ExactRow {
+                        prep: &prep,
+                        row: index.features.rows(k, k + 1, d, decoded),
+                    };
+                    // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, in the slack.
+                    let bound = ctx.token_factor(k) * query_factor;
+                    let approx = approx.iter().copied();
+                    *out = scratch.top_mean(approx, 0..nq, (top, bound), |q| {
+                        let x = row.dot(q);
+                        let raw = (0..c).fold(0.0, |raw, j| {
+                            raw + r[j] * (x * coefs_t[j * nq + q] + table[j * nq + q])
+                        });
+                        ctx.finish(raw, grad_norm)
+                    });
+                },
+            );
+        });
+        return Ok(out);
+    }
+    let mut buf = terms.buffers(ROWS);
     for_each_block(&ctx, &prep, &ranking, |rows, dots| {
         terms.block(&ctx, rows.clone(), &mut buf);
         let (e, v) = (buf.e(), buf.v());
