@@ -245,9 +245,9 @@ type Case<'a> = (
     Normalization,
 );
 
-/// `seginf query` of the round trip's test sentence (document 1, sentence 0) on its model and
-/// index; the segment and options follow.
-const QUERY_TEST_SENTENCE: &[&str] = &[
+/// `seginf query` on the round trip's model, index and test file (with its features); the
+/// sentence, segment and options follow.
+const QUERY_TEST_FILE: &[&str] = &[
     "query",
     "--model",
     "model.safetensors",
@@ -257,11 +257,10 @@ const QUERY_TEST_SENTENCE: &[&str] = &[
     "test.conll",
     "--features",
     "test.npy",
-    "--doc",
-    "1",
-    "--sentence",
-    "0",
 ];
+
+/// The test sentence most queries of the round trip ask about (document 1, sentence 0).
+const TEST_SENTENCE: &[&str] = &["--doc", "1", "--sentence", "0"];
 
 fn hits(stdout: &str) -> Vec<Value> {
     stdout
@@ -402,7 +401,7 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     ];
     for (extra, y, (first, last), granularity, normalization) in cases {
         let shown = ["-k", "4", "--train", "train.conll", "--context", "2"];
-        let args = [QUERY_TEST_SENTENCE, &shown, extra].concat();
+        let args = [QUERY_TEST_FILE, TEST_SENTENCE, &shown, extra].concat();
         let out = seginf(dir, &args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(
@@ -527,7 +526,10 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     // The segment both Hessian modes are queried for: the entity at tokens 1..=3, gold labels.
     let span = ["--span", "1:3", "--labels", "gold", "-k", "4"];
     let args = ["--curvature", "curvature.safetensors"];
-    let out = ok(dir, &[QUERY_TEST_SENTENCE, &span, &args].concat());
+    let out = ok(
+        dir,
+        &[QUERY_TEST_FILE, TEST_SENTENCE, &span, &args].concat(),
+    );
     let mut query = Query::new(Arc::clone(&index));
     query.options.hessian = Hessian::Inverse(Arc::new(saved));
     let segment = TestSegment {
@@ -554,7 +556,7 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     assert_ne!(identity.supporting[0].score, scores[0]);
     // Not a curvature file: an error, not a crash.
     let args = ["--token", "2", "--curvature", "index.safetensors"];
-    let said = fails(dir, &[QUERY_TEST_SENTENCE, &args].concat());
+    let said = fails(dir, &[QUERY_TEST_FILE, TEST_SENTENCE, &args].concat());
     assert!(said.contains("curvature"), "{said}");
 
     // query --exact-hessian: the same hits as a query with the exact inverse (conjugate
@@ -568,7 +570,10 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
         "--train-features",
         "train.npy",
     ];
-    let out = seginf(dir, &[QUERY_TEST_SENTENCE, &span, &exact_args].concat());
+    let out = seginf(
+        dir,
+        &[QUERY_TEST_FILE, TEST_SENTENCE, &span, &exact_args].concat(),
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("exact Hessian: conjugate gradient"),
@@ -605,7 +610,10 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     assert!(expected.iter().all(|e| e.2 != identity.supporting[0].score));
     // Bad uses: clean errors.
     let without_train = ["--token", "2", "--exact-hessian"];
-    let said = refused(dir, &[QUERY_TEST_SENTENCE, &without_train].concat());
+    let said = refused(
+        dir,
+        &[QUERY_TEST_FILE, TEST_SENTENCE, &without_train].concat(),
+    );
     assert!(said.contains("--train"), "{said}");
     // The other bad uses, each a valid --exact-hessian query with one thing changed.
     fn exact_query<'a>(changed: &[&'a str], then: &[&'a str]) -> Vec<&'a str> {
@@ -613,7 +621,7 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
             [train, features] => (*train, *features),
             _ => ("train.conll", "train.npy"),
         };
-        let mut args = QUERY_TEST_SENTENCE.to_vec();
+        let mut args = [QUERY_TEST_FILE, TEST_SENTENCE].concat();
         args.extend(["--token", "2", "--exact-hessian", "--train", train]);
         if !features.is_empty() {
             args.extend(["--train-features", features]);
@@ -760,48 +768,24 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     );
 
     // Without --train, hits carry ids only.
-    let out = ok(
-        dir,
-        &[
-            "query",
-            "--model",
-            "model.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--features",
-            "test.npy",
-            "--doc",
-            "0",
-            "--sentence",
-            "0",
-            "--token",
-            "0",
-            "-k",
-            "1",
-            "-q",
-        ],
-    );
+    let first_token = [
+        "--doc",
+        "0",
+        "--sentence",
+        "0",
+        "--token",
+        "0",
+        "-k",
+        "1",
+        "-q",
+    ];
+    let out = ok(dir, &[QUERY_TEST_FILE, &first_token].concat());
     let lines = hits(&out);
     assert_eq!(lines.len(), 2);
     assert!(lines[0].get("token").is_none() && lines[0]["position"].is_u64());
 
     // Bad queries are errors that say why.
-    let base = [
-        "query",
-        "--model",
-        "model.safetensors",
-        "--index",
-        "index.safetensors",
-        "--test",
-        "test.conll",
-        "--features",
-        "test.npy",
-        "--doc",
-        "0",
-    ];
-    let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<&str>>();
+    let with = |extra: &[&'static str]| [QUERY_TEST_FILE, &["--doc", "0"], extra].concat();
     let e = fails(dir, &with(&["--sentence", "99", "--token", "0"]));
     assert!(e.contains("no sentence 99"), "{e}");
     let e = fails(dir, &with(&["--sentence", "0", "--token", "999"]));
