@@ -333,7 +333,12 @@ impl<'a> Ctx<'a> {
 
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
-    fn token_score<D: Copy + Into<f64>>(&self, side: &TestSide, k: usize, dots: &[D]) -> f64 {
+    pub(crate) fn token_score<D: Copy + Into<f64>>(
+        &self,
+        side: &TestSide,
+        k: usize,
+        dots: &[D],
+    ) -> f64 {
         let pn = pair_class(self.prev[k], self.next[k], self.c);
         self.token_score_in(side, k, pn, dots)
     }
@@ -428,15 +433,15 @@ impl<'a> Ctx<'a> {
     /// [`Ctx::finish`] in place on the raw scores of tokens `start..start + raws.len()`, in
     /// loops that vectorise (the per-token calls took ~4 % of a single query).
     fn finish_block(&self, start: usize, raws: &mut [f64]) {
-        let scale = self.scale;
-        if !self.normalize {
-            raws.iter_mut().for_each(|r| *r *= scale);
-            return;
-        }
-        let norms = &self.grad_norms[start..start + raws.len()];
-        for (r, &norm) in raws.iter_mut().zip(norms) {
-            let score = scale * *r / norm;
-            *r = if norm > 0.0 { score } else { 0.0 };
+        // One loop per normalisation setting, so that `finish`'s branch on it leaves the loop.
+        match self.normalize {
+            false => raws.iter_mut().for_each(|r| *r = self.finish(*r, 0.0)),
+            true => {
+                let norms = &self.grad_norms[start..start + raws.len()];
+                for (r, &norm) in raws.iter_mut().zip(norms) {
+                    *r = self.finish(*r, norm);
+                }
+            }
         }
     }
 
@@ -657,25 +662,31 @@ fn exact_item(
     decoded: &mut Vec<f32>,
     w: &mut [f64],
 ) -> f64 {
-    let index = ctx.index;
-    let d = ctx.d;
-    let dots_of = |k: usize, decoded: &mut Vec<f32>| -> Vec<f64> {
-        let row = index.features.rows(k, k + 1, d, decoded);
-        side.cols
-            .clone()
-            .map(|l| dot_exact(row, prep.columns.row(l).as_slice().unwrap_or(&[])))
-            .collect()
-    };
+    let (index, d, mut dots) = (ctx.index, ctx.d, Vec::new());
     if !ctx.instance() {
-        let dots = dots_of(item, decoded);
-        return ctx.token_score(side, item, &dots);
+        let row = index.features.rows(item, item + 1, d, decoded);
+        return ctx.token_score(side, item, exact_dots(prep, side, row, &mut dots));
     }
     let mut sum = 0.0;
     for k in index.sequence_tokens(item) {
-        let dots = dots_of(k, decoded);
-        sum += ctx.instance_part(side, k, &dots, w);
+        let row = index.features.rows(k, k + 1, d, decoded);
+        sum += ctx.instance_part(side, k, exact_dots(prep, side, row, &mut dots), w);
     }
     ctx.sequence_score(side, item, sum)
+}
+
+/// Exact dots (f64) of a training row as stored (decoded) with the side's columns, into `buf`.
+pub(crate) fn exact_dots<'b>(
+    prep: &Prepared,
+    side: &TestSide,
+    row: &[f32],
+    buf: &'b mut Vec<f64>,
+) -> &'b [f64] {
+    buf.clear();
+    buf.extend(
+        (side.cols.clone()).map(|l| dot_exact(row, prep.columns.row(l).as_slice().unwrap_or(&[]))),
+    );
+    buf
 }
 
 /// Ranking pass for a few columns: streaming dot kernels and the per-pair formulas, parallel
@@ -860,20 +871,20 @@ fn one_column_pairs<K, O>(
     SharedCuts::exchange_all(shared, tops);
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; nq];
-    let (Some(coefs_t), Some(table)) = (terms.coefs_t.as_slice(), terms.dense.as_slice()) else {
-        return; // cannot happen: standard-layout arrays
-    };
     for i in rows.filter(|&i| keep(start + i)) {
         let k = start + i;
         let Some(d) = dots.row(i).to_slice() else {
             return; // cannot happen: a row of a standard-layout array
         };
-        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
+        let Some(class_terms) = terms.class_terms(pair_class(ctx.prev[k], ctx.next[k], c), c)
+        else {
+            return; // cannot happen: standard-layout arrays, a class within the table
+        };
         // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
         let outside = crate::kernels::one_column_scores(
             &ctx.errors[k * c..(k + 1) * c],
             &d[..nq],
-            (coefs_t, &table[pn * c * nq..(pn + 1) * c * nq]),
+            class_terms,
             ctx.finish(1.0, ctx.grad_norm(k)),
             (&low, &high),
             &mut scores,
@@ -968,7 +979,7 @@ where
     ];
     let terms = PairTerms::new(ctx, prep);
     // Single-token segments (one column per query, in query order) take a vectorised pair loop.
-    let one_column = (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1));
+    let one_column = terms.one_column(prep);
     let threads = rayon::current_num_threads().max(1);
     let mut scratch: Vec<Scratch> = (0..threads).map(|_| Scratch::default()).collect();
     let mut buf = terms.buffers(GEMM_BLOCK);

@@ -14,14 +14,13 @@
 use std::ops::Range;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::kernels::dot_exact;
 use crate::query::ranking::{RankingColumns, Scratch};
-use crate::query::score::{self, gemm_block_dots, Ctx, PairTerms, Prepared};
+use crate::query::score::{self, exact_dots, gemm_block_dots, Ctx, PairTerms, Prepared};
 use crate::query::{Granularity, QueryOptions, TestSegment};
 use crate::rank::CleanSequence;
 
@@ -154,18 +153,6 @@ fn for_each_exact_block(
     }
 }
 
-/// Exact dots (f64) of training row `k` with the prepared columns, computed on demand.
-struct ExactRow<'a> {
-    prep: &'a Prepared,
-    row: &'a [f32],
-}
-
-impl ExactRow<'_> {
-    fn dot(&self, l: usize) -> f64 {
-        dot_exact(self.row, self.prep.columns.row(l).as_slice().unwrap_or(&[]))
-    }
-}
-
 /// Every token of every clean sequence as a single-token test segment (clean labels).
 fn clean_tokens<'a>(clean: &[CleanSequence<'a>]) -> Vec<TestSegment<'a>> {
     clean
@@ -214,86 +201,52 @@ pub(crate) fn segment_influence(
         .fold(0.0, f64::max);
     let terms = PairTerms::new(&ctx, &prep);
     let (d, nq, c) = (ctx.d, prep.sides.len(), ctx.c);
+    // One column per clean token (the identity, K-FAC): each row's ranking scores in one
+    // vectorised kernel from its error vector and pair class. Otherwise (C columns per clean
+    // token) from the block's `E = R·Coefᵀ` and table terms `V`.
+    let mut pair_terms = (!terms.one_column(&prep)).then(|| terms.buffers(ROWS));
+    let never = (vec![f64::NEG_INFINITY; nq], vec![f64::INFINITY; nq]);
     let mut out = vec![0.0; index.num_tokens()];
-    if terms.one_column(&prep) {
-        // One column per clean token (the identity or K-FAC): each row's ranking scores in
-        // one vectorised kernel from its error vector and pair class, no per-block E and V.
-        let never = (vec![f64::NEG_INFINITY; nq], vec![f64::INFINITY; nq]);
-        for_each_block(&ctx, &prep, &ranking, |rows, dots| {
-            let start = rows.start;
-            out[rows].par_iter_mut().enumerate().for_each_init(
-                || (RowScratch::default(), Vec::new(), vec![0.0; nq]),
-                |(scratch, decoded, approx), (i, out)| {
-                    let k = start + i;
-                    let r = &ctx.errors[k * c..(k + 1) * c];
-                    let pn = score::pair_class(ctx.prev[k], ctx.next[k], c);
-                    let Some((coefs_t, table)) = terms.class_terms(pn, c) else {
-                        return; // cannot happen: every class has its table rows
-                    };
-                    let (grad_norm, dots) = (ctx.grad_norm(k), dots.row(i));
-                    let factor = ctx.finish(1.0, grad_norm);
-                    let Some(dots) = dots.as_slice() else {
-                        return; // cannot happen: a row of a standard-layout array
-                    };
-                    let (low, high) = (&never.0[..], &never.1[..]);
-                    crate::kernels::one_column_scores(
-                        r,
-                        dots,
-                        (coefs_t, table),
-                        factor,
-                        (low, high),
-                        approx,
-                    );
-                    let row = ExactRow {
-                        prep: &prep,
-                        row: index.features.rows(k, k + 1, d, decoded),
-                    };
-                    // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, in the slack.
-                    let bound = ctx.token_factor(k) * query_factor;
-                    let approx = approx.iter().copied();
-                    *out = scratch.top_mean(approx, 0..nq, (top, bound), |q| {
-                        let x = row.dot(q);
-                        let raw = (0..c).fold(0.0, |raw, j| {
-                            raw + r[j] * (x * coefs_t[j * nq + q] + table[j * nq + q])
-                        });
-                        ctx.finish(raw, grad_norm)
-                    });
-                },
-            );
-        });
-        return Ok(out);
-    }
-    let mut buf = terms.buffers(ROWS);
     for_each_block(&ctx, &prep, &ranking, |rows, dots| {
-        terms.block(&ctx, rows.clone(), &mut buf);
-        let (e, v) = (buf.e(), buf.v());
-        let start = rows.start;
+        if let Some(buf) = pair_terms.as_mut() {
+            terms.block(&ctx, rows.clone(), buf);
+        }
+        let (pair_terms, start) = (pair_terms.as_ref(), rows.start);
         out[rows].par_iter_mut().enumerate().for_each_init(
-            || {
-                (
-                    RowScratch::default(),
-                    Vec::new(),
-                    vec![0.0; prep.columns.nrows()],
-                )
-            },
-            |(scratch, decoded, exact_dots), (i, out)| {
-                let (k, e_k) = (start + i, e.row(i));
+            || (RowScratch::default(), vec![0.0; nq], Vec::new(), Vec::new()),
+            |(scratch, approx, decoded, exact), (i, out)| {
+                let (k, dots) = (start + i, dots.row(i));
                 let grad_norm = ctx.grad_norm(k);
-                let approx = (prep.sides.iter().enumerate()).map(|(q, side)| {
-                    ctx.finish(side.pair_raw(dots.row(i), e_k, v[[i, q]]), grad_norm)
-                });
-                let row = ExactRow {
-                    prep: &prep,
-                    row: index.features.rows(k, k + 1, d, decoded),
-                };
-                let bound = ctx.token_factor(k) * query_factor;
-                *out = scratch.top_mean(approx, 0..nq, (top, bound), |q| {
-                    let side = &prep.sides[q];
-                    for l in side.cols.clone() {
-                        exact_dots[l] = row.dot(l);
+                match pair_terms {
+                    Some(buf) => {
+                        let (e_k, v) = (buf.e().row(i), buf.v());
+                        for (q, (a, side)) in approx.iter_mut().zip(&prep.sides).enumerate() {
+                            *a = ctx.finish(side.pair_raw(dots, e_k, v[[i, q]]), grad_norm);
+                        }
                     }
-                    let x = ArrayView1::from(&exact_dots[..]);
-                    ctx.finish(side.pair_raw(x, e_k, v[[i, q]]), grad_norm)
+                    None => {
+                        let pn = score::pair_class(ctx.prev[k], ctx.next[k], c);
+                        let (Some(class_terms), Some(dots)) =
+                            (terms.class_terms(pn, c), dots.to_slice())
+                        else {
+                            return; // cannot happen: standard-layout arrays
+                        };
+                        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, in the slack.
+                        crate::kernels::one_column_scores(
+                            &ctx.errors[k * c..(k + 1) * c],
+                            dots,
+                            class_terms,
+                            ctx.finish(1.0, grad_norm),
+                            (&never.0, &never.1),
+                            approx,
+                        );
+                    }
+                }
+                let row = index.features.rows(k, k + 1, d, decoded);
+                let bound = ctx.token_factor(k) * query_factor;
+                *out = scratch.top_mean(approx.iter().copied(), 0..nq, (top, bound), |q| {
+                    let side = &prep.sides[q];
+                    ctx.token_score(side, k, exact_dots(&prep, side, row, exact))
                 });
             },
         );
@@ -330,18 +283,17 @@ pub(crate) fn segment_nearest(
     for_each_block(&ctx, &prep, &ranking, |rows, dots| {
         let start = rows.start;
         out[rows].par_iter_mut().enumerate().for_each_init(
-            || (RowScratch::default(), Vec::new()),
-            |(scratch, decoded), (i, out)| {
+            || (RowScratch::default(), Vec::new(), Vec::new()),
+            |(scratch, decoded, exact), (i, out)| {
                 let k = start + i;
                 let approx = dots.row(i).into_iter().map(|&x| f64::from(x));
                 let other_labels =
                     (0..clean_labels.len()).filter(|&t| clean_labels[t] != labels[k]);
-                let row = ExactRow {
-                    prep: &prep,
-                    row: index.features.rows(k, k + 1, d, decoded),
-                };
+                let row = index.features.rows(k, k + 1, d, decoded);
                 let bound = ctx.token_factor(k) * bound_per_norm;
-                *out = scratch.top_mean(approx, other_labels, (top, bound), |t| row.dot(t));
+                *out = scratch.top_mean(approx, other_labels, (top, bound), |t| {
+                    exact_dots(&prep, &prep.sides[t], row, exact)[0] // the side's one column
+                });
             },
         );
     });
