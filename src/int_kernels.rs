@@ -749,8 +749,8 @@ pub(crate) mod x86 {
         true
     }
 
-    /// Per row: the integer dot ([`row_dots`], as [`dot_vnni`]), its scaling, then the O(C)
-    /// score ([`token_raw`], the labels in registers of 8).
+    /// Per row: the integer dot ([`row_dots`], as [`dot_vnni`]) and its scaling; the O(C)
+    /// scores 8 rows at a time ([`token_raws_by`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_score_impl(
         rows: &[i8],
@@ -760,32 +760,165 @@ pub(crate) mod x86 {
         terms: &TokenTerms,
         out: &mut [f64],
     ) {
-        let (c, cp) = (terms.coefs.len(), col.as_ptr());
-        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d] and the column d values, r's row i,
-        // the class's table row and coefs c values (all checked by the caller).
+        let cp = col.as_ptr();
+        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d] and the column d values; the terms
+        // cover the rb tokens (all checked by the caller).
         unsafe {
-            for (i, o) in out.iter_mut().enumerate() {
+            token_raws_by(terms, out, |i| {
                 super::prefetch_ahead(rows.as_ptr().add(i * d).cast(), d);
                 let [dot] = row_dots::<1>(rows.as_ptr().add(i * d), d, [cp; 4]);
                 let s_k = f64::from(*row_scales.get_unchecked(i));
-                let x = f64::from((f64::from(dot) * (s_k * scale)) as f32);
-                let t = terms
-                    .table
-                    .as_ptr()
-                    .add(*terms.classes.get_unchecked(i) * c);
-                *o = token_raw(x, terms.r.as_ptr().add(i * c), t, terms.coefs);
+                f64::from((f64::from(dot) * (s_k * scale)) as f32)
+            });
+        }
+    }
+
+    /// `out[i] = Σ_j r_i[j]·(x_i·coefs[j] + t_i[j])` for the tokens of `terms`, with
+    /// `x_i = x_of(i)` asked once per token, in order: 8 tokens at a time with one reduction
+    /// for all 8 ([`raws8`], 2× faster than a reduction per token) when C ≤ 16, else token by
+    /// token ([`token_raw`]); shared with `kernels::token_raws`.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `terms` cover `out.len()` tokens ([`TokenTerms::check`]).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn token_raws_by(
+        terms: &TokenTerms,
+        out: &mut [f64],
+        x_of: impl FnMut(usize) -> f64,
+    ) {
+        // SAFETY: passed on from the caller.
+        unsafe {
+            match terms.coefs.len().div_ceil(8) {
+                0 | 1 => raws_grouped::<1>(terms, out, x_of),
+                2 => raws_grouped::<2>(terms, out, x_of),
+                _ => raws_grouped::<0>(terms, out, x_of),
             }
         }
     }
 
+    /// [`token_raws_by`] with the labels in `CH` registers of 8 (`CH = 0`: token by token).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn raws_grouped<const CH: usize>(
+        terms: &TokenTerms,
+        out: &mut [f64],
+        mut x_of: impl FnMut(usize) -> f64,
+    ) {
+        let c = terms.coefs.len();
+        let regs = LabelRegs::<CH>::new(terms.coefs);
+        // SAFETY (every pointer below): r's row i and the class's table row hold c values
+        // for i < out.len() (by the caller).
+        let rows = |i: usize| unsafe {
+            (
+                terms.r.as_ptr().add(i * c),
+                terms
+                    .table
+                    .as_ptr()
+                    .add(*terms.classes.get_unchecked(i) * c),
+            )
+        };
+        let mut i = 0;
+        if CH > 0 {
+            while i + 8 <= out.len() {
+                let xs: [f64; 8] = std::array::from_fn(|l| x_of(i + l));
+                let (r, t) = (rows(i).0, std::array::from_fn(|l| rows(i + l).1));
+                // SAFETY: out[i..i + 8] lies in out; the rows as above.
+                unsafe { _mm512_storeu_pd(out.as_mut_ptr().add(i), raws8(&regs, xs, r, t)) };
+                i += 8;
+            }
+        }
+        for (k, o) in out.iter_mut().enumerate().skip(i) {
+            let (r, t) = rows(k);
+            // SAFETY: as above.
+            *o = unsafe { token_raw(x_of(k), r, t, terms.coefs) };
+        }
+    }
+
+    /// The coefficients of [`raws8`] in `CH` registers of 8 labels, with each register's lane
+    /// mask (the last one partial).
+    struct LabelRegs<const CH: usize> {
+        c: usize,
+        masks: [__mmask8; CH],
+        coefs: [__m512d; CH],
+    }
+
+    impl<const CH: usize> LabelRegs<CH> {
+        /// From the C ≤ 8·CH coefficients.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn new(coefs: &[f64]) -> Self {
+            let c = coefs.len();
+            let masks =
+                std::array::from_fn(|j| ((1u32 << c.saturating_sub(8 * j).min(8)) - 1) as __mmask8);
+            // SAFETY: lanes [8j, min(8j + 8, c)) of coefs only (the mask).
+            let coefs = std::array::from_fn(|j| unsafe {
+                _mm512_maskz_loadu_pd(masks[j], coefs.as_ptr().wrapping_add(8 * j))
+            });
+            LabelRegs { c, masks, coefs }
+        }
+    }
+
+    /// The raw scores of 8 consecutive tokens (lane l: token l), as 8 [`token_raw`]s whose
+    /// horizontal sums are reduced together ([`hsum8`]).
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `r` holds the 8 tokens' rows of C values one after the other and
+    /// each `t[l]` C values, C as in `regs`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn raws8<const CH: usize>(
+        regs: &LabelRegs<CH>,
+        xs: [f64; 8],
+        r: *const f64,
+        t: [*const f64; 8],
+    ) -> __m512d {
+        let c = regs.c;
+        let acc = std::array::from_fn(|l| {
+            let x = _mm512_set1_pd(xs[l]);
+            let mut acc = _mm512_setzero_pd();
+            for j in 0..CH {
+                // SAFETY: lanes [8j, min(8j + 8, C)) of token l's rows (by the caller).
+                let (rv, tv) = unsafe {
+                    (
+                        _mm512_maskz_loadu_pd(regs.masks[j], r.add(l * c + 8 * j)),
+                        _mm512_maskz_loadu_pd(regs.masks[j], t[l].add(8 * j)),
+                    )
+                };
+                acc = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(x, regs.coefs[j], tv), acc);
+            }
+            acc
+        });
+        hsum8(acc)
+    }
+
+    /// Lane l of the result: the sum of the lanes of `v[l]` (three levels of pairwise sums
+    /// across the 8 registers at once instead of 8 reductions).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn hsum8(v: [__m512d; 8]) -> __m512d {
+        // Two registers' lanes summed in pairs: 128-bit chunk k holds (a's pair k, b's pair k).
+        let pairs = |a, b| _mm512_add_pd(_mm512_unpacklo_pd(a, b), _mm512_unpackhi_pd(a, b));
+        // Two such registers' chunks summed in pairs: chunks (x 0+1, x 2+3, y 0+1, y 2+3).
+        let chunks = |x, y| {
+            _mm512_add_pd(
+                _mm512_shuffle_f64x2::<0b10_00_10_00>(x, y),
+                _mm512_shuffle_f64x2::<0b11_01_11_01>(x, y),
+            )
+        };
+        let low = chunks(pairs(v[0], v[1]), pairs(v[2], v[3]));
+        let high = chunks(pairs(v[4], v[5]), pairs(v[6], v[7]));
+        chunks(low, high)
+    }
+
     /// One token's raw score `Σ_j r[j]·(x·coefs[j] + t[j])`, the labels in registers of 8
-    /// (masked tail); shared with `kernels::token_raws`.
+    /// (masked tail).
     ///
     /// # Safety
     /// AVX-512 F is present; `r` and `t` are valid for `coefs.len()` reads.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(crate) unsafe fn token_raw(x: f64, r: *const f64, t: *const f64, coefs: &[f64]) -> f64 {
+    unsafe fn token_raw(x: f64, r: *const f64, t: *const f64, coefs: &[f64]) -> f64 {
         let c = coefs.len();
         let x = _mm512_set1_pd(x);
         let mut acc = _mm512_setzero_pd();

@@ -212,7 +212,7 @@ pub fn dot_rows_f16(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::int_kernels::x86::token_raw;
+    use crate::int_kernels::x86::token_raws_by;
     use crate::int_kernels::TokenTerms;
 
     /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
@@ -239,14 +239,8 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
-        let c = terms.coefs.len();
-        for (i, (o, &x)) in out.iter_mut().zip(dots).enumerate() {
-            // SAFETY: r's row i and the class's table row hold c values (checked by the caller).
-            *o = unsafe {
-                let t = terms.table.as_ptr().add(terms.classes[i] * c);
-                token_raw(f64::from(x), terms.r.as_ptr().add(i * c), t, terms.coefs)
-            };
-        }
+        // SAFETY: the terms cover out.len() ≤ dots.len() tokens (checked by the caller).
+        unsafe { token_raws_by(terms, out, |i| f64::from(*dots.get_unchecked(i))) };
     }
 
     /// `Σ_i half(a_i) b_i` in f32. The caller has checked [`available`].
