@@ -1238,9 +1238,15 @@ where
     // (`k` is already capped at the number of items by the caller.)
     let k_ext = k.saturating_add(k.max(32));
     let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    // The ranking keepers break ties by index row alone, not by the caller's (doc id,
+    // position): which of equal ranking scores a keeper holds at its cut does not matter (the
+    // proof below asks every item left out to score past the kept ones), and gathering each
+    // offered item's ids took cache misses on columns the scan reads nowhere else (~4 % of an
+    // int8 query). The exact rescoring below applies the caller's order.
+    let by_row = |top: &mut TopK, item: usize, score: f64| top.offer(score, 0, 0, item as u64, 0);
     let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= FEW {
-        true => scan_few(&ctx, prep, &ranking, k_ext, keep, offer),
-        false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, offer)],
+        true => scan_few(&ctx, prep, &ranking, k_ext, keep, &by_row),
+        false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, &by_row)],
     };
     let item_factor = max_item_factor(&ctx);
     let mut merged: Vec<TopK> = (0..nq).map(|_| TopK::new(k_ext)).collect();
