@@ -87,3 +87,51 @@ proptest! {
         prop_assert_eq!(lp == f64::NEG_INFINITY, crf.score(x.view(), &other).unwrap() == f64::NEG_INFINITY);
     }
 }
+
+/// Input validation finds every non-finite feature, wherever it lies in the sequence (before,
+/// on and past the boundaries of the vectorised pass's 1024-value chunks, in the last value) and
+/// however the features are laid out (a contiguous array, a strided view), and names its
+/// position; finite features pass.
+#[test]
+fn every_non_finite_feature_is_found_and_named() {
+    let (n, d) = (5, 700);
+    let mut rng = common::Rng::new(31);
+    let shape = Shape {
+        c: 3,
+        d,
+        bias: true,
+        start: false,
+        end: false,
+        forbid: 0.0,
+    };
+    let crf = random_crf(&mut rng, shape);
+    let x = random_features(&mut rng, n, d);
+    // Every other column of a wider array: the same values, not contiguous.
+    let mut wide = ndarray::Array2::<f32>::zeros((n, 2 * d));
+    wide.slice_mut(ndarray::s![.., ..;2]).assign(&x);
+    assert!(crf.check_sequence(x.view(), None).is_ok());
+    assert!(crf
+        .check_sequence(wide.slice(ndarray::s![.., ..;2]), None)
+        .is_ok());
+    for flat in [0, 1023, 1024, 2047, 2048, 1500, n * d - 1] {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let (t, j) = (flat / d, flat % d);
+            let want = format!("features[{t}][{j}]");
+            let mut y = x.clone();
+            y[[t, j]] = bad;
+            let mut w = wide.clone();
+            w[[t, 2 * j]] = bad;
+            for (layout, view) in [
+                ("contiguous", y.view()),
+                ("strided", w.slice(ndarray::s![.., ..;2])),
+            ] {
+                match crf.check_sequence(view, None) {
+                    Err(seginf::Error::NonFinite(m)) => {
+                        assert!(m.contains(&want), "{layout}: {m} for {want}")
+                    }
+                    other => panic!("{layout}, {bad} at {want}: {other:?}"),
+                }
+            }
+        }
+    }
+}

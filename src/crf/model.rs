@@ -299,7 +299,17 @@ impl Crf {
                 self.feature_dim()
             )));
         }
-        if let Some((i, v)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        // A branch-free pass first (it vectorises); the search for the culprit's position,
+        // element by element with its early exit, only when that pass fails.
+        let finite = |xs: &[f32]| xs.iter().fold(true, |all, v| all & v.is_finite());
+        let all_finite = match features.as_slice() {
+            Some(xs) => xs.chunks(1024).all(finite),
+            None => features.iter().all(|v| v.is_finite()),
+        };
+        if let Some((i, v)) = (!all_finite)
+            .then(|| features.iter().enumerate().find(|(_, v)| !v.is_finite()))
+            .flatten()
+        {
             return Err(Error::NonFinite(format!(
                 "features[{}][{}] = {v} (token {}, dimension {})",
                 i / d,
