@@ -104,7 +104,11 @@ impl Query {
                 labels[item],
             ),
         };
-        let (tops, fallbacks) = score::top_k(&index, options, &prep, k, &keep, &offer);
+        // On a pool thread from the start: the scan and the rescoring's parallel loops then
+        // run nested, instead of the caller's thread waiting on (and being woken from) each
+        // in turn (0.1–0.2 ms a query, measured on a small index).
+        let (tops, fallbacks) =
+            rayon::scope(|_| score::top_k(&index, options, &prep, k, &keep, &offer));
         self.fallbacks = fallbacks;
         Ok(tops
             .into_iter()
