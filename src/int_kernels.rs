@@ -93,6 +93,23 @@ pub fn set_prefetch(on: bool) {
     PREFETCH.store(on, Ordering::Relaxed);
 }
 
+/// Asks the CPU to bring the cache lines of `values` into L2 (a hint; nothing on other
+/// architectures): for scattered reads whose misses would otherwise come one by one.
+#[inline]
+pub fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    if !values.is_empty() {
+        // From the start of the first value's line, one prefetch per line.
+        let into_line = values.as_ptr() as usize % 64;
+        let first_line = values.as_ptr().cast::<u8>().wrapping_sub(into_line);
+        for offset in (0..into_line + std::mem::size_of_val(values)).step_by(64) {
+            x86::prefetch_l2(first_line.wrapping_add(offset));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
+}
+
 /// Asks the CPU to bring the cache lines of `[p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + len)`
 /// into L2 (a hint: never faults, whatever the address; nothing on other architectures).
 #[inline(always)]

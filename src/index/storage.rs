@@ -114,6 +114,20 @@ impl FeatureRows {
         }
     }
 
+    /// Asks the CPU for row `k`'s stored bytes (and its scale), ahead of reading it
+    /// ([`crate::int_kernels::prefetch`]).
+    pub fn prefetch_row(&self, k: usize, d: usize) {
+        use crate::int_kernels::prefetch;
+        match self {
+            FeatureRows::F32(c) => prefetch(&c.as_slice()[k * d..(k + 1) * d]),
+            FeatureRows::F16(c) => prefetch(&c.as_slice()[k * d..(k + 1) * d]),
+            FeatureRows::Int8 { values, scales } => {
+                prefetch(&values.as_slice()[k * d..(k + 1) * d]);
+                prefetch(&scales.as_slice()[k..k + 1]);
+            }
+        }
+    }
+
     /// Rows `[start, end)` as f32 values (`f` itself for f32; decoded into `scratch` otherwise).
     pub fn rows<'a>(
         &'a self,

@@ -331,6 +331,25 @@ impl<'a> Ctx<'a> {
         &self.errors[k * self.c..(k + 1) * self.c]
     }
 
+    /// Asks the CPU for what [`exact_item`] reads of token `item` (its row, `r_k`, labels
+    /// and norms); nothing for a sequence (instance granularity), whose tokens are contiguous.
+    fn prefetch_item(&self, item: usize) {
+        use crate::int_kernels::prefetch;
+        if self.instance() {
+            return;
+        }
+        self.index.features.prefetch_row(item, self.d);
+        if self.nearest() {
+            return prefetch(&self.feature_norms[item..item + 1]);
+        }
+        prefetch(self.r(item));
+        prefetch(&self.prev[item..item + 1]);
+        prefetch(&self.next[item..item + 1]);
+        if self.normalize {
+            prefetch(&self.grad_norms[item..item + 1]);
+        }
+    }
+
     /// Score of a token (token or nearest granularity) from its dots with the query's columns.
     #[inline]
     pub(crate) fn token_score<D: Copy + Into<f64>>(
@@ -578,6 +597,9 @@ fn exact_block_dots(
         }
     }
 }
+
+/// Candidates per group of the exact rescoring (see [`top_k`]).
+const RESCORE_GROUP: usize = 16;
 
 /// Rows per block of the ranking pass over a few columns.
 const RANK_BLOCK: usize = 1024;
@@ -1267,12 +1289,20 @@ where
             let full = approx.is_full();
             let (worst_low, worst_high) = (approx.worst_supporting(), approx.worst_opposing());
             let items = approx.items();
+            // In groups whose rows and columns are asked for first: the candidates lie all
+            // over the index, and their misses one after the other took most of the rescoring.
             let scores: Vec<f64> = items
-                .par_iter()
+                .par_chunks(RESCORE_GROUP)
                 .map_init(
                     || (Vec::new(), vec![0.0; ctx.c]),
-                    |(decoded, w), &item| exact_item(&ctx, prep, side, item, decoded, w),
+                    |(decoded, w), group| {
+                        group.iter().for_each(|&item| ctx.prefetch_item(item));
+                        (group.iter())
+                            .map(|&item| exact_item(&ctx, prep, side, item, decoded, w))
+                            .collect::<Vec<f64>>()
+                    },
                 )
+                .flatten_iter()
                 .collect();
             let mut exact = TopK::new(k);
             for (&item, score) in items.iter().zip(scores) {
