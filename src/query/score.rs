@@ -889,28 +889,16 @@ fn one_column_pairs<K, O>(
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     let (start, rows) = block;
-    let (c, nq) = (ctx.c, tops.len());
+    let nq = tops.len();
     SharedCuts::exchange_all(shared, tops);
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; nq];
     for i in rows.filter(|&i| keep(start + i)) {
         let k = start + i;
-        let Some(d) = dots.row(i).to_slice() else {
-            return; // cannot happen: a row of a standard-layout array
-        };
-        let Some(class_terms) = terms.class_terms(pair_class(ctx.prev[k], ctx.next[k], c), c)
+        let Some(outside) = terms.token_scores(ctx, k, dots.row(i), (&low, &high), &mut scores)
         else {
             return; // cannot happen: standard-layout arrays, a class within the table
         };
-        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
-        let outside = crate::kernels::one_column_scores(
-            &ctx.errors[k * c..(k + 1) * c],
-            &d[..nq],
-            class_terms,
-            ctx.finish(1.0, ctx.grad_norm(k)),
-            (&low, &high),
-            &mut scores,
-        );
         if !outside {
             continue; // the common case once every keeper is full
         }
@@ -1140,12 +1128,31 @@ impl PairTerms {
         !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
     }
 
-    /// For [`PairTerms::one_column`] queries: `coefs_t` (C × Q) and the rows of pair class
-    /// `pn` in the queries' tables (C × Q).
-    pub fn class_terms(&self, pn: usize, c: usize) -> Option<(&[f64], &[f64])> {
-        let nq = self.num_queries;
+    /// For [`PairTerms::one_column`] queries: token `k`'s finished scores against every query
+    /// from its ranking dots (one per query) into `out`, and whether any lies outside its
+    /// query's `(low, high)` ([`crate::kernels::one_column_scores`], with `coefs_t` and the
+    /// rows of the token's pair class in the queries' tables). `None` only for arrays not in
+    /// standard layout or a class past the table, which cannot happen.
+    pub fn token_scores(
+        &self,
+        ctx: &Ctx,
+        k: usize,
+        dots: ArrayView1<f32>,
+        cuts: (&[f64], &[f64]),
+        out: &mut [f64],
+    ) -> Option<bool> {
+        let (c, nq) = (ctx.c, self.num_queries);
+        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
         let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
-        Some((self.coefs_t.as_slice()?, table))
+        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
+        Some(crate::kernels::one_column_scores(
+            &ctx.errors[k * c..(k + 1) * c],
+            dots.to_slice()?.get(..nq)?,
+            (self.coefs_t.as_slice()?, table),
+            ctx.finish(1.0, ctx.grad_norm(k)),
+            cuts,
+            out,
+        ))
     }
 
     /// Scratch for [`PairTerms::block`] on blocks of up to `rows` tokens, allocated once per

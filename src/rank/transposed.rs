@@ -200,7 +200,7 @@ pub(crate) fn segment_influence(
         .map(|side| ctx.query_factor(side, &ranking.errs))
         .fold(0.0, f64::max);
     let terms = PairTerms::new(&ctx, &prep);
-    let (d, nq, c) = (ctx.d, prep.sides.len(), ctx.c);
+    let (d, nq) = (ctx.d, prep.sides.len());
     // One column per clean token (the identity, K-FAC): each row's ranking scores in one
     // vectorised kernel from its error vector and pair class. Otherwise (C columns per clean
     // token) from the block's `E = R·Coefᵀ` and table terms `V`.
@@ -225,21 +225,10 @@ pub(crate) fn segment_influence(
                         }
                     }
                     None => {
-                        let pn = score::pair_class(ctx.prev[k], ctx.next[k], c);
-                        let (Some(class_terms), Some(dots)) =
-                            (terms.class_terms(pn, c), dots.to_slice())
-                        else {
+                        let never = (&never.0[..], &never.1[..]);
+                        if terms.token_scores(&ctx, k, dots, never, approx).is_none() {
                             return; // cannot happen: standard-layout arrays
-                        };
-                        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, in the slack.
-                        crate::kernels::one_column_scores(
-                            &ctx.errors[k * c..(k + 1) * c],
-                            dots,
-                            class_terms,
-                            ctx.finish(1.0, grad_norm),
-                            (&never.0, &never.1),
-                            approx,
-                        );
+                        }
                     }
                 }
                 let row = index.features.rows(k, k + 1, d, decoded);
