@@ -792,25 +792,25 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     assert!(e.contains("test.conll:") && e.contains("999"), "{e}");
     let e = fails(dir, &with(&["--sentence", "0", "--entity", "999"]));
     assert!(e.contains("no entity 999"), "{e}");
+    // A query of document 0's first token with `model`, without --features.
+    let unfeatured = |model: &'static str| {
+        [
+            &["query", "--model", model, "--index", "index.safetensors"][..],
+            &[
+                "--test",
+                "test.conll",
+                "--doc",
+                "0",
+                "--sentence",
+                "0",
+                "--token",
+                "0",
+            ],
+        ]
+        .concat()
+    };
     // The model was trained on features from a file: synthetic ones would be wrong answers.
-    let e = fails(
-        dir,
-        &[
-            "query",
-            "--model",
-            "model.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--doc",
-            "0",
-            "--sentence",
-            "0",
-            "--token",
-            "0",
-        ],
-    );
+    let e = fails(dir, &unfeatured("model.safetensors"));
     assert!(e.contains("--features"), "{e}");
     // An index built for another model is refused.
     ok(
@@ -826,24 +826,7 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
             "-q",
         ],
     );
-    let e = fails(
-        dir,
-        &[
-            "query",
-            "--model",
-            "other.safetensors",
-            "--index",
-            "index.safetensors",
-            "--test",
-            "test.conll",
-            "--doc",
-            "0",
-            "--sentence",
-            "0",
-            "--token",
-            "0",
-        ],
-    );
+    let e = fails(dir, &unfeatured("other.safetensors"));
     assert!(e.contains("another CRF"), "{e}");
 }
 

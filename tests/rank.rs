@@ -107,7 +107,19 @@ fn reference_segment_influence(
     let mut q = Query::new(Arc::clone(index));
     q.options.hessian = hessian;
     q.options.normalization = normalization;
-    let mut per_token: Vec<Vec<f64>> = vec![Vec::new(); index.num_tokens()];
+    reference_top_means(&mut q, clean, top, |_, _, score| Some(score))
+}
+
+/// Per training token k, the mean of the `top` largest `pair(k, clean label, score)` over the
+/// clean tokens (those it gives `None` left out), `score` from one exact `Query::scores`
+/// vector per clean token.
+fn reference_top_means(
+    q: &mut Query,
+    clean: &[Seq],
+    top: usize,
+    pair: impl Fn(usize, u32, f64) -> Option<f64>,
+) -> Vec<f64> {
+    let mut per_token: Vec<Vec<f64>> = vec![Vec::new(); q.index().num_tokens()];
     for s in clean {
         for t in 0..s.y.len() {
             let seg = TestSegment {
@@ -117,7 +129,7 @@ fn reference_segment_influence(
                 last: t,
             };
             for (k, v) in q.scores(&seg).unwrap().into_iter().enumerate() {
-                per_token[k].push(v);
+                per_token[k].extend(pair(k, s.y[t], v));
             }
         }
     }
@@ -276,23 +288,10 @@ fn segment_rankings_are_exact_on_every_storage() {
         let got = rank_training(&index, &options, &clean_of(&clean)).unwrap();
         let mut q = Query::new(Arc::clone(&index));
         q.options.granularity = Granularity::NearestDot;
-        let mut per_token: Vec<Vec<f64>> = vec![Vec::new(); index.num_tokens()];
-        for c in &clean {
-            for t in 0..c.y.len() {
-                let seg = TestSegment {
-                    features: c.x.view(),
-                    labels: &c.y,
-                    first: t,
-                    last: t,
-                };
-                for (k, v) in q.scores(&seg).unwrap().into_iter().enumerate() {
-                    if index.token_label(k) != c.y[t] {
-                        per_token[k].push(-v); // nearest scores are −similarity
-                    }
-                }
-            }
-        }
-        let want: Vec<f64> = per_token.into_iter().map(|v| top_mean(v, 3)).collect();
+        let want = reference_top_means(&mut q, &clean, 3, |k, label, score| {
+            // Nearest scores are −similarity.
+            (index.token_label(k) != label).then_some(-score)
+        });
         assert_scores(
             &format!("nearest, {storage:?}, copy {ranking_copy}"),
             &got.token_scores,
