@@ -768,18 +768,11 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     );
 
     // Without --train, hits carry ids only.
-    let first_token = [
-        "--doc",
-        "0",
-        "--sentence",
-        "0",
-        "--token",
-        "0",
-        "-k",
-        "1",
-        "-q",
-    ];
-    let out = ok(dir, &[QUERY_TEST_FILE, &first_token].concat());
+    let first_token: &[&str] = &["--doc", "0", "--sentence", "0", "--token", "0"];
+    let out = ok(
+        dir,
+        &[QUERY_TEST_FILE, first_token, &["-k", "1", "-q"]].concat(),
+    );
     let lines = hits(&out);
     assert_eq!(lines.len(), 2);
     assert!(lines[0].get("token").is_none() && lines[0]["position"].is_u64());
@@ -794,20 +787,8 @@ fn train_index_query_inspect_round_trip_agrees_with_the_rust_api() {
     assert!(e.contains("no entity 999"), "{e}");
     // A query of document 0's first token with `model`, without --features.
     let unfeatured = |model: &'static str| {
-        [
-            &["query", "--model", model, "--index", "index.safetensors"][..],
-            &[
-                "--test",
-                "test.conll",
-                "--doc",
-                "0",
-                "--sentence",
-                "0",
-                "--token",
-                "0",
-            ],
-        ]
-        .concat()
+        let file = ["query", "--model", model, "--index", "index.safetensors"];
+        [&file[..], &["--test", "test.conll"], first_token].concat()
     };
     // The model was trained on features from a file: synthetic ones would be wrong answers.
     let e = fails(dir, &unfeatured("model.safetensors"));
