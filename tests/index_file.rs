@@ -129,6 +129,56 @@ fn save_then_open_gives_bit_identical_scores() {
     }
 }
 
+/// What a scan streams (`Index::scan_columns`, read by the bench's ceiling): per token, the
+/// stored row (and an int8 row's scale), `r_k`, and the label, previous and next label; the
+/// same bytes after saving and opening; `scan_bytes` their total.
+#[test]
+fn scan_columns_are_the_stored_rows_and_token_columns() {
+    let data = data(22, 500, 12);
+    let (n, d, c) = (data.seqs.iter().map(|s| s.2.len()).sum::<usize>(), 12, 5);
+    let as_u32 = |b: &[u8]| -> Vec<u32> {
+        b.chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect()
+    };
+    let labels: Vec<u32> = data.seqs.iter().flat_map(|s| s.2.clone()).collect();
+    for (storage, row_widths) in [
+        (Storage::F32, vec![4 * d]),
+        (Storage::F16, vec![2 * d]),
+        (Storage::Int8, vec![d, 4]),
+    ] {
+        let built = build(&data, storage);
+        let path = temp(&format!("scan-{}.safetensors", storage.name()));
+        built.save(&path).unwrap();
+        let opened = Index::open(&path, Arc::clone(&data.crf)).unwrap();
+        let columns = built.scan_columns();
+        let widths: Vec<usize> = columns.iter().map(|col| col.len() / n).collect();
+        let want: Vec<usize> = row_widths.into_iter().chain([8 * c, 4, 4, 4]).collect();
+        assert_eq!(widths, want, "{storage:?}: bytes per token of each column");
+        assert!(columns.iter().all(|col| col.len() % n == 0));
+        assert_eq!(built.scan_bytes(), n * want.iter().sum::<usize>());
+        assert_eq!(columns, opened.scan_columns(), "{storage:?}: reopened");
+        let k = columns.len() - 3;
+        assert_eq!(as_u32(columns[k]), labels, "{storage:?}: labels");
+        // Each sequence's previous and next labels are its labels shifted, u32::MAX at the ends.
+        let (mut prev, mut next) = (Vec::new(), Vec::new());
+        for (_, _, y) in &data.seqs {
+            prev.extend(std::iter::once(u32::MAX).chain(y[..y.len() - 1].iter().copied()));
+            next.extend(y[1..].iter().copied().chain(std::iter::once(u32::MAX)));
+        }
+        assert_eq!(as_u32(columns[k + 1]), prev, "{storage:?}: previous labels");
+        assert_eq!(as_u32(columns[k + 2]), next, "{storage:?}: next labels");
+        if storage == Storage::F32 {
+            let rows: Vec<u8> = data
+                .seqs
+                .iter()
+                .flat_map(|s| s.1.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())
+                .collect();
+            assert_eq!(columns[0], rows.as_slice(), "the f32 rows as given");
+        }
+    }
+}
+
 #[test]
 fn damaged_files_and_wrong_models_are_clear_errors() {
     let data = data(22, 500, 6);

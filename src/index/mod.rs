@@ -109,9 +109,28 @@ impl Index {
 
     /// Bytes a full scan reads: the features plus the per-token columns scoring touches.
     pub fn scan_bytes(&self) -> usize {
-        let c = self.crf.num_labels();
-        let per_token = self.features.bytes_per_row(self.crf.feature_dim()) + 8 * c + 4 * 3;
-        per_token * self.num_tokens()
+        self.scan_columns().iter().map(|c| c.len()).sum()
+    }
+
+    /// The memory a single query's full scan streams, column by column, each `N ×` its
+    /// bytes per token in token order: the feature rows (and an int8 index's row scales), the
+    /// `r_k`, and the label, previous-label and next-label columns. For measuring what a
+    /// plain read of exactly these bytes reaches (`benches/index_query.rs`): the ceiling of
+    /// a query on this index, in the same pages.
+    pub fn scan_columns(&self) -> Vec<&[u8]> {
+        let mut columns = match &self.features {
+            FeatureRows::F32(rows) => vec![rows.bytes()],
+            FeatureRows::F16(rows) => vec![rows.bytes()],
+            FeatureRows::Int8 { values, scales } => vec![values.bytes(), scales.bytes()],
+        };
+        let t = &self.tokens;
+        columns.extend([
+            t.errors.bytes(),
+            t.labels.bytes(),
+            t.prev_labels.bytes(),
+            t.next_labels.bytes(),
+        ]);
+        columns
     }
 
     /// The i16 copy of the rows for the batches' integer GEMM, built on first use (an f32 or

@@ -186,12 +186,4 @@ impl FeatureRows {
             }
         }
     }
-
-    /// Bytes of feature storage per row (what a query streams).
-    pub fn bytes_per_row(&self, d: usize) -> usize {
-        match self {
-            FeatureRows::Int8 { .. } => d + 4,
-            other => d * other.storage().bytes_per_value(),
-        }
-    }
 }
