@@ -81,9 +81,26 @@ fn dot_rows<T>(
     }
 }
 
-/// `out[i*L + l] = row_{start+i} · cols[l]` over an f32 matrix (`values`, rows of `d`).
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// `out[i*L + l] = row_{start+i} · cols[l]` over an f32 matrix (`values`, rows of `d`): with
+/// AVX-512 F for 1–4 columns when the CPU has it (`x86::dot_rows_f32_avx512`), else the
+/// portable loop.
 pub fn dot_rows_f32(
+    values: &[f32],
+    rows: Range<usize>,
+    d: usize,
+    cols: &[&[f32]],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::dot_rows_f32_avx512(values, rows.clone(), d, cols, out) {
+        return;
+    }
+    dot_rows_f32_portable(values, rows, d, cols, out);
+}
+
+/// [`dot_rows_f32`] without AVX-512 (multiversioned for AVX2).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn dot_rows_f32_portable(
     values: &[f32],
     rows: Range<usize>,
     d: usize,
@@ -221,6 +238,95 @@ mod x86 {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
+    }
+
+    /// [`super::dot_rows_f32`] for 1–4 columns with AVX-512 F; `false` (doing nothing) for
+    /// more columns or without it. A single query's f32 scan is a read with one
+    /// multiply-add per 4 bytes; the portable loop's AVX2 code (a multiply and an add per
+    /// 8 values, two loads each) kept one core 3–4 points further below a plain read of the
+    /// rows (BENCHMARKS.md, session 8).
+    pub fn dot_rows_f32_avx512(
+        values: &[f32],
+        rows: std::ops::Range<usize>,
+        d: usize,
+        cols: &[&[f32]],
+        out: &mut [f32],
+    ) -> bool {
+        type Kernel = unsafe fn(*const f32, usize, usize, [*const f32; 4], &mut [f32]);
+        let kernels: [Kernel; 4] = [f32_rows::<1>, f32_rows::<2>, f32_rows::<3>, f32_rows::<4>];
+        let l = cols.len();
+        if !(1..=4).contains(&l) || !is_x86_feature_detected!("avx512f") {
+            return false;
+        }
+        let n = rows.len();
+        assert!(
+            rows.end <= values.len() / d.max(1)
+                && out.len() >= n * l
+                && cols.iter().all(|col| col.len() == d),
+            "dot_rows_f32: shapes differ"
+        );
+        let mut ptrs = [cols[0].as_ptr(); 4];
+        for (p, col) in ptrs.iter_mut().zip(cols) {
+            *p = col.as_ptr();
+        }
+        // SAFETY: avx512f was just checked; rows start..end lie in `values` (d values each),
+        // each column holds d values and `out` n·l (asserted above).
+        unsafe { kernels[l - 1](values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
+        true
+    }
+
+    /// `out[i·N + c] = row_i · col_c` for n rows of d from `rows`: 64 values of the row per
+    /// step in four accumulators per column (FMA; two measured 0–2 points slower on one
+    /// core), then 16 at a time, the last `d mod 16` under a mask.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `rows` holds n·d values, each column d, `out` n·N.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_rows<const N: usize>(
+        rows: *const f32,
+        n: usize,
+        d: usize,
+        cols: [*const f32; 4],
+        out: &mut [f32],
+    ) {
+        // SAFETY: full loads cover [j, j + 16) with j + 16 ≤ d, the tail's mask [j, d).
+        unsafe {
+            for i in 0..n {
+                let r = rows.add(i * d);
+                let mut acc = [[_mm512_setzero_ps(); 4]; N];
+                let mut j = 0;
+                while j + 64 <= d {
+                    for u in 0..4 {
+                        let x = _mm512_loadu_ps(r.add(j + 16 * u));
+                        for c in 0..N {
+                            let y = _mm512_loadu_ps(cols[c].add(j + 16 * u));
+                            acc[c][u] = _mm512_fmadd_ps(x, y, acc[c][u]);
+                        }
+                    }
+                    j += 64;
+                }
+                while j < d {
+                    let m: __mmask16 = if d - j >= 16 {
+                        0xffff
+                    } else {
+                        (1u16 << (d - j)) - 1
+                    };
+                    let x = _mm512_maskz_loadu_ps(m, r.add(j));
+                    for c in 0..N {
+                        let y = _mm512_maskz_loadu_ps(m, cols[c].add(j));
+                        acc[c][0] = _mm512_fmadd_ps(x, y, acc[c][0]);
+                    }
+                    j += 16;
+                }
+                for c in 0..N {
+                    let [a, b, e, f] = acc[c];
+                    *out.get_unchecked_mut(i * N + c) = _mm512_reduce_add_ps(_mm512_add_ps(
+                        _mm512_add_ps(a, b),
+                        _mm512_add_ps(e, f),
+                    ));
+                }
+            }
+        }
     }
 
     /// [`super::token_raws`] with AVX-512 F; `false` (doing nothing) without it. Panics, as
@@ -432,6 +538,39 @@ mod tests {
                     (f64::from(got) - exact).abs() <= 1e-5 * scale,
                     "{got} vs {exact}"
                 );
+            }
+        }
+    }
+
+    /// Both f32 row paths, for 1–5 columns (5: the AVX-512 kernel declines, the portable
+    /// loop runs) and dims with and without a tail, within Higham's bound for any order of
+    /// summation, `γ_d·Σ|x_j y_j|` (the bound the ranking proof uses), and alike.
+    #[test]
+    fn f32_row_kernels_agree_with_each_other_and_with_exact_sums() {
+        for d in [5, 16, 77, 768] {
+            let rows: Vec<f32> = (0..6 * d).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let cols: Vec<Vec<f32>> = (0..5)
+                .map(|c| (0..d).map(|j| ((j + 7 * c) as f32 * 0.11).cos()).collect())
+                .collect();
+            let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
+            for l in 1..=5 {
+                let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
+                let (mut fast, mut portable) = (vec![0.0f32; 4 * l], vec![0.0f32; 4 * l]);
+                dot_rows_f32(&rows, 1..5, d, &cols, &mut fast);
+                dot_rows_f32_portable(&rows, 1..5, d, &cols, &mut portable);
+                for (i, k) in (1..5).enumerate() {
+                    for (c, col) in cols.iter().enumerate() {
+                        let terms = (0..d).map(|j| f64::from(rows[k * d + j]) * f64::from(col[j]));
+                        let exact: f64 = terms.clone().sum();
+                        let bound = gamma * terms.map(f64::abs).sum::<f64>();
+                        for got in [fast[i * l + c], portable[i * l + c]] {
+                            assert!(
+                                (f64::from(got) - exact).abs() <= bound,
+                                "d {d}, {l} columns, row {k}, column {c}: {got} vs {exact}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
