@@ -185,6 +185,12 @@ pub fn training_words(
             label_column,
         },
     )?;
+    check_against_index(&conll, path, index)?;
+    Ok(conll)
+}
+
+/// That `conll` (read from `path`) has every sentence of the index, with its length.
+fn check_against_index(conll: &Conll, path: &std::path::Path, index: &Index) -> Result<()> {
     for s in 0..index.num_sequences() {
         let (d, k) = split_doc_id(index.sequence_doc_ids()[s]);
         let n = index.sequence_tokens(s).len();
@@ -201,7 +207,7 @@ pub fn training_words(
             .into());
         }
     }
-    Ok(conll)
+    Ok(())
 }
 
 /// The JSON line of one hit; `words` adds the training token and its context.
@@ -246,12 +252,14 @@ pub fn hit_line<'a>(
 
 /// `--exact-hessian`: the training data (`--train`, `--train-features`) and the CG inverse of
 /// the model's damped training Hessian over it.
-fn exact_inverse(model: &Model, args: &QueryArgs, index: &Index) -> Result<Arc<ExactInverse>> {
-    let path = args
-        .train
-        .as_deref()
-        .ok_or("--exact-hessian needs --train")?;
-    let train = model.read_conll(path, &args.read)?;
+/// The exact inverse Hessian over the training file `train` (read from `path`, checked
+/// against the index).
+fn exact_inverse(
+    model: &Model,
+    args: &QueryArgs,
+    index: &Index,
+    (path, train): (&std::path::Path, &Conll),
+) -> Result<Arc<ExactInverse>> {
     if args.features.features.is_some() && args.train_features.is_none() {
         return Err(format!(
             "--exact-hessian: give --train-features, the features of {} (the test file's come \
@@ -264,7 +272,7 @@ fn exact_inverse(model: &Model, args: &QueryArgs, index: &Index) -> Result<Arc<E
         features: args.train_features.clone(),
         features_tensor: args.train_features_tensor.clone(),
     };
-    let data = crate::train::sequences(&train, model.labels(), model.features(&train, &features)?)?;
+    let data = crate::train::sequences(train, model.labels(), model.features(train, &features)?)?;
     let tokens: usize = data.iter().map(|s| s.labels.len()).sum();
     if (data.len(), tokens) != (index.num_sequences(), index.num_tokens()) {
         return Err(format!(
@@ -342,7 +350,14 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         .into());
     }
     let index = Index::open(&args.index, Arc::clone(&model.crf))?;
+    // The training file, read once: with the model's label scheme when the exact Hessian
+    // needs its labels, else for its words only.
     let words = match &args.train {
+        Some(path) if args.exact_hessian => {
+            let train = model.read_conll(path, &args.read)?;
+            check_against_index(&train, path, &index)?;
+            Some(train)
+        }
         Some(path) => Some(training_words(
             path,
             &index,
@@ -360,9 +375,12 @@ pub fn run(args: &QueryArgs) -> Result<()> {
         let inverse = KroneckerInverse::open(path, Arc::clone(&model.crf))?;
         query.options.hessian = Hessian::Inverse(Arc::new(inverse));
     }
-    let exact = match args.exact_hessian {
-        true => Some(exact_inverse(&model, args, query.index())?),
-        false => None,
+    let exact = match (args.exact_hessian, &args.train, &words) {
+        (true, Some(path), Some(train)) => {
+            Some(exact_inverse(&model, args, query.index(), (path, train))?)
+        }
+        (true, ..) => return Err("--exact-hessian needs --train".into()),
+        (false, ..) => None,
     };
     if let Some(inverse) = &exact {
         query.options.hessian = Hessian::Inverse(Arc::clone(inverse) as Arc<dyn InverseHessian>);
