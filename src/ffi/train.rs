@@ -57,6 +57,17 @@ impl seginf_trainer {
             callback(iteration as u64, value, gradient, user) == 0
         })
     }
+
+    /// `run` with the progress callback as the training functions take it.
+    fn with_progress<R>(
+        &self,
+        run: impl FnOnce(Option<&mut dyn FnMut(usize, f64, f64) -> bool>) -> R,
+    ) -> R {
+        let mut report = self.report();
+        run(report
+            .as_mut()
+            .map(|f| f as &mut dyn FnMut(usize, f64, f64) -> bool))
+    }
 }
 
 /// The curvature of a training objective at a trained CRF, fitted once, for the Hessian modes
@@ -329,11 +340,7 @@ pub unsafe extern "C" fn seginf_trainer_run(
         optional_out(objective, "objective")?;
         optional_out(max_abs_gradient, "max_abs_gradient")?;
         optional_out(iterations, "iterations")?;
-        let mut report = t.report();
-        let progress = report
-            .as_mut()
-            .map(|f| f as &mut dyn FnMut(usize, f64, f64) -> bool);
-        let result = train(&t.init, &t.data, &t.options, progress)?;
+        let result = t.with_progress(|progress| train(&t.init, &t.data, &t.options, progress))?;
         if !result.converged {
             return Err(not_converged(
                 "training",
@@ -679,18 +686,16 @@ pub unsafe extern "C" fn seginf_exact_influence(
             first: test_first,
             last: test_last,
         };
-        let mut report = t.report();
-        let progress = report
-            .as_mut()
-            .map(|f| f as &mut dyn FnMut(usize, f64, f64) -> bool);
-        let r = exact_influence_with_progress(
-            crf,
-            &t.data,
-            &t.options,
-            (removed, &test),
-            inverse,
-            progress,
-        )?;
+        let r = t.with_progress(|progress| {
+            exact_influence_with_progress(
+                crf,
+                &t.data,
+                &t.options,
+                (removed, &test),
+                inverse,
+                progress,
+            )
+        })?;
         if !r.converged {
             return Err(not_converged("retraining", r.iterations, None, &t.options));
         }
