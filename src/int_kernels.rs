@@ -566,8 +566,8 @@ pub(crate) mod x86 {
         }
     }
 
-    /// The mask of the first `min(n, 32)` lanes.
-    fn lane_mask(n: usize) -> u64 {
+    /// The mask of the first `min(n, 32)` lanes (of fewer lanes: cast it to their mask type).
+    pub(crate) fn lane_mask(n: usize) -> u64 {
         (1u64 << n.min(32)) - 1
     }
 

@@ -229,7 +229,7 @@ pub fn dot_rows_f16(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::int_kernels::x86::token_raws_by;
+    use crate::int_kernels::x86::{lane_mask, token_raws_by};
     use crate::int_kernels::TokenTerms;
 
     /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
@@ -306,11 +306,7 @@ mod x86 {
                     j += 64;
                 }
                 while j < d {
-                    let m: __mmask16 = if d - j >= 16 {
-                        0xffff
-                    } else {
-                        (1u16 << (d - j)) - 1
-                    };
+                    let m = lane_mask(d - j) as __mmask16;
                     let x = _mm512_maskz_loadu_ps(m, r.add(j));
                     for c in 0..N {
                         let y = _mm512_maskz_loadu_ps(m, cols[c].add(j));

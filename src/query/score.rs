@@ -1146,7 +1146,7 @@ impl PairTerms {
         let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
         // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
         Some(crate::kernels::one_column_scores(
-            &ctx.errors[k * c..(k + 1) * c],
+            ctx.r(k),
             dots.to_slice()?.get(..nq)?,
             (self.coefs_t.as_slice()?, table),
             ctx.finish(1.0, ctx.grad_norm(k)),
