@@ -136,9 +136,8 @@ fn main() {
             .unwrap_or(9);
         // The reads and the query in turns, so that each turn sees the same host load (other
         // work on this machine moves the ceiling by ±20 % between seconds); each ratio
-        // reported is the median of the turns'.
-        // The two reads swap places every turn, so that neither is always the one just before
-        // the query.
+        // reported is the median of the turns'. The two reads swap places every turn, so that
+        // neither is always the one just before the query.
         let turns: Vec<[f64; 3]> = (0..reps.max(1))
             .map(|turn| {
                 let own = || best_of(1, || stream_parallel(&columns, tokens));

@@ -250,10 +250,9 @@ pub fn hit_line<'a>(
     line
 }
 
-/// `--exact-hessian`: the training data (`--train`, `--train-features`) and the CG inverse of
-/// the model's damped training Hessian over it.
-/// The exact inverse Hessian over the training file `train` (read from `path`, checked
-/// against the index).
+/// `--exact-hessian`: the training data (`train`, the `--train` file read from `path` and
+/// checked against the index, with `--train-features`) and the CG inverse of the model's
+/// damped training Hessian over it.
 fn exact_inverse(
     model: &Model,
     args: &QueryArgs,
