@@ -191,6 +191,7 @@ fn fused(rows: &[i8], d: usize, u: f64, rng: &mut Rng) {
                     classes: &classes[start..end],
                     coefs: &coefs,
                     table: &table,
+                    skip: None,
                 };
                 let (block, out) = (&rows[start * d..end * d], &mut out[..end - start]);
                 assert!(dot_score_rows(

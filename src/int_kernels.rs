@@ -275,6 +275,24 @@ pub struct TokenTerms<'a> {
     pub coefs: &'a [f64],
     /// (C+1)² × C.
     pub table: &'a [f64],
+    /// Lets the kernels leave out tokens whose score cannot reach a keeper ([`SkipBelow`]).
+    pub skip: Option<SkipBelow<'a>>,
+}
+
+/// Tokens whose raw score is certainly small: by Cauchy–Schwarz on both terms,
+/// `|raw_i| ≤ B_i = norms[i]·(|x_i|·coef_norm + table_norm)` when `norms[i] ≥ ‖r_i‖`,
+/// `coef_norm ≥ ‖coefs‖` and `table_norm` ≥ every table row's norm. A kernel may write 0
+/// instead of `raw_i` for a token with `B_i < below` (computed in floating point: the caller
+/// leaves room for rounding in `below`); a caller sets `below` inside the keepers' cuts, so
+/// that both values are refused alike. Most tokens of a single query are such (86 % on the
+/// bench's random index): their O(C) scoring was a sixth of an int8 query's time.
+#[derive(Clone, Copy)]
+pub struct SkipBelow<'a> {
+    /// Per token, at least `‖r_i‖`.
+    pub norms: &'a [f32],
+    pub coef_norm: f64,
+    pub table_norm: f64,
+    pub below: f64,
 }
 
 impl TokenTerms<'_> {
@@ -283,7 +301,9 @@ impl TokenTerms<'_> {
     pub fn check(&self, rows: usize, what: &str) {
         let c = self.coefs.len();
         assert!(
-            self.r.len() >= rows * c && self.classes.len() >= rows,
+            self.r.len() >= rows * c
+                && self.classes.len() >= rows
+                && self.skip.is_none_or(|skip| skip.norms.len() >= rows),
             "{what}: shapes differ"
         );
         assert!(
@@ -360,7 +380,8 @@ pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        dot_shape, gemm_shape, tiles, PackedCols, Rows, TokenTerms, KC, LANES, MR, TILE_VECS,
+        dot_shape, gemm_shape, tiles, PackedCols, Rows, SkipBelow, TokenTerms, KC, LANES, MR,
+        TILE_VECS,
     };
 
     /// `prefetcht1` of the line holding `p`.
@@ -815,6 +836,8 @@ pub(crate) mod x86 {
     }
 
     /// [`token_raws_by`] with the labels in `CH` registers of 8 (`CH = 0`: token by token).
+    /// With [`SkipBelow`], groups of 8 whose bounds are all below the cut get zeros, and the
+    /// tokens of other groups that need scoring wait in a [`Pending`] group of 8.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn raws_grouped<const CH: usize>(
@@ -835,15 +858,38 @@ pub(crate) mod x86 {
                     .add(*terms.classes.get_unchecked(i) * c),
             )
         };
+        let skip = terms.skip.filter(|skip| skip.below > 0.0);
+        let mut pending = Pending::default();
         let mut i = 0;
         if CH > 0 {
             while i + 8 <= out.len() {
                 let xs: [f64; 8] = std::array::from_fn(|l| x_of(i + l));
-                let (r, t) = (rows(i).0, std::array::from_fn(|l| rows(i + l).1));
-                // SAFETY: out[i..i + 8] lies in out; the rows as above.
-                unsafe { _mm512_storeu_pd(out.as_mut_ptr().add(i), raws8(&regs, xs, r, t)) };
+                let at = out.as_mut_ptr().wrapping_add(i);
+                // SAFETY: the norms of tokens i..i + 8 (checked by the caller).
+                let needed = skip.map_or(0xff, |skip| unsafe { needs_scores(&skip, i, xs) });
+                if needed == 0xff {
+                    let (r, t) = (|l| rows(i + l).0, |l| rows(i + l).1);
+                    // SAFETY: out[i..i + 8] lies in out; the rows as above.
+                    let raws =
+                        unsafe { raws8(&regs, xs, std::array::from_fn(r), std::array::from_fn(t)) };
+                    unsafe { _mm512_storeu_pd(at, raws) };
+                } else {
+                    // SAFETY: as above.
+                    unsafe { _mm512_storeu_pd(at, _mm512_setzero_pd()) };
+                    for l in (0..8).filter(|l| needed >> l & 1 == 1) {
+                        if pending.push(i + l, xs[l]) {
+                            // SAFETY: the pending tokens are below i + 8, as above.
+                            unsafe { pending.score(&regs, &rows, out) };
+                        }
+                    }
+                }
                 i += 8;
             }
+        }
+        for (k, &x) in pending.tokens() {
+            let (r, t) = rows(k);
+            // SAFETY: as above.
+            out[k] = unsafe { token_raw(x, r, t, terms.coefs) };
         }
         for (k, o) in out.iter_mut().enumerate().skip(i) {
             let (r, t) = rows(k);
@@ -852,10 +898,84 @@ pub(crate) mod x86 {
         }
     }
 
+    /// Lane l set: token `i + l`'s bound reaches `skip.below` (or is not a number).
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `skip.norms` holds tokens `i..i + 8`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn needs_scores(skip: &SkipBelow, i: usize, xs: [f64; 8]) -> __mmask8 {
+        // SAFETY: by the caller.
+        let norms = unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(skip.norms.as_ptr().add(i))) };
+        let x = _mm512_abs_pd(_mm512_loadu_pd(xs.as_ptr()));
+        let inner = _mm512_fmadd_pd(
+            x,
+            _mm512_set1_pd(skip.coef_norm),
+            _mm512_set1_pd(skip.table_norm),
+        );
+        let bound = _mm512_mul_pd(norms, inner);
+        _mm512_cmp_pd_mask::<_CMP_NLT_UQ>(bound, _mm512_set1_pd(skip.below))
+    }
+
+    /// Up to 8 tokens (and their dots) waiting to be scored together by [`raws8`].
+    #[derive(Default)]
+    struct Pending {
+        tokens: [usize; 8],
+        xs: [f64; 8],
+        len: usize,
+    }
+
+    impl Pending {
+        /// Adds a token; `true` when the group is then full.
+        #[inline]
+        fn push(&mut self, token: usize, x: f64) -> bool {
+            self.tokens[self.len] = token;
+            self.xs[self.len] = x;
+            self.len += 1;
+            self.len == 8
+        }
+
+        /// The waiting tokens with their dots.
+        fn tokens(&self) -> impl Iterator<Item = (usize, &f64)> {
+            self.tokens[..self.len].iter().copied().zip(&self.xs)
+        }
+
+        /// Scores the full group into `out` and empties it.
+        ///
+        /// # Safety
+        /// AVX-512 F is present; `rows(k)` are valid pointers to C values and `k < out.len()`
+        /// for every waiting token `k`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn score<const CH: usize>(
+            &mut self,
+            regs: &LabelRegs<CH>,
+            rows: &impl Fn(usize) -> (*const f64, *const f64),
+            out: &mut [f64],
+        ) {
+            let (r, t) = (|l| rows(self.tokens[l]).0, |l| rows(self.tokens[l]).1);
+            // SAFETY: by the caller.
+            let raws = unsafe {
+                raws8(
+                    regs,
+                    self.xs,
+                    std::array::from_fn(r),
+                    std::array::from_fn(t),
+                )
+            };
+            let mut lanes = [0.0; 8];
+            // SAFETY: 8 values into 8.
+            unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), raws) };
+            for (&k, raw) in self.tokens.iter().zip(lanes) {
+                out[k] = raw;
+            }
+            self.len = 0;
+        }
+    }
+
     /// The coefficients of [`raws8`] in `CH` registers of 8 labels, with each register's lane
     /// mask (the last one partial).
     struct LabelRegs<const CH: usize> {
-        c: usize,
         masks: [__mmask8; CH],
         coefs: [__m512d; CH],
     }
@@ -872,25 +992,24 @@ pub(crate) mod x86 {
             let coefs = std::array::from_fn(|j| unsafe {
                 _mm512_maskz_loadu_pd(masks[j], coefs.as_ptr().wrapping_add(8 * j))
             });
-            LabelRegs { c, masks, coefs }
+            LabelRegs { masks, coefs }
         }
     }
 
-    /// The raw scores of 8 consecutive tokens (lane l: token l), as 8 [`token_raw`]s whose
-    /// horizontal sums are reduced together ([`hsum8`]).
+    /// The raw scores of 8 tokens (lane l: token l, its dot `xs[l]`, its `r` row `r[l]` and
+    /// table row `t[l]`), as 8 [`token_raw`]s whose horizontal sums are reduced together
+    /// ([`hsum8`]).
     ///
     /// # Safety
-    /// AVX-512 F is present; `r` holds the 8 tokens' rows of C values one after the other and
-    /// each `t[l]` C values, C as in `regs`.
+    /// AVX-512 F is present; each `r[l]` and `t[l]` points to C values, C as in `regs`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn raws8<const CH: usize>(
         regs: &LabelRegs<CH>,
         xs: [f64; 8],
-        r: *const f64,
+        r: [*const f64; 8],
         t: [*const f64; 8],
     ) -> __m512d {
-        let c = regs.c;
         let acc = std::array::from_fn(|l| {
             let x = _mm512_set1_pd(xs[l]);
             let mut acc = _mm512_setzero_pd();
@@ -898,7 +1017,7 @@ pub(crate) mod x86 {
                 // SAFETY: lanes [8j, min(8j + 8, C)) of token l's rows (by the caller).
                 let (rv, tv) = unsafe {
                     (
-                        _mm512_maskz_loadu_pd(regs.masks[j], r.add(l * c + 8 * j)),
+                        _mm512_maskz_loadu_pd(regs.masks[j], r[l].add(8 * j)),
                         _mm512_maskz_loadu_pd(regs.masks[j], t[l].add(8 * j)),
                     )
                 };
@@ -1380,6 +1499,7 @@ mod tests {
                 classes: &classes,
                 coefs: &coefs,
                 table: &table,
+                skip: None,
             };
             let mut out = vec![f64::NAN; rb];
             if !dot_score_rows(&rows, &row_scales, d, (&col, scale), &terms, &mut out) {
@@ -1417,6 +1537,7 @@ mod tests {
             classes: &classes,
             coefs: &coefs,
             table: &[0.25; 2],
+            skip: None,
         };
         let run = |prefetch: bool| {
             set_prefetch(prefetch);

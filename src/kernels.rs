@@ -693,6 +693,7 @@ mod tests {
                 classes: &classes,
                 coefs: &coefs,
                 table: &table,
+                skip: None,
             };
             token_raws(&terms, &dots, &mut fast);
             token_raws_portable(&terms, &dots, &mut portable);
@@ -704,6 +705,80 @@ mod tests {
                         want[i]
                     );
                 }
+            }
+        }
+    }
+
+    /// With [`crate::int_kernels::SkipBelow`], a token's raw score is its full score, or 0
+    /// only when its Cauchy–Schwarz bound (recomputed here) lies below the cut. Cuts from
+    /// none skipped to all skipped; the bench-like middle mixes whole skipped groups with
+    /// groups whose few needed tokens are scored in gathered groups of 8 and a remainder.
+    #[test]
+    fn skipped_scores_are_exact_or_provably_below_the_cut() {
+        use crate::int_kernels::SkipBelow;
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        for c in [1, 3, 8, 9, 16, 17] {
+            let n = 203;
+            let classes_n = (c + 1) * (c + 1);
+            // Spiky r: most rows small (as a trained model's), a few large.
+            let r: Vec<f64> = (0..n * c)
+                .map(|i| (i as f64 * 0.61).sin() * if (i / c) % 7 == 3 { 1.0 } else { 0.01 })
+                .collect();
+            let dots: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
+            let classes: Vec<usize> = (0..n).map(|i| (i * 7) % classes_n).collect();
+            let coefs: Vec<f64> = (0..c).map(|j| (j as f64 * 0.37).cos()).collect();
+            let table: Vec<f64> = (0..classes_n * c)
+                .map(|i| (i as f64 * 0.11).sin())
+                .collect();
+            let norms: Vec<f32> = r.chunks_exact(c).map(|r| norm(r) as f32 * 1.0001).collect();
+            let (coef_norm, table_norm) = (norm(&coefs), table.chunks_exact(c).map(norm));
+            let table_norm = table_norm.fold(0.0, f64::max);
+            let mut full = vec![f64::NAN; n];
+            let terms = |skip| TokenTerms {
+                r: &r,
+                classes: &classes,
+                coefs: &coefs,
+                table: &table,
+                skip,
+            };
+            token_raws(&terms(None), &dots, &mut full);
+            let bound = |i: usize| {
+                f64::from(norms[i]) * (f64::from(dots[i]).abs() * coef_norm + table_norm)
+            };
+            let mut skipped_counts = Vec::new();
+            for below in [-1.0, 0.0, 0.05, 0.3, 1.0, 1e9] {
+                let skip = SkipBelow {
+                    norms: &norms,
+                    coef_norm,
+                    table_norm,
+                    below,
+                };
+                let mut out = vec![f64::NAN; n];
+                token_raws(&terms(Some(skip)), &dots, &mut out);
+                let mut skipped = 0;
+                for i in 0..n {
+                    assert!(full[i].abs() <= bound(i), "C = {c}: the bound itself");
+                    if (out[i] - full[i]).abs() <= 1e-12 * (1.0 + full[i].abs()) {
+                        continue;
+                    }
+                    assert!(
+                        out[i] == 0.0 && bound(i) < below,
+                        "C = {c}, below {below}, token {i}: {} vs {} (bound {})",
+                        out[i],
+                        full[i],
+                        bound(i)
+                    );
+                    skipped += 1;
+                }
+                skipped_counts.push(skipped);
+            }
+            if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx512f") && c <= 16 {
+                // Nothing below a cut of 0 or less; something in between; past the bounds,
+                // all but the last n mod 8 tokens (scored one by one).
+                assert_eq!(&skipped_counts[..2], &[0, 0], "C = {c}");
+                assert!(skipped_counts[3] > 0 && skipped_counts[3] < n, "C = {c}");
+                let all = (0..n - n % 8).filter(|&i| full[i] != 0.0).count();
+                assert_eq!(skipped_counts[5], all, "C = {c}");
             }
         }
     }

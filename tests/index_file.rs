@@ -153,7 +153,7 @@ fn scan_columns_are_the_stored_rows_and_token_columns() {
         let opened = Index::open(&path, Arc::clone(&data.crf)).unwrap();
         let columns = built.scan_columns();
         let widths: Vec<usize> = columns.iter().map(|col| col.len() / n).collect();
-        let want: Vec<usize> = row_widths.into_iter().chain([8 * c, 4, 4, 4]).collect();
+        let want: Vec<usize> = row_widths.into_iter().chain([8 * c, 4, 4, 4, 4]).collect();
         assert_eq!(widths, want, "{storage:?}: bytes per token of each column");
         assert!(columns.iter().all(|col| col.len() % n == 0));
         assert_eq!(built.scan_bytes(), n * want.iter().sum::<usize>());
@@ -168,6 +168,20 @@ fn scan_columns_are_the_stored_rows_and_token_columns() {
         }
         assert_eq!(as_u32(columns[k + 1]), prev, "{storage:?}: previous labels");
         assert_eq!(as_u32(columns[k + 2]), next, "{storage:?}: next labels");
+        // Before the labels: the r_k (f64) and their norms rounded up to f32.
+        let errors: Vec<f64> = (columns[k - 2].chunks_exact(8))
+            .map(|w| f64::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        let norms = as_u32(columns[k - 1]).into_iter().map(f32::from_bits);
+        for (r, norm) in errors.chunks_exact(c).zip(norms) {
+            let exact = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let norm = f64::from(norm);
+            let ulp = f64::from(f32::EPSILON);
+            assert!(
+                norm >= exact && norm <= exact * (1.0 + ulp),
+                "{norm} vs {exact}"
+            );
+        }
         if storage == Storage::F32 {
             let rows: Vec<u8> = data
                 .seqs

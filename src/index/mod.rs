@@ -88,6 +88,8 @@ pub(crate) struct Derived {
     /// An f32/f16 index's i16 copy for the integer GEMM of batches ([`RankingCopy`]), built
     /// by the first batch that uses it; `None` when it would not help (see there).
     pub ranking_copy: OnceLock<Option<RankingCopy>>,
+    /// Per token, `‖r_k‖₂` rounded up to f32 ([`Index::error_norms`]).
+    pub error_norms: OnceLock<Vec<f32>>,
 }
 
 impl Index {
@@ -114,7 +116,8 @@ impl Index {
 
     /// The memory a single query's full scan streams, column by column, each `N ×` its
     /// bytes per token in token order: the feature rows (and an int8 index's row scales), the
-    /// `r_k`, and the label, previous-label and next-label columns. For measuring what a
+    /// `r_k` and their norms ([`Index::error_norms`]), and the label, previous-label and
+    /// next-label columns. For measuring what a
     /// plain read of exactly these bytes reaches (`benches/index_query.rs`): the ceiling of
     /// a query on this index, in the same pages.
     pub fn scan_columns(&self) -> Vec<&[u8]> {
@@ -126,11 +129,32 @@ impl Index {
         let t = &self.tokens;
         columns.extend([
             t.errors.bytes(),
+            bytemuck::cast_slice(self.error_norms()),
             t.labels.bytes(),
             t.prev_labels.bytes(),
             t.next_labels.bytes(),
         ]);
         columns
+    }
+
+    /// Per token, `‖r_k‖₂` rounded up to f32, so that it bounds the norm (up to the f64 sum's
+    /// own rounding): single queries leave out the O(C) scoring of tokens whose score it
+    /// proves small (`int_kernels::SkipBelow`). Computed on first use, 4 bytes a token.
+    pub(crate) fn error_norms(&self) -> &[f32] {
+        self.derived.error_norms.get_or_init(|| {
+            let c = self.crf.num_labels().max(1);
+            let round_up = |norm: f64| {
+                let f = norm as f32;
+                if f64::from(f) < norm {
+                    f.next_up()
+                } else {
+                    f
+                }
+            };
+            (self.tokens.errors.as_slice().chunks_exact(c))
+                .map(|r| round_up(r.iter().map(|v| v * v).sum::<f64>().sqrt()))
+                .collect()
+        })
     }
 
     /// The i16 copy of the rows for the batches' integer GEMM, built on first use (an f32 or

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
-use crate::int_kernels::TokenTerms;
+use crate::int_kernels::{SkipBelow, TokenTerms};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::ranking::{RankingColumns, Scratch, FEW};
@@ -726,16 +726,23 @@ where
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     let shared: Vec<SharedCuts> = prep.sides.iter().map(|_| SharedCuts::new()).collect();
+    // One single-token query (the common single query): a block's raw scores at once.
+    let one = match prep.sides.as_slice() {
+        [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
+        _ => None,
+    };
+    let norm = |v: &[f64]| dot64(v, v).sqrt();
     let scan = FewScan {
         ctx,
         prep,
         ranking,
         shared: &shared,
-        // One single-token query (the common single query): a block's raw scores at once.
-        one: match prep.sides.as_slice() {
-            [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
-            _ => None,
-        },
+        one,
+        skip: one.filter(|_| !ctx.normalize).map(|side| {
+            let table = side.pair_table.chunks_exact(ctx.c.max(1)).map(norm);
+            let table = table.fold(0.0, f64::max);
+            (ctx.index.error_norms(), norm(&side.coefs), table)
+        }),
         keep,
         offer,
     };
@@ -766,6 +773,9 @@ struct FewScan<'a, K, O> {
     shared: &'a [SharedCuts],
     /// The test side when the batch is one single-token query.
     one: Option<&'a TestSide>,
+    /// For it, without normalisation: every token's `‖r_k‖` bound, the norm of the side's
+    /// coefficients and the largest norm of its table rows ([`FewScan::skip_below`]).
+    skip: Option<(&'a [f32], f64, f64)>,
     keep: &'a K,
     offer: &'a O,
 }
@@ -783,6 +793,21 @@ where
     K: Fn(usize) -> bool + Sync,
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
+    /// What lets the kernels leave out tokens `rows` whose raw score is too small to pass
+    /// the keeper's `cuts` (score `= scale·raw`, between the cuts when `|scale|·|raw|` is
+    /// below both): nothing until the keeper has a cut on either side of 0. The relative
+    /// margin covers the rounding of the bound's terms (a few units in the last place).
+    fn skip_below(&self, (low, high): (f64, f64), rows: Range<usize>) -> Option<SkipBelow<'_>> {
+        let (norms, coef_norm, table_norm) = self.skip?;
+        let below = (-low).min(high) / self.ctx.scale.abs() * (1.0 - 1e-9);
+        (below > 0.0 && below.is_finite()).then(|| SkipBelow {
+            norms: &norms[rows],
+            coef_norm,
+            table_norm,
+            below,
+        })
+    }
+
     /// Scores the chunk's tokens (sequences `seqs`) block by block into `state.tops`.
     fn chunk(&self, state: &mut FewState, tokens: Range<usize>, seqs: Range<usize>) {
         let (ctx, prep, keep, offer) = (self.ctx, self.prep, self.keep, self.offer);
@@ -815,6 +840,7 @@ where
                     classes: &classes[first..first + (end - start)],
                     coefs: &side.coefs,
                     table: &side.pair_table,
+                    skip: self.skip_below(tops[0].cuts(), start..end),
                 };
                 let fused = (self.ranking.ints.as_ref()).is_some_and(|ints| {
                     ints.block_scores(&ctx.index.features, (start, &terms), raws)
