@@ -279,13 +279,14 @@ pub struct TokenTerms<'a> {
     pub skip: Option<SkipBelow<'a>>,
 }
 
-/// Tokens whose raw score is certainly small: by Cauchy–Schwarz on both terms,
-/// `|raw_i| ≤ B_i = norms[i]·(|x_i|·coef_norm + table_norm)` when `norms[i] ≥ ‖r_i‖`,
-/// `coef_norm ≥ ‖coefs‖` and `table_norm` ≥ every table row's norm. A kernel may write 0
-/// instead of `raw_i` for a token with `B_i < below` (computed in floating point: the caller
-/// leaves room for rounding in `below`); a caller sets `below` inside the keepers' cuts, so
-/// that both values are refused alike. Most tokens of a single query are such (86 % on the
-/// bench's random index): their O(C) scoring was a sixth of an int8 query's time.
+/// Tokens whose raw score is certainly small: with `norms[i] ≥ w_i·‖r_i‖` for a weight
+/// `w_i ≥ 0` of the caller's (1, or one over the token's gradient norm when it normalises the
+/// scores), `coef_norm ≥ ‖coefs‖` and `table_norm` ≥ every table row's norm, Cauchy–Schwarz on
+/// both terms gives `w_i·|raw_i| ≤ B_i = norms[i]·(|x_i|·coef_norm + table_norm)`. A kernel may
+/// write 0 instead of `raw_i` for a token with `B_i < below` (computed in floating point: the
+/// caller leaves room for rounding in `below`); a caller sets `below` inside the keepers'
+/// cuts, so that both values are refused alike. Most tokens of a single query are such (86 %
+/// on the bench's random index): their O(C) scoring was a sixth of an int8 query's time.
 #[derive(Clone, Copy)]
 pub struct SkipBelow<'a> {
     /// Per token, at least `‖r_i‖`.

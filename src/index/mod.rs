@@ -88,8 +88,9 @@ pub(crate) struct Derived {
     /// An f32/f16 index's i16 copy for the integer GEMM of batches ([`RankingCopy`]), built
     /// by the first batch that uses it; `None` when it would not help (see there).
     pub ranking_copy: OnceLock<Option<RankingCopy>>,
-    /// Per token, `‖r_k‖₂` rounded up to f32 ([`Index::error_norms`]).
-    pub error_norms: OnceLock<Vec<f32>>,
+    /// Per token, `‖r_k‖₂` and `‖r_k‖₂ / ‖∇CL(k,k)‖₂` rounded up to f32
+    /// ([`Index::error_norms`]).
+    pub error_norms: [OnceLock<Vec<f32>>; 2],
 }
 
 impl Index {
@@ -116,7 +117,7 @@ impl Index {
 
     /// The memory a single query's full scan streams, column by column, each `N ×` its
     /// bytes per token in token order: the feature rows (and an int8 index's row scales), the
-    /// `r_k` and their norms ([`Index::error_norms`]), and the label, previous-label and
+    /// `r_k` and their norms ([`Index::error_norms`] without normalisation), and the label, previous-label and
     /// next-label columns. For measuring what a
     /// plain read of exactly these bytes reaches (`benches/index_query.rs`): the ceiling of
     /// a query on this index, in the same pages.
@@ -129,7 +130,7 @@ impl Index {
         let t = &self.tokens;
         columns.extend([
             t.errors.bytes(),
-            bytemuck::cast_slice(self.error_norms()),
+            bytemuck::cast_slice(self.error_norms(false)),
             t.labels.bytes(),
             t.prev_labels.bytes(),
             t.next_labels.bytes(),
@@ -137,22 +138,32 @@ impl Index {
         columns
     }
 
-    /// Per token, `‖r_k‖₂` rounded up to f32, so that it bounds the norm (up to the f64 sum's
-    /// own rounding): single queries leave out the O(C) scoring of tokens whose score it
-    /// proves small (`int_kernels::SkipBelow`). Computed on first use, 4 bytes a token.
-    pub(crate) fn error_norms(&self) -> &[f32] {
-        self.derived.error_norms.get_or_init(|| {
+    /// Per token, `‖r_k‖₂` — over the token's gradient norm when `per_grad_norm` (0 for a zero
+    /// gradient, whose normalised score is 0) — rounded up to f32, so that it bounds the value
+    /// (up to the f64 arithmetic's own rounding): single queries leave out the O(C) scoring of
+    /// tokens whose score it proves small (`int_kernels::SkipBelow`). Computed on first use,
+    /// 4 bytes a token each.
+    pub(crate) fn error_norms(&self, per_grad_norm: bool) -> &[f32] {
+        self.derived.error_norms[usize::from(per_grad_norm)].get_or_init(|| {
             let c = self.crf.num_labels().max(1);
-            let round_up = |norm: f64| {
-                let f = norm as f32;
-                if f64::from(f) < norm {
+            let round_up = |v: f64| {
+                let f = v as f32;
+                if f64::from(f) < v {
                     f.next_up()
                 } else {
                     f
                 }
             };
-            (self.tokens.errors.as_slice().chunks_exact(c))
-                .map(|r| round_up(r.iter().map(|v| v * v).sum::<f64>().sqrt()))
+            let errors = self.tokens.errors.as_slice().chunks_exact(c);
+            (errors.zip(self.tokens.grad_norms.as_slice()))
+                .map(|(r, &grad_norm)| {
+                    let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+                    round_up(match per_grad_norm {
+                        false => norm,
+                        true if grad_norm > 0.0 => norm / grad_norm,
+                        true => 0.0,
+                    })
+                })
                 .collect()
         })
     }

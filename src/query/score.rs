@@ -738,10 +738,14 @@ where
         ranking,
         shared: &shared,
         one,
-        skip: one.filter(|_| !ctx.normalize).map(|side| {
+        skip: one.map(|side| {
             let table = side.pair_table.chunks_exact(ctx.c.max(1)).map(norm);
             let table = table.fold(0.0, f64::max);
-            (ctx.index.error_norms(), norm(&side.coefs), table)
+            (
+                ctx.index.error_norms(ctx.normalize),
+                norm(&side.coefs),
+                table,
+            )
         }),
         keep,
         offer,
@@ -773,8 +777,9 @@ struct FewScan<'a, K, O> {
     shared: &'a [SharedCuts],
     /// The test side when the batch is one single-token query.
     one: Option<&'a TestSide>,
-    /// For it, without normalisation: every token's `‖r_k‖` bound, the norm of the side's
-    /// coefficients and the largest norm of its table rows ([`FewScan::skip_below`]).
+    /// For it: every token's `‖r_k‖` bound (over its gradient norm when normalising), the
+    /// norm of the side's coefficients and the largest norm of its table rows
+    /// ([`FewScan::skip_below`]).
     skip: Option<(&'a [f32], f64, f64)>,
     keep: &'a K,
     offer: &'a O,
@@ -794,8 +799,9 @@ where
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     /// What lets the kernels leave out tokens `rows` whose raw score is too small to pass
-    /// the keeper's `cuts` (score `= scale·raw`, between the cuts when `|scale|·|raw|` is
-    /// below both): nothing until the keeper has a cut on either side of 0. The relative
+    /// the keeper's `cuts` (score `= scale·raw`, over the gradient norm when normalising —
+    /// which the norms carry — so between the cuts when `|scale|·|raw|` is below both):
+    /// nothing until the keeper has a cut on either side of 0. The relative
     /// margin covers the rounding of the bound's terms (a few units in the last place).
     fn skip_below(&self, (low, high): (f64, f64), rows: Range<usize>) -> Option<SkipBelow<'_>> {
         let (norms, coef_norm, table_norm) = self.skip?;
