@@ -666,19 +666,26 @@ mod tests {
         ));
     }
 
+    /// A single query's per-token terms but `r`, for `n` tokens and `c` labels: the dots, the
+    /// classes all over the table, the coefficients and the table.
+    fn token_terms(n: usize, c: usize) -> (Vec<f32>, Vec<usize>, Vec<f64>, Vec<f64>) {
+        let classes_n = (c + 1) * (c + 1);
+        let dots = (0..n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
+        let classes = (0..n).map(|i| (i * 7) % classes_n).collect();
+        let coefs = (0..c).map(|j| (j as f64 * 0.37).cos()).collect();
+        let table = (0..classes_n * c)
+            .map(|i| (i as f64 * 0.11).sin())
+            .collect();
+        (dots, classes, coefs, table)
+    }
+
     #[test]
     fn token_raws_paths_agree_with_the_formula() {
-        // Every label count around the 8-wide registers, classes all over the table.
+        // Every label count around the 8-wide registers.
         for c in 1..=17 {
             let n = 37;
-            let classes_n = (c + 1) * (c + 1);
             let r: Vec<f64> = (0..n * c).map(|i| (i as f64 * 0.61).sin()).collect();
-            let dots: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
-            let classes: Vec<usize> = (0..n).map(|i| (i * 7) % classes_n).collect();
-            let coefs: Vec<f64> = (0..c).map(|j| (j as f64 * 0.37).cos()).collect();
-            let table: Vec<f64> = (0..classes_n * c)
-                .map(|i| (i as f64 * 0.11).sin())
-                .collect();
+            let (dots, classes, coefs, table) = token_terms(n, c);
             let want: Vec<f64> = (0..n)
                 .map(|i| {
                     let x = f64::from(dots[i]);
@@ -719,17 +726,11 @@ mod tests {
         let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
         for c in [1, 3, 8, 9, 16, 17] {
             let n = 203;
-            let classes_n = (c + 1) * (c + 1);
             // Spiky r: most rows small (as a trained model's), a few large.
             let r: Vec<f64> = (0..n * c)
                 .map(|i| (i as f64 * 0.61).sin() * if (i / c) % 7 == 3 { 1.0 } else { 0.01 })
                 .collect();
-            let dots: Vec<f32> = (0..n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
-            let classes: Vec<usize> = (0..n).map(|i| (i * 7) % classes_n).collect();
-            let coefs: Vec<f64> = (0..c).map(|j| (j as f64 * 0.37).cos()).collect();
-            let table: Vec<f64> = (0..classes_n * c)
-                .map(|i| (i as f64 * 0.11).sin())
-                .collect();
+            let (dots, classes, coefs, table) = token_terms(n, c);
             let norms: Vec<f32> = r.chunks_exact(c).map(|r| norm(r) as f32 * 1.0001).collect();
             let (coef_norm, table_norm) = (norm(&coefs), table.chunks_exact(c).map(norm));
             let table_norm = table_norm.fold(0.0, f64::max);
