@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench --bench index_query` (SEGINF_BENCH_TOKENS overrides the index size,
 //! SEGINF_BENCH_STORAGE=f32|f16|int8 measures one storage type, SEGINF_BENCH_SINGLE_ONLY skips
-//! the batches, SEGINF_BENCH_REPS sets the single-query repetitions).
+//! the batches, SEGINF_BENCH_REPS sets the single-query repetitions, SEGINF_BENCH_SEGMENT=m
+//! makes the single queries m-token segments, 1 to 8, such as an entity's).
 
 mod common;
 
@@ -109,11 +110,17 @@ fn main() {
         indexes.push((storage, index));
     }
 
-    // A test sentence; single-token query segment.
+    // A test sentence; single-token query segment unless asked for more.
     let test = features.slice(s![0..12, ..]).to_owned();
     let test_labels = labels[0..12].to_vec();
+    let m: usize = std::env::var("SEGINF_BENCH_SEGMENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 8);
     println!(
-        "\nsingle query (one token, k = 10), {} threads:",
+        "\nsingle query ({m} token{}, k = 10), {} threads:",
+        if m == 1 { "" } else { "s" },
         rayon_threads()
     );
     for (storage, index) in &indexes {
@@ -128,7 +135,7 @@ fn main() {
             features: test.view(),
             labels: &test_labels,
             first: 3,
-            last: 3,
+            last: 3 + m - 1,
         };
         let reps = std::env::var("SEGINF_BENCH_REPS")
             .ok()
