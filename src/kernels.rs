@@ -206,6 +206,9 @@ pub fn dot_rows_f16(
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
         let bits: &[u16] = bytemuck::cast_slice(values);
+        if x86::dot_rows_f16_few(bits, rows.clone(), d, cols, out) {
+            return;
+        }
         dot_rows(
             bits,
             rows,
@@ -372,6 +375,95 @@ mod x86 {
                 |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast()))),
                 f32::from,
             )
+        }
+    }
+
+    /// [`super::dot_rows_f16`] for 2–4 columns (a multi-token segment's), each row's halves
+    /// converted once for all of them ([`f16_rows`]); `false` (doing nothing) for other
+    /// column counts, where one column is [`dot_f16`]'s. The caller has checked
+    /// [`available`].
+    pub fn dot_rows_f16_few(
+        values: &[u16],
+        rows: std::ops::Range<usize>,
+        d: usize,
+        cols: &[&[f32]],
+        out: &mut [f32],
+    ) -> bool {
+        type Kernel = unsafe fn(*const u16, usize, usize, [*const f32; 4], &mut [f32]);
+        let kernels: [Kernel; 3] = [f16_rows::<2, 4>, f16_rows::<3, 2>, f16_rows::<4, 2>];
+        let l = cols.len();
+        if !(2..=4).contains(&l) {
+            return false;
+        }
+        let n = rows.len();
+        assert!(
+            rows.end <= values.len() / d.max(1)
+                && out.len() >= n * l
+                && cols.iter().all(|col| col.len() == d),
+            "dot_rows_f16: shapes differ"
+        );
+        let mut ptrs = [cols[0].as_ptr(); 4];
+        for (p, col) in ptrs.iter_mut().zip(cols) {
+            *p = col.as_ptr();
+        }
+        // SAFETY: the caller checked avx2/fma/f16c; rows start..end lie in `values` (d values
+        // each), each column holds d values and `out` n·l (asserted above).
+        unsafe { kernels[l - 2](values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
+        true
+    }
+
+    /// `out[i·N + c] = half(row_i) · col_c` for n rows of d halves from `rows`: 8 halves
+    /// converted per step (F16C) and multiplied into each of the N columns, `U` accumulators
+    /// per column (N·U ≤ 8 of the 16 registers), the last `d mod 8` one by one. Rows are
+    /// prefetched ahead as in [`super::dot_rows`].
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are present; `rows` holds n·d values, each column d, `out` n·N.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_rows<const N: usize, const U: usize>(
+        rows: *const u16,
+        n: usize,
+        d: usize,
+        cols: [*const f32; 4],
+        out: &mut [f32],
+    ) {
+        // SAFETY: every vector load covers [j, j + 8) with j + 8 ≤ d; the tail reads j < d.
+        unsafe {
+            for i in 0..n {
+                let r = rows.add(i * d);
+                crate::int_kernels::prefetch_ahead(r.cast(), 2 * d);
+                let mut acc = [[_mm256_setzero_ps(); U]; N];
+                let mut j = 0;
+                while j + 8 * U <= d {
+                    for u in 0..U {
+                        let x = _mm256_cvtph_ps(_mm_loadu_si128(r.add(j + 8 * u).cast()));
+                        for c in 0..N {
+                            let y = _mm256_loadu_ps(cols[c].add(j + 8 * u));
+                            acc[c][u] = _mm256_fmadd_ps(x, y, acc[c][u]);
+                        }
+                    }
+                    j += 8 * U;
+                }
+                while j + 8 <= d {
+                    let x = _mm256_cvtph_ps(_mm_loadu_si128(r.add(j).cast()));
+                    for c in 0..N {
+                        let y = _mm256_loadu_ps(cols[c].add(j));
+                        acc[c][0] = _mm256_fmadd_ps(x, y, acc[c][0]);
+                    }
+                    j += 8;
+                }
+                for c in 0..N {
+                    let sum = acc[c][1..]
+                        .iter()
+                        .fold(acc[c][0], |s, a| _mm256_add_ps(s, *a));
+                    let mut lanes = [0.0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+                    let tail: f32 = (j..d)
+                        .map(|t| half::f16::from_bits(*r.add(t)).to_f32() * *cols[c].add(t))
+                        .sum();
+                    *out.get_unchecked_mut(i * N + c) = lanes.iter().sum::<f32>() + tail;
+                }
+            }
         }
     }
 
@@ -557,6 +649,41 @@ mod tests {
                 for (i, k) in (1..5).enumerate() {
                     for (c, col) in cols.iter().enumerate() {
                         let terms = (0..d).map(|j| f64::from(rows[k * d + j]) * f64::from(col[j]));
+                        let exact: f64 = terms.clone().sum();
+                        let bound = gamma * terms.map(f64::abs).sum::<f64>();
+                        for got in [fast[i * l + c], portable[i * l + c]] {
+                            assert!(
+                                (f64::from(got) - exact).abs() <= bound,
+                                "d {d}, {l} columns, row {k}, column {c}: {got} vs {exact}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// 1–5 columns over f16 rows (2–4 through the kernel that converts each row once), d
+    /// with and without tails, against exact sums within Higham's `γ_d·Σ|x_j y_j|`.
+    #[test]
+    fn f16_rows_against_several_columns_are_within_the_rounding_bound() {
+        for d in [5, 16, 77, 768] {
+            let rows: Vec<half::f16> = (0..6 * d)
+                .map(|i| half::f16::from_f32((i as f32 * 0.37).sin() * 3.0))
+                .collect();
+            let cols: Vec<Vec<f32>> = (0..5)
+                .map(|c| (0..d).map(|j| ((j + 7 * c) as f32 * 0.11).cos()).collect())
+                .collect();
+            let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
+            for l in 1..=5 {
+                let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
+                let (mut fast, mut portable) = (vec![0.0f32; 4 * l], vec![0.0f32; 4 * l]);
+                dot_rows_f16(&rows, 1..5, d, &cols, &mut fast);
+                dot_rows_f16_portable(&rows, 1..5, d, &cols, &mut portable);
+                for (i, k) in (1..5).enumerate() {
+                    for (c, col) in cols.iter().enumerate() {
+                        let terms =
+                            (0..d).map(|j| f64::from(rows[k * d + j].to_f32()) * f64::from(col[j]));
                         let exact: f64 = terms.clone().sum();
                         let bound = gamma * terms.map(f64::abs).sum::<f64>();
                         for got in [fast[i * l + c], portable[i * l + c]] {
