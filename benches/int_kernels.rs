@@ -190,6 +190,7 @@ fn fused(rows: &[i8], d: usize, u: f64, rng: &mut Rng) {
                     r: &r[start * c..end * c],
                     classes: &classes[start..end],
                     coefs: &coefs,
+                    columns: 1,
                     table: &table,
                     skip: None,
                 };

@@ -265,14 +265,16 @@ pub fn dot_rows_i8_i16(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) 
     dot_rows_i8_i16_portable(rows, d, cols, out);
 }
 
-/// A single single-token query's per-token terms (DESIGN.md §3, `kernels::token_raws`):
-/// token `i`'s raw score is `Σ_j r[i,j]·(x_i·coefs[j] + table[classes[i], j])` where `x_i`
-/// is its ranking dot.
+/// A single query's per-token terms (DESIGN.md §3, `kernels::token_raws`): token `i`'s raw
+/// score is `Σ_j r[i,j]·(Σ_l x_il·coefs[l,j] + table[classes[i], j])` where `x_il` are its
+/// ranking dots with the segment's `columns` test columns (one for a single-token segment).
 pub struct TokenTerms<'a> {
     /// rows × C.
     pub r: &'a [f64],
     pub classes: &'a [usize],
+    /// The test columns' coefficients, columns × C.
     pub coefs: &'a [f64],
+    pub columns: usize,
     /// (C+1)² × C.
     pub table: &'a [f64],
     /// Lets the kernels leave out tokens whose score cannot reach a keeper ([`SkipBelow`]).
@@ -281,30 +283,41 @@ pub struct TokenTerms<'a> {
 
 /// Tokens whose raw score is certainly small: with `norms[i] ≥ w_i·‖r_i‖` for a weight
 /// `w_i ≥ 0` of the caller's (1, or one over the token's gradient norm when it normalises the
-/// scores), `coef_norm ≥ ‖coefs‖` and `table_norm` ≥ every table row's norm, Cauchy–Schwarz on
-/// both terms gives `w_i·|raw_i| ≤ B_i = norms[i]·(|x_i|·coef_norm + table_norm)`. A kernel may
+/// scores), `coef_norms[l] ≥ ‖coefs[l]‖` and `table_norm` ≥ every table row's norm,
+/// Cauchy–Schwarz on each term gives
+/// `w_i·|raw_i| ≤ B_i = norms[i]·(Σ_l |x_il|·coef_norms[l] + table_norm)`. A kernel may
 /// write 0 instead of `raw_i` for a token with `B_i < below` (computed in floating point: the
 /// caller leaves room for rounding in `below`); a caller sets `below` inside the keepers'
 /// cuts, so that both values are refused alike. Most tokens of a single query are such (86 %
 /// on the bench's random index): their O(C) scoring was a sixth of an int8 query's time.
 #[derive(Clone, Copy)]
 pub struct SkipBelow<'a> {
-    /// Per token, at least `‖r_i‖`.
+    /// Per token, at least `w_i·‖r_i‖`.
     pub norms: &'a [f32],
-    pub coef_norm: f64,
+    /// Per test column.
+    pub coef_norms: &'a [f64],
     pub table_norm: f64,
     pub below: f64,
 }
 
 impl TokenTerms<'_> {
+    /// C, the label count.
+    pub fn labels(&self) -> usize {
+        self.coefs.len() / self.columns.max(1)
+    }
+
     /// Panics unless the terms cover `rows` tokens: their `r` rows, their classes, and each
     /// class's table row (what the kernels read through raw pointers).
     pub fn check(&self, rows: usize, what: &str) {
-        let c = self.coefs.len();
+        let c = self.labels();
         assert!(
-            self.r.len() >= rows * c
+            self.columns > 0
+                && self.coefs.len() == self.columns * c
+                && self.r.len() >= rows * c
                 && self.classes.len() >= rows
-                && self.skip.is_none_or(|skip| skip.norms.len() >= rows),
+                && self.skip.is_none_or(|skip| {
+                    skip.norms.len() >= rows && skip.coef_norms.len() == self.columns
+                }),
             "{what}: shapes differ"
         );
         assert!(
@@ -780,6 +793,7 @@ pub(crate) mod x86 {
             "dot_score_rows: shapes differ"
         );
         terms.check(rb, "dot_score_rows");
+        assert!(terms.columns == 1, "dot_score_rows: one test column");
         if !vnni() || d == 0 {
             return false;
         }
@@ -807,31 +821,33 @@ pub(crate) mod x86 {
                 super::prefetch_ahead(rows.as_ptr().add(i * d).cast(), d);
                 let [dot] = row_dots::<1>(rows.as_ptr().add(i * d), d, [cp; 4]);
                 let s_k = f64::from(*row_scales.get_unchecked(i));
-                f64::from((f64::from(dot) * (s_k * scale)) as f32)
+                [f64::from((f64::from(dot) * (s_k * scale)) as f32)]
             });
         }
     }
 
-    /// `out[i] = Σ_j r_i[j]·(x_i·coefs[j] + t_i[j])` for the tokens of `terms`, with
-    /// `x_i = x_of(i)` asked once per token, in order: 8 tokens at a time with one reduction
-    /// for all 8 ([`raws8`], 2× faster than a reduction per token) when C ≤ 16, else token by
-    /// token ([`token_raw`]); shared with `kernels::token_raws`.
+    /// `out[i] = Σ_j r_i[j]·(Σ_l x_il·coefs[l,j] + t_i[j])` for the tokens of `terms` and
+    /// their `M` test columns, with `x_i = x_of(i)` asked once per token, in order: 8 tokens
+    /// at a time with one reduction for all 8 ([`raws8`], 2× faster than a reduction per
+    /// token) when C ≤ 16, else token by token ([`token_raw`]); shared with
+    /// `kernels::token_raws`.
     ///
     /// # Safety
-    /// AVX-512 F is present; `terms` cover `out.len()` tokens ([`TokenTerms::check`]).
+    /// AVX-512 F is present; `terms` cover `out.len()` tokens ([`TokenTerms::check`]) and
+    /// have `M` columns.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(crate) unsafe fn token_raws_by(
+    pub(crate) unsafe fn token_raws_by<const M: usize>(
         terms: &TokenTerms,
         out: &mut [f64],
-        x_of: impl FnMut(usize) -> f64,
+        x_of: impl FnMut(usize) -> [f64; M],
     ) {
         // SAFETY: passed on from the caller.
         unsafe {
-            match terms.coefs.len().div_ceil(8) {
-                0 | 1 => raws_grouped::<1>(terms, out, x_of),
-                2 => raws_grouped::<2>(terms, out, x_of),
-                _ => raws_grouped::<0>(terms, out, x_of),
+            match terms.labels().div_ceil(8) {
+                0 | 1 => raws_grouped::<1, M>(terms, out, x_of),
+                2 => raws_grouped::<2, M>(terms, out, x_of),
+                _ => raws_grouped::<0, M>(terms, out, x_of),
             }
         }
     }
@@ -841,13 +857,13 @@ pub(crate) mod x86 {
     /// tokens of other groups that need scoring wait in a [`Pending`] group of 8.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn raws_grouped<const CH: usize>(
+    unsafe fn raws_grouped<const CH: usize, const M: usize>(
         terms: &TokenTerms,
         out: &mut [f64],
-        mut x_of: impl FnMut(usize) -> f64,
+        mut x_of: impl FnMut(usize) -> [f64; M],
     ) {
-        let c = terms.coefs.len();
-        let regs = LabelRegs::<CH>::new(terms.coefs);
+        let c = terms.labels();
+        let regs = LabelRegs::<CH, M>::new(terms.coefs, c);
         // SAFETY (every pointer below): r's row i and the class's table row hold c values
         // for i < out.len() (by the caller).
         let rows = |i: usize| unsafe {
@@ -860,19 +876,20 @@ pub(crate) mod x86 {
             )
         };
         let skip = terms.skip.filter(|skip| skip.below > 0.0);
-        let mut pending = Pending::default();
+        let mut pending = Pending::<M>::new();
         let mut i = 0;
         if CH > 0 {
             while i + 8 <= out.len() {
-                let xs: [f64; 8] = std::array::from_fn(|l| x_of(i + l));
+                let xs: [[f64; M]; 8] = std::array::from_fn(|l| x_of(i + l));
                 let at = out.as_mut_ptr().wrapping_add(i);
                 // SAFETY: the norms of tokens i..i + 8 (checked by the caller).
-                let needed = skip.map_or(0xff, |skip| unsafe { needs_scores(&skip, i, xs) });
+                let needed = skip.map_or(0xff, |skip| unsafe { needs_scores(&skip, i, &xs) });
                 if needed == 0xff {
                     let (r, t) = (|l| rows(i + l).0, |l| rows(i + l).1);
                     // SAFETY: out[i..i + 8] lies in out; the rows as above.
-                    let raws =
-                        unsafe { raws8(&regs, xs, std::array::from_fn(r), std::array::from_fn(t)) };
+                    let raws = unsafe {
+                        raws8(&regs, &xs, std::array::from_fn(r), std::array::from_fn(t))
+                    };
                     unsafe { _mm512_storeu_pd(at, raws) };
                 } else {
                     // SAFETY: as above.
@@ -887,7 +904,7 @@ pub(crate) mod x86 {
                 i += 8;
             }
         }
-        for (k, &x) in pending.tokens() {
+        for (k, x) in pending.tokens() {
             let (r, t) = rows(k);
             // SAFETY: as above.
             out[k] = unsafe { token_raw(x, r, t, terms.coefs) };
@@ -902,34 +919,51 @@ pub(crate) mod x86 {
     /// Lane l set: token `i + l`'s bound reaches `skip.below` (or is not a number).
     ///
     /// # Safety
-    /// AVX-512 F is present; `skip.norms` holds tokens `i..i + 8`.
+    /// AVX-512 F is present; `skip.norms` holds tokens `i..i + 8`, `skip.coef_norms` M values.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn needs_scores(skip: &SkipBelow, i: usize, xs: [f64; 8]) -> __mmask8 {
+    unsafe fn needs_scores<const M: usize>(
+        skip: &SkipBelow,
+        i: usize,
+        xs: &[[f64; M]; 8],
+    ) -> __mmask8 {
         // SAFETY: by the caller.
         let norms = unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(skip.norms.as_ptr().add(i))) };
-        let x = _mm512_abs_pd(_mm512_loadu_pd(xs.as_ptr()));
-        let inner = _mm512_fmadd_pd(
-            x,
-            _mm512_set1_pd(skip.coef_norm),
-            _mm512_set1_pd(skip.table_norm),
-        );
+        let mut inner = _mm512_set1_pd(skip.table_norm);
+        for l in 0..M {
+            let lane: [f64; 8] = std::array::from_fn(|t| xs[t][l]);
+            // SAFETY: 8 values; coef_norms has M (by the caller).
+            let (x, n) = unsafe {
+                (
+                    _mm512_loadu_pd(lane.as_ptr()),
+                    *skip.coef_norms.get_unchecked(l),
+                )
+            };
+            inner = _mm512_fmadd_pd(_mm512_abs_pd(x), _mm512_set1_pd(n), inner);
+        }
         let bound = _mm512_mul_pd(norms, inner);
         _mm512_cmp_pd_mask::<_CMP_NLT_UQ>(bound, _mm512_set1_pd(skip.below))
     }
 
     /// Up to 8 tokens (and their dots) waiting to be scored together by [`raws8`].
-    #[derive(Default)]
-    struct Pending {
+    struct Pending<const M: usize> {
         tokens: [usize; 8],
-        xs: [f64; 8],
+        xs: [[f64; M]; 8],
         len: usize,
     }
 
-    impl Pending {
+    impl<const M: usize> Pending<M> {
+        fn new() -> Self {
+            Pending {
+                tokens: [0; 8],
+                xs: [[0.0; M]; 8],
+                len: 0,
+            }
+        }
+
         /// Adds a token; `true` when the group is then full.
         #[inline]
-        fn push(&mut self, token: usize, x: f64) -> bool {
+        fn push(&mut self, token: usize, x: [f64; M]) -> bool {
             self.tokens[self.len] = token;
             self.xs[self.len] = x;
             self.len += 1;
@@ -937,8 +971,8 @@ pub(crate) mod x86 {
         }
 
         /// The waiting tokens with their dots.
-        fn tokens(&self) -> impl Iterator<Item = (usize, &f64)> {
-            self.tokens[..self.len].iter().copied().zip(&self.xs)
+        fn tokens(&self) -> impl Iterator<Item = (usize, [f64; M])> + '_ {
+            self.tokens[..self.len].iter().copied().zip(self.xs)
         }
 
         /// Scores the full group into `out` and empties it.
@@ -950,7 +984,7 @@ pub(crate) mod x86 {
         #[inline]
         unsafe fn score<const CH: usize>(
             &mut self,
-            regs: &LabelRegs<CH>,
+            regs: &LabelRegs<CH, M>,
             rows: &impl Fn(usize) -> (*const f64, *const f64),
             out: &mut [f64],
         ) {
@@ -959,7 +993,7 @@ pub(crate) mod x86 {
             let raws = unsafe {
                 raws8(
                     regs,
-                    self.xs,
+                    &self.xs,
                     std::array::from_fn(r),
                     std::array::from_fn(t),
                 )
@@ -974,30 +1008,31 @@ pub(crate) mod x86 {
         }
     }
 
-    /// The coefficients of [`raws8`] in `CH` registers of 8 labels, with each register's lane
-    /// mask (the last one partial).
-    struct LabelRegs<const CH: usize> {
+    /// The coefficients of [`raws8`], each column's in `CH` registers of 8 labels, with each
+    /// register's lane mask (the last one partial).
+    struct LabelRegs<const CH: usize, const M: usize> {
         masks: [__mmask8; CH],
-        coefs: [__m512d; CH],
+        coefs: [[__m512d; CH]; M],
     }
 
-    impl<const CH: usize> LabelRegs<CH> {
-        /// From the C ≤ 8·CH coefficients.
+    impl<const CH: usize, const M: usize> LabelRegs<CH, M> {
+        /// From the M × C coefficients, C ≤ 8·CH.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        fn new(coefs: &[f64]) -> Self {
-            let c = coefs.len();
+        fn new(coefs: &[f64], c: usize) -> Self {
             let masks =
                 std::array::from_fn(|j| ((1u32 << c.saturating_sub(8 * j).min(8)) - 1) as __mmask8);
-            // SAFETY: lanes [8j, min(8j + 8, c)) of coefs only (the mask).
-            let coefs = std::array::from_fn(|j| unsafe {
-                _mm512_maskz_loadu_pd(masks[j], coefs.as_ptr().wrapping_add(8 * j))
+            // SAFETY: lanes [8j, min(8j + 8, c)) of column l's c coefficients only (the mask).
+            let coefs = std::array::from_fn(|l| {
+                std::array::from_fn(|j| unsafe {
+                    _mm512_maskz_loadu_pd(masks[j], coefs.as_ptr().wrapping_add(l * c + 8 * j))
+                })
             });
             LabelRegs { masks, coefs }
         }
     }
 
-    /// The raw scores of 8 tokens (lane l: token l, its dot `xs[l]`, its `r` row `r[l]` and
+    /// The raw scores of 8 tokens (lane l: token l, its dots `xs[l]`, its `r` row `r[l]` and
     /// table row `t[l]`), as 8 [`token_raw`]s whose horizontal sums are reduced together
     /// ([`hsum8`]).
     ///
@@ -1005,24 +1040,26 @@ pub(crate) mod x86 {
     /// AVX-512 F is present; each `r[l]` and `t[l]` points to C values, C as in `regs`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn raws8<const CH: usize>(
-        regs: &LabelRegs<CH>,
-        xs: [f64; 8],
+    unsafe fn raws8<const CH: usize, const M: usize>(
+        regs: &LabelRegs<CH, M>,
+        xs: &[[f64; M]; 8],
         r: [*const f64; 8],
         t: [*const f64; 8],
     ) -> __m512d {
         let acc = std::array::from_fn(|l| {
-            let x = _mm512_set1_pd(xs[l]);
             let mut acc = _mm512_setzero_pd();
             for j in 0..CH {
                 // SAFETY: lanes [8j, min(8j + 8, C)) of token l's rows (by the caller).
-                let (rv, tv) = unsafe {
+                let (rv, mut u) = unsafe {
                     (
                         _mm512_maskz_loadu_pd(regs.masks[j], r[l].add(8 * j)),
                         _mm512_maskz_loadu_pd(regs.masks[j], t[l].add(8 * j)),
                     )
                 };
-                acc = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(x, regs.coefs[j], tv), acc);
+                for (x, coefs) in xs[l].iter().zip(&regs.coefs) {
+                    u = _mm512_fmadd_pd(_mm512_set1_pd(*x), coefs[j], u);
+                }
+                acc = _mm512_fmadd_pd(rv, u, acc);
             }
             acc
         });
@@ -1048,29 +1085,37 @@ pub(crate) mod x86 {
         chunks(low, high)
     }
 
-    /// One token's raw score `Σ_j r[j]·(x·coefs[j] + t[j])`, the labels in registers of 8
-    /// (masked tail).
+    /// One token's raw score `Σ_j r[j]·(Σ_l x_l·coefs[l,j] + t[j])` for its M dots, the labels
+    /// in registers of 8 (masked tail).
     ///
     /// # Safety
-    /// AVX-512 F is present; `r` and `t` are valid for `coefs.len()` reads.
+    /// AVX-512 F is present; `r` and `t` are valid for C reads, C = `coefs.len() / M`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn token_raw(x: f64, r: *const f64, t: *const f64, coefs: &[f64]) -> f64 {
-        let c = coefs.len();
-        let x = _mm512_set1_pd(x);
+    unsafe fn token_raw<const M: usize>(
+        x: [f64; M],
+        r: *const f64,
+        t: *const f64,
+        coefs: &[f64],
+    ) -> f64 {
+        let c = coefs.len() / M;
         let mut acc = _mm512_setzero_pd();
         for j in (0..c).step_by(8) {
             let m = ((1u32 << (c - j).min(8)) - 1) as __mmask8;
             // SAFETY: lanes [j, min(j + 8, c)) of c values each (by the caller); masked-off
             // lanes are not accessed.
-            let (rv, cv, tv) = unsafe {
+            let (rv, mut u) = unsafe {
                 (
                     _mm512_maskz_loadu_pd(m, r.add(j)),
-                    _mm512_maskz_loadu_pd(m, coefs.as_ptr().add(j)),
                     _mm512_maskz_loadu_pd(m, t.add(j)),
                 )
             };
-            acc = _mm512_fmadd_pd(rv, _mm512_fmadd_pd(x, cv, tv), acc);
+            for (l, &x) in x.iter().enumerate() {
+                // SAFETY: column l's lanes [j, min(j + 8, c)).
+                let cv = unsafe { _mm512_maskz_loadu_pd(m, coefs.as_ptr().add(l * c + j)) };
+                u = _mm512_fmadd_pd(_mm512_set1_pd(x), cv, u);
+            }
+            acc = _mm512_fmadd_pd(rv, u, acc);
         }
         _mm512_reduce_add_pd(acc)
     }
@@ -1499,6 +1544,7 @@ mod tests {
                 r: &r,
                 classes: &classes,
                 coefs: &coefs,
+                columns: 1,
                 table: &table,
                 skip: None,
             };
@@ -1537,6 +1583,7 @@ mod tests {
             r: &r,
             classes: &classes,
             coefs: &coefs,
+            columns: 1,
             table: &[0.25; 2],
             skip: None,
         };

@@ -331,21 +331,33 @@ mod x86 {
     /// [`super::token_raws`] with AVX-512 F; `false` (doing nothing) without it. Panics, as
     /// the portable loop would, when a class or a row lies past its slice.
     pub fn token_raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) -> bool {
-        if !is_x86_feature_detected!("avx512f") {
+        type Raws = unsafe fn(&TokenTerms, &[f32], &mut [f64]);
+        let kernels: [Raws; 4] = [raws::<1>, raws::<2>, raws::<3>, raws::<4>];
+        let m = terms.columns;
+        if !(1..=4).contains(&m) || !is_x86_feature_detected!("avx512f") {
             return false;
         }
-        let n = dots.len().min(out.len());
+        let n = (dots.len() / m).min(out.len());
         let out = &mut out[..n];
         terms.check(out.len(), "token_raws");
         // SAFETY: avx512f was just checked; `check` covered every row read.
-        unsafe { raws_avx512(terms, dots, out) };
+        unsafe { kernels[m - 1](terms, dots, out) };
         true
     }
 
+    /// [`token_raws_avx512`] for M columns.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; the terms (M columns) cover `out.len()` tokens, whose M dots
+    /// each `dots` holds.
     #[target_feature(enable = "avx512f")]
-    unsafe fn raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
-        // SAFETY: the terms cover out.len() ≤ dots.len() tokens (checked by the caller).
-        unsafe { token_raws_by(terms, out, |i| f64::from(*dots.get_unchecked(i))) };
+    unsafe fn raws<const M: usize>(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
+        // SAFETY: by the caller.
+        unsafe {
+            token_raws_by::<M>(terms, out, |i| {
+                std::array::from_fn(|l| f64::from(*dots.get_unchecked(i * M + l)))
+            })
+        };
     }
 
     /// `Σ_i half(a_i) b_i` in f32. The caller has checked [`available`].
@@ -569,12 +581,13 @@ pub fn one_column_scores(
     outside
 }
 
-/// A block's raw single-token scores against one single-token query (DESIGN.md §3, see
-/// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(dots[i]·coefs[j] +
-/// table[classes[i], j])` with `r` rows × C and `table` ((C+1)² × C) the query's
-/// per-(previous, next label) rows. With AVX-512 a token's labels in registers of 8 (a
-/// third of the instructions of the scalar loop, which is what bounds this pass: `r` streams
-/// at a fraction of the memory's rate); four partial sums otherwise, as `token_score`.
+/// A block's raw token scores against one query of M ≥ 1 test columns (DESIGN.md §3, see
+/// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(Σ_l dots[i,l]·coefs[l,j] +
+/// table[classes[i], j])` with `r` rows × C, `dots` rows × M and `table` ((C+1)² × C) the
+/// query's per-(previous, next label) rows. With AVX-512 (M ≤ 4) a token's labels in
+/// registers of 8 (a third of the instructions of the scalar loop, which is what bounds this
+/// pass: `r` streams at a fraction of the memory's rate); four partial sums otherwise, as
+/// `token_score`.
 pub fn token_raws(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     if x86::token_raws_avx512(terms, dots, out) {
@@ -586,20 +599,24 @@ pub fn token_raws(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
 /// [`token_raws`] without AVX-512.
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub fn token_raws_portable(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
-    let (coefs, table) = (terms.coefs, terms.table);
-    let c = coefs.len();
-    let rows = terms.r.chunks_exact(c.max(1)).zip(dots).zip(terms.classes);
-    for (o, ((r, &x), &pn)) in out.iter_mut().zip(rows) {
-        let (x, t) = (f64::from(x), &table[pn * c..(pn + 1) * c]);
+    let (coefs, table, m) = (terms.coefs, terms.table, terms.columns.max(1));
+    let c = terms.labels();
+    let u_of = |x: &[f32], t: &[f64], j: usize| {
+        (x.iter().enumerate()).fold(t[j], |u, (l, &x)| f64::from(x).mul_add(coefs[l * c + j], u))
+    };
+    let rows = terms.r.chunks_exact(c.max(1));
+    let rows = rows.zip(dots.chunks_exact(m)).zip(terms.classes);
+    for (o, ((r, x), &pn)) in out.iter_mut().zip(rows) {
+        let t = &table[pn * c..(pn + 1) * c];
         let mut s = [0.0f64; 4];
         let mut j = 0;
         while j + 4 <= c {
             for i in 0..4 {
-                s[i] = r[j + i].mul_add(x.mul_add(coefs[j + i], t[j + i]), s[i]);
+                s[i] = r[j + i].mul_add(u_of(x, t, j + i), s[i]);
             }
             j += 4;
         }
-        let tail = (j..c).fold(0.0, |a, j| r[j].mul_add(x.mul_add(coefs[j], t[j]), a));
+        let tail = (j..c).fold(0.0, |a, j| r[j].mul_add(u_of(x, t, j), a));
         *o = (s[0] + s[1]) + (s[2] + s[3]) + tail;
     }
 }
@@ -793,13 +810,14 @@ mod tests {
         ));
     }
 
-    /// A single query's per-token terms but `r`, for `n` tokens and `c` labels: the dots, the
-    /// classes all over the table, the coefficients and the table.
-    fn token_terms(n: usize, c: usize) -> (Vec<f32>, Vec<usize>, Vec<f64>, Vec<f64>) {
+    /// A single query's per-token terms but `r`, for `n` tokens, `c` labels and `m` test
+    /// columns: the dots (n × m), the classes all over the table, the coefficients (m × c) and
+    /// the table.
+    fn token_terms(n: usize, c: usize, m: usize) -> (Vec<f32>, Vec<usize>, Vec<f64>, Vec<f64>) {
         let classes_n = (c + 1) * (c + 1);
-        let dots = (0..n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
+        let dots = (0..n * m).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
         let classes = (0..n).map(|i| (i * 7) % classes_n).collect();
-        let coefs = (0..c).map(|j| (j as f64 * 0.37).cos()).collect();
+        let coefs = (0..m * c).map(|j| (j as f64 * 0.37).cos()).collect();
         let table = (0..classes_n * c)
             .map(|i| (i as f64 * 0.11).sin())
             .collect();
@@ -808,17 +826,20 @@ mod tests {
 
     #[test]
     fn token_raws_paths_agree_with_the_formula() {
-        // Every label count around the 8-wide registers.
-        for c in 1..=17 {
+        // Every label count around the 8-wide registers; 1–4 test columns (the AVX-512
+        // kernels), 5 (the portable loop only).
+        for (c, m) in (1..=17).flat_map(|c| (1..=5).map(move |m| (c, m))) {
             let n = 37;
             let r: Vec<f64> = (0..n * c).map(|i| (i as f64 * 0.61).sin()).collect();
-            let (dots, classes, coefs, table) = token_terms(n, c);
+            let (dots, classes, coefs, table) = token_terms(n, c, m);
             let want: Vec<f64> = (0..n)
                 .map(|i| {
-                    let x = f64::from(dots[i]);
-                    (0..c)
-                        .map(|j| r[i * c + j] * (x * coefs[j] + table[classes[i] * c + j]))
-                        .sum()
+                    let x = |l: usize| f64::from(dots[i * m + l]);
+                    let u = |j: usize| {
+                        (0..m).map(|l| x(l) * coefs[l * c + j]).sum::<f64>()
+                            + table[classes[i] * c + j]
+                    };
+                    (0..c).map(|j| r[i * c + j] * u(j)).sum()
                 })
                 .collect();
             let (mut fast, mut portable) = (vec![f64::NAN; n], vec![f64::NAN; n]);
@@ -826,6 +847,7 @@ mod tests {
                 r: &r,
                 classes: &classes,
                 coefs: &coefs,
+                columns: m,
                 table: &table,
                 skip: None,
             };
@@ -835,7 +857,7 @@ mod tests {
                 for got in [fast[i], portable[i]] {
                     assert!(
                         (got - want[i]).abs() <= 1e-12 * (1.0 + want[i].abs()),
-                        "C = {c}, token {i}: {got} vs {}",
+                        "C = {c}, {m} columns, token {i}: {got} vs {}",
                         want[i]
                     );
                 }
@@ -851,33 +873,38 @@ mod tests {
     fn skipped_scores_are_exact_or_provably_below_the_cut() {
         use crate::int_kernels::SkipBelow;
         let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-        for c in [1, 3, 8, 9, 16, 17] {
+        for (c, m) in [1, 3, 8, 9, 16, 17]
+            .into_iter()
+            .flat_map(|c| [(c, 1), (c, 2), (c, 4)])
+        {
             let n = 203;
             // Spiky r: most rows small (as a trained model's), a few large.
             let r: Vec<f64> = (0..n * c)
                 .map(|i| (i as f64 * 0.61).sin() * if (i / c) % 7 == 3 { 1.0 } else { 0.01 })
                 .collect();
-            let (dots, classes, coefs, table) = token_terms(n, c);
+            let (dots, classes, coefs, table) = token_terms(n, c, m);
             let norms: Vec<f32> = r.chunks_exact(c).map(|r| norm(r) as f32 * 1.0001).collect();
-            let (coef_norm, table_norm) = (norm(&coefs), table.chunks_exact(c).map(norm));
-            let table_norm = table_norm.fold(0.0, f64::max);
+            let coef_norms: Vec<f64> = coefs.chunks_exact(c).map(norm).collect();
+            let table_norm = table.chunks_exact(c).map(norm).fold(0.0, f64::max);
             let mut full = vec![f64::NAN; n];
             let terms = |skip| TokenTerms {
                 r: &r,
                 classes: &classes,
                 coefs: &coefs,
+                columns: m,
                 table: &table,
                 skip,
             };
             token_raws(&terms(None), &dots, &mut full);
             let bound = |i: usize| {
-                f64::from(norms[i]) * (f64::from(dots[i]).abs() * coef_norm + table_norm)
+                let slope = (0..m).map(|l| f64::from(dots[i * m + l]).abs() * coef_norms[l]);
+                f64::from(norms[i]) * (slope.sum::<f64>() + table_norm)
             };
             let mut skipped_counts = Vec::new();
             for below in [-1.0, 0.0, 0.05, 0.3, 1.0, 1e9] {
                 let skip = SkipBelow {
                     norms: &norms,
-                    coef_norm,
+                    coef_norms: &coef_norms,
                     table_norm,
                     below,
                 };
@@ -891,7 +918,7 @@ mod tests {
                     }
                     assert!(
                         out[i] == 0.0 && bound(i) < below,
-                        "C = {c}, below {below}, token {i}: {} vs {} (bound {})",
+                        "C = {c}, {m} columns, below {below}, token {i}: {} vs {} (bound {})",
                         out[i],
                         full[i],
                         bound(i)
@@ -901,12 +928,13 @@ mod tests {
                 skipped_counts.push(skipped);
             }
             if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx512f") && c <= 16 {
-                // Nothing below a cut of 0 or less; something in between; past the bounds,
-                // all but the last n mod 8 tokens (scored one by one).
-                assert_eq!(&skipped_counts[..2], &[0, 0], "C = {c}");
-                assert!(skipped_counts[3] > 0 && skipped_counts[3] < n, "C = {c}");
+                // Nothing below a cut of 0 or less; some but not all at a cut in between; past
+                // the bounds, all but the last n mod 8 tokens (scored one by one).
+                assert_eq!(&skipped_counts[..2], &[0, 0], "C = {c}, {m} columns");
+                let some = skipped_counts.iter().any(|&k| k > 0 && k < n);
+                assert!(some, "C = {c}, {m} columns: {skipped_counts:?}");
                 let all = (0..n - n % 8).filter(|&i| full[i] != 0.0).count();
-                assert_eq!(skipped_counts[5], all, "C = {c}");
+                assert_eq!(skipped_counts[5], all, "C = {c}, {m} columns");
             }
         }
     }

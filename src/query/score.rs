@@ -726,9 +726,12 @@ where
     O: Fn(&mut TopK, usize, f64) + Sync,
 {
     let shared: Vec<SharedCuts> = prep.sides.iter().map(|_| SharedCuts::new()).collect();
-    // One single-token query (the common single query): a block's raw scores at once.
+    // One query of token granularity (the common single query, a token's or an entity's):
+    // a block's raw scores at once.
     let one = match prep.sides.as_slice() {
-        [side] if side.cols.len() == 1 && !ctx.nearest() && !ctx.instance() => Some(side),
+        [side] if (1..=FEW).contains(&side.cols.len()) && !ctx.nearest() && !ctx.instance() => {
+            Some(side)
+        }
         _ => None,
     };
     let norm = |v: &[f64]| dot64(v, v).sqrt();
@@ -743,7 +746,7 @@ where
             let table = table.fold(0.0, f64::max);
             (
                 ctx.index.error_norms(ctx.normalize),
-                norm(&side.coefs),
+                side.coefs.chunks_exact(ctx.c.max(1)).map(norm).collect(),
                 table,
             )
         }),
@@ -775,12 +778,12 @@ struct FewScan<'a, K, O> {
     ranking: &'a RankingColumns<'a>,
     /// Per query, the cuts of every task's keepers.
     shared: &'a [SharedCuts],
-    /// The test side when the batch is one single-token query.
+    /// The test side when the batch is one query of token granularity.
     one: Option<&'a TestSide>,
     /// For it: every token's `‖r_k‖` bound (over its gradient norm when normalising), the
-    /// norm of the side's coefficients and the largest norm of its table rows
+    /// norms of the side's coefficient vectors and the largest norm of its table rows
     /// ([`FewScan::skip_below`]).
-    skip: Option<(&'a [f32], f64, f64)>,
+    skip: Option<(&'a [f32], Vec<f64>, f64)>,
     keep: &'a K,
     offer: &'a O,
 }
@@ -804,12 +807,12 @@ where
     /// nothing until the keeper has a cut on either side of 0. The relative
     /// margin covers the rounding of the bound's terms (a few units in the last place).
     fn skip_below(&self, (low, high): (f64, f64), rows: Range<usize>) -> Option<SkipBelow<'_>> {
-        let (norms, coef_norm, table_norm) = self.skip?;
+        let (norms, coef_norms, table_norm) = self.skip.as_ref()?;
         let below = (-low).min(high) / self.ctx.scale.abs() * (1.0 - 1e-9);
         (below > 0.0 && below.is_finite()).then(|| SkipBelow {
             norms: &norms[rows],
-            coef_norm,
-            table_norm,
+            coef_norms,
+            table_norm: *table_norm,
             below,
         })
     }
@@ -839,21 +842,25 @@ where
             let end = (start + RANK_BLOCK).min(tokens.end);
             SharedCuts::exchange_all(self.shared, tops);
             if let Some(side) = self.one {
-                let (c, first) = (ctx.c, start - tokens.start);
+                let (c, first, m) = (ctx.c, start - tokens.start, side.cols.len());
                 let raws = &mut raws[..end - start];
                 let terms = TokenTerms {
                     r: &ctx.errors[start * c..end * c],
                     classes: &classes[first..first + (end - start)],
                     coefs: &side.coefs,
+                    columns: m,
                     table: &side.pair_table,
                     skip: self.skip_below(tops[0].cuts(), start..end),
                 };
-                let fused = (self.ranking.ints.as_ref()).is_some_and(|ints| {
-                    ints.block_scores(&ctx.index.features, (start, &terms), raws)
-                });
+                // int8 rows against one column: dots and scores in one pass per row (for more
+                // columns the same measured no faster than the two passes).
+                let fused = m == 1
+                    && (self.ranking.ints.as_ref()).is_some_and(|ints| {
+                        ints.block_scores(&ctx.index.features, (start, &terms), raws)
+                    });
                 if !fused {
                     few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
-                    crate::kernels::token_raws(&terms, &dots[..end - start], raws);
+                    crate::kernels::token_raws(&terms, &dots[..(end - start) * m], raws);
                 }
                 ctx.finish_block(start, raws);
                 // Groups of 8 scores tested at once (branch-free): most lie between the cuts.
