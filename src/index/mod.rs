@@ -117,10 +117,10 @@ impl Index {
 
     /// The memory a single query's full scan streams, column by column, each `N ×` its
     /// bytes per token in token order: the feature rows (and an int8 index's row scales), the
-    /// `r_k` and their norms ([`Index::error_norms`] without normalisation), and the label, previous-label and
-    /// next-label columns. For measuring what a
-    /// plain read of exactly these bytes reaches (`benches/index_query.rs`): the ceiling of
-    /// a query on this index, in the same pages.
+    /// `r_k` and their norms (f32, derived in memory on first use), and the label,
+    /// previous-label and next-label columns. For measuring what a plain read of exactly these
+    /// bytes reaches (`benches/index_query.rs`): the ceiling of a query on this index, in the
+    /// same pages.
     pub fn scan_columns(&self) -> Vec<&[u8]> {
         let mut columns = match &self.features {
             FeatureRows::F32(rows) => vec![rows.bytes()],

@@ -62,8 +62,9 @@ pub(crate) struct TestSide {
     /// `‖f̄‖` for nearest-neighbour cosine.
     mean_norm: f64,
     /// (C+1)² × C, token granularity: row `(p, n)` (p the previous label or C at a sequence
-    /// start, n the next label or C at its end) holds `[p<C] G_A[p,:] + [n<C] G_A[:,n] + G_b
-    /// + [p=C] G_s + [n=C] G_e`, so that a token's dense terms are `r_k · table[(p_k, n_k)]`.
+    /// start, n the next label or C at its end) holds
+    /// `[p<C] G_A[p,:] + [n<C] G_A[:,n] + G_b + [p=C] G_s + [n=C] G_e`, so that a token's
+    /// dense terms are `r_k · table[(p_k, n_k)]`.
     pair_table: Vec<f64>,
 }
 
@@ -993,7 +994,7 @@ pub(crate) fn gemm_block_dots(
 const GEMM_BLOCK: usize = 2048;
 
 /// Ranking pass for many columns (batches): everything per pair is a GEMM too (DESIGN.md §3's
-/// O(C) per pair, regrouped). With `E = R·Coefᵀ` (E[k,l] = c_l·r_k) and the token's dense
+/// O(C) per pair, regrouped). With `E = R·Coefᵀ` (`E[k,l] = c_l·r_k`) and the token's dense
 /// terms as one vector `a_k = [vec(ȳ_p ⊗ r_k + r_k ⊗ ȳ_n), r_k, [first] r_k, [last] r_k]`
 /// against `G_q = [vec(G_A), G_b, G_s, G_e]`:
 /// `g_test·g_k = Σ_{l∈q} dots[k,l] E[k,l] + a_k·G_q`, so a pair costs a few flops after three
@@ -1162,7 +1163,7 @@ impl PairTerms {
     }
 
     /// Whether the queries are token granularity with one column each, in query order: then
-    /// [`PairTerms::class_terms`] feed [`crate::kernels::one_column_scores`].
+    /// [`PairTerms::token_scores`] feeds [`crate::kernels::one_column_scores`].
     pub fn one_column(&self, prep: &Prepared) -> bool {
         !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
     }
