@@ -261,21 +261,34 @@ mod x86 {
         if !(1..=4).contains(&l) || !is_x86_feature_detected!("avx512f") {
             return false;
         }
-        let n = rows.len();
-        assert!(
-            rows.end <= values.len() / d.max(1)
-                && out.len() >= n * l
-                && cols.iter().all(|col| col.len() == d),
-            "dot_rows_f32: shapes differ"
+        let (n, ptrs) = (
+            rows.len(),
+            checked_columns(values, &rows, d, cols, out, "dot_rows_f32"),
         );
-        let mut ptrs = [cols[0].as_ptr(); 4];
-        for (p, col) in ptrs.iter_mut().zip(cols) {
-            *p = col.as_ptr();
-        }
         // SAFETY: avx512f was just checked; rows start..end lie in `values` (d values each),
-        // each column holds d values and `out` n·l (asserted above).
+        // each column holds d values and `out` n·l (checked above).
         unsafe { kernels[l - 1](values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
         true
+    }
+
+    /// The 1–4 columns' pointers (the first repeated past them) for the row kernels, after
+    /// checking that rows `rows` lie in `values` (d values each), each column holds d values
+    /// and `out` rows × columns; panics naming `what` otherwise.
+    fn checked_columns<T>(
+        values: &[T],
+        rows: &std::ops::Range<usize>,
+        d: usize,
+        cols: &[&[f32]],
+        out: &[f32],
+        what: &str,
+    ) -> [*const f32; 4] {
+        assert!(
+            rows.end <= values.len() / d.max(1)
+                && out.len() >= rows.len() * cols.len()
+                && cols.iter().all(|col| col.len() == d),
+            "{what}: shapes differ"
+        );
+        std::array::from_fn(|i| cols[i.min(cols.len() - 1)].as_ptr())
     }
 
     /// `out[i·N + c] = row_i · col_c` for n rows of d from `rows`: 64 values of the row per
@@ -407,19 +420,12 @@ mod x86 {
         if !(2..=4).contains(&l) {
             return false;
         }
-        let n = rows.len();
-        assert!(
-            rows.end <= values.len() / d.max(1)
-                && out.len() >= n * l
-                && cols.iter().all(|col| col.len() == d),
-            "dot_rows_f16: shapes differ"
+        let (n, ptrs) = (
+            rows.len(),
+            checked_columns(values, &rows, d, cols, out, "dot_rows_f16"),
         );
-        let mut ptrs = [cols[0].as_ptr(); 4];
-        for (p, col) in ptrs.iter_mut().zip(cols) {
-            *p = col.as_ptr();
-        }
         // SAFETY: the caller checked avx2/fma/f16c; rows start..end lie in `values` (d values
-        // each), each column holds d values and `out` n·l (asserted above).
+        // each), each column holds d values and `out` n·l (checked above).
         unsafe { kernels[l - 2](values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
         true
     }
