@@ -125,6 +125,19 @@ pub fn prefetch_ahead(p: *const u8, len: usize) {
     let _ = (p, len);
 }
 
+/// Asks the CPU to bring the one cache line `PREFETCH_AHEAD` bytes past `p` into L2 (a hint,
+/// as [`prefetch_ahead`]): for the kernels that read two rows side by side and ask for each
+/// line as they step through them, rather than for a whole row's lines at once.
+#[inline(always)]
+pub fn prefetch_line_ahead(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    if PREFETCH.load(Ordering::Relaxed) {
+        x86::prefetch_l2(p.wrapping_add(PREFETCH_AHEAD));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Query columns (L × d, row-major i16) packed once for [`gemm`]: column tiles of 48
 /// (the last one 16 or 32 when `L` leaves fewer), each holding for every k-pair `(2p, 2p+1)`
 /// its vector groups of 16 columns as interleaved i16 pairs (`vpdpwssd`'s operand layout),
@@ -802,7 +815,7 @@ pub(crate) mod x86 {
         true
     }
 
-    /// Per row: the integer dot ([`row_dots`], as [`dot_vnni`]) and its scaling; the O(C)
+    /// Per row: the integer dot ([`rows_dots`], as [`dot_vnni`]) and its scaling; the O(C)
     /// scores 8 rows at a time ([`token_raws_by`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_score_impl(
@@ -819,7 +832,7 @@ pub(crate) mod x86 {
         unsafe {
             token_raws_by(terms, out, |i| {
                 super::prefetch_ahead(rows.as_ptr().add(i * d).cast(), d);
-                let [dot] = row_dots::<1>(rows.as_ptr().add(i * d), d, [cp; 4]);
+                let [[dot]] = rows_dots::<1, 1>(rows.as_ptr().add(i * d), d, [cp; 4], false);
                 let s_k = f64::from(*row_scales.get_unchecked(i));
                 [f64::from((f64::from(dot) * (s_k * scale)) as f32)]
             });
@@ -1143,10 +1156,14 @@ pub(crate) mod x86 {
         true
     }
 
-    /// `out[i·ld + n] = row_i · cols[n]` for n < N: one row after the other (two rows side by
-    /// side, sharing the column loads, halve the bandwidth from memory: the interleaved
-    /// streams defeat the hardware prefetcher), 64 bytes per step in 2 accumulators per
-    /// column (4 measured no faster from memory), one horizontal sum per row and column.
+    /// `out[i·ld + n] = row_i · cols[n]` for n < N. One or two columns: one row at a time,
+    /// its lines asked for [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on in a burst per
+    /// row. Three or four: two rows side by side sharing each column load ([`rows_dots`], the
+    /// odd last row alone), each line of both asked for as the loop reaches it — one core
+    /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
+    /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to
+    /// 57 % of its read; with 2 columns the pairs measured 5 points slower on both cores
+    /// (BENCHMARKS.md, session 10).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_vnni<const N: usize>(
         rows: *const i8,
@@ -1156,55 +1173,95 @@ pub(crate) mod x86 {
         out: *mut i32,
         ld: usize,
     ) {
-        // SAFETY: row i < rb spans rows[i·d .. (i + 1)·d]; out[i·ld + n] lies in out (both by
-        // the caller).
+        // SAFETY: rows i, i + 1 < rb span rows[i·d .. (i + 2)·d]; out[i·ld + n] lies in out
+        // (both by the caller).
         unsafe {
-            for i in 0..rb {
-                super::prefetch_ahead(rows.add(i * d).cast(), d);
-                let dots = row_dots::<N>(rows.add(i * d), d, cols);
+            let mut i = 0;
+            while N > 2 && i + 2 <= rb {
+                let dots = rows_dots::<2, N>(rows.add(i * d), d, cols, true);
+                for (h, dots) in dots.iter().enumerate() {
+                    for (n, &dot) in dots.iter().enumerate() {
+                        *out.add((i + h) * ld + n) = dot;
+                    }
+                }
+                i += 2;
+            }
+            while i < rb {
+                let p = rows.add(i * d);
+                if N <= 2 {
+                    super::prefetch_ahead(p.cast(), d);
+                }
+                let [dots] = rows_dots::<1, N>(p, d, cols, N > 2);
                 for (n, &dot) in dots.iter().enumerate() {
                     *out.add(i * ld + n) = dot;
                 }
+                i += 1;
             }
         }
     }
 
-    /// One row's dots with the first `N` columns: 64 bytes per step in 2 accumulators per
-    /// column, then one horizontal sum per column (the body of [`dot_vnni`] and of the fused
-    /// [`dot_score_impl`]).
+    /// The dots of `R` consecutive rows from `r` with the first `N` columns: 64 bytes of each
+    /// row per step in 2 accumulators per row and column (each column vector loaded once for
+    /// the `R` rows), then one horizontal sum per row and column (the body of [`dot_vnni`] and
+    /// of the fused [`dot_score_impl`]). `ahead`: ask for each 64 bytes of the rows
+    /// [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on as the loop reaches them.
     ///
     /// # Safety
-    /// The CPU has the features; `r` and each column are valid for `d` reads.
+    /// The CPU has the features; `r` is valid for `R·d` reads and each column for `d`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn row_dots<const N: usize>(r: *const i8, d: usize, cols: [*const i16; 4]) -> [i32; N] {
-        // SAFETY: full loads cover [j, j + 32) with j + 32 ≤ d, the tail's masks [j, d).
+    unsafe fn rows_dots<const R: usize, const N: usize>(
+        r: *const i8,
+        d: usize,
+        cols: [*const i16; 4],
+        ahead: bool,
+    ) -> [[i32; N]; R] {
+        // SAFETY: full loads cover [j, j + 32) with j + 32 ≤ d of each row, the tail's masks
+        // [j, d).
         unsafe {
-            let mut acc = [[_mm512_setzero_si512(); 2]; N];
+            let mut acc = [[[_mm512_setzero_si512(); 2]; N]; R];
             let mut j = 0;
             while j + 64 <= d {
+                if ahead {
+                    for h in 0..R {
+                        super::prefetch_line_ahead(r.add(h * d + j).cast());
+                    }
+                }
                 for u in 0..2 {
-                    let x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(r.add(j + 32 * u).cast()));
+                    let mut x = [_mm512_setzero_si512(); R];
+                    for h in 0..R {
+                        let p = r.add(h * d + j + 32 * u);
+                        x[h] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast()));
+                    }
                     for n in 0..N {
                         let y = _mm512_loadu_si512(cols[n].add(j + 32 * u).cast());
-                        acc[n][u] = _mm512_dpwssd_epi32(acc[n][u], x, y);
+                        for h in 0..R {
+                            acc[h][n][u] = _mm512_dpwssd_epi32(acc[h][n][u], x[h], y);
+                        }
                     }
                 }
                 j += 64;
             }
             while j < d {
                 let m = lane_mask(d - j);
-                let x = _mm512_maskz_loadu_epi8(m, r.add(j));
-                let x = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(x));
+                let mut x = [_mm512_setzero_si512(); R];
+                for h in 0..R {
+                    let bytes = _mm512_maskz_loadu_epi8(m, r.add(h * d + j));
+                    x[h] = _mm512_cvtepi8_epi16(_mm512_castsi512_si256(bytes));
+                }
                 for n in 0..N {
                     let y = _mm512_maskz_loadu_epi16(m as __mmask32, cols[n].add(j));
-                    acc[n][0] = _mm512_dpwssd_epi32(acc[n][0], x, y);
+                    for h in 0..R {
+                        acc[h][n][0] = _mm512_dpwssd_epi32(acc[h][n][0], x[h], y);
+                    }
                 }
                 j += 32;
             }
-            let mut dots = [0; N];
-            for (dot, acc) in dots.iter_mut().zip(&acc) {
-                *dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+            let mut dots = [[0; N]; R];
+            for (dots, acc) in dots.iter_mut().zip(&acc) {
+                for (dot, acc) in dots.iter_mut().zip(acc) {
+                    *dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+                }
             }
             dots
         }
@@ -1553,8 +1610,10 @@ mod tests {
                 assert!(!vnni_available());
                 continue;
             }
-            let mut dots = vec![0i32; rb];
-            dot_rows_i8_i16(&rows, d, &[&col], &mut dots);
+            // One column (a row at a time) and three (rows in pairs, the odd last one alone).
+            let mut dots = vec![0i32; 4 * rb];
+            dot_rows_i8_i16(&rows, d, &[&col], &mut dots[..rb]);
+            dot_rows_i8_i16(&rows, d, &[&col, &col, &col], &mut dots[rb..]);
             for i in 0..rb {
                 let x = (f64::from(dots[i]) * (f64::from(row_scales[i]) * scale)) as f32;
                 let x = f64::from(x);
@@ -1589,8 +1648,10 @@ mod tests {
         };
         let run = |prefetch: bool| {
             set_prefetch(prefetch);
-            let mut dots = vec![0i32; rb];
-            dot_rows_i8_i16(&rows, d, &[&col], &mut dots);
+            // One column (a row at a time) and three (rows in pairs, the odd last one alone).
+            let mut dots = vec![0i32; 4 * rb];
+            dot_rows_i8_i16(&rows, d, &[&col], &mut dots[..rb]);
+            dot_rows_i8_i16(&rows, d, &[&col, &col, &col], &mut dots[rb..]);
             let mut raws = vec![0.0; rb];
             let fused = dot_score_rows(&rows, &[1.0; 3], d, (&col, 0.5), &terms, &mut raws);
             set_prefetch(true);
@@ -1600,7 +1661,15 @@ mod tests {
         assert_eq!(on, off);
         // The dots themselves are the exact sums.
         let exact = reference(&rows, &col, rb, 1, d);
-        assert!(on.0.iter().zip(&exact).all(|(&a, &b)| i64::from(a) == b));
+        assert!(on.0[..rb]
+            .iter()
+            .zip(&exact)
+            .all(|(&a, &b)| i64::from(a) == b));
+        let thrice = exact.iter().flat_map(|&x| [x, x, x]);
+        assert!(on.0[rb..]
+            .iter()
+            .zip(thrice)
+            .all(|(&a, b)| i64::from(a) == b));
     }
 
     #[test]

@@ -232,6 +232,7 @@ pub fn dot_rows_f16(
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::int_kernels::prefetch_line_ahead;
     use crate::int_kernels::x86::{lane_mask, token_raws_by};
     use crate::int_kernels::TokenTerms;
 
@@ -291,9 +292,14 @@ mod x86 {
         std::array::from_fn(|i| cols[i.min(cols.len() - 1)].as_ptr())
     }
 
-    /// `out[i·N + c] = row_i · col_c` for n rows of d from `rows`: 64 values of the row per
-    /// step in four accumulators per column (FMA; two measured 0–2 points slower on one
-    /// core), then 16 at a time, the last `d mod 16` under a mask.
+    /// `out[i·N + c] = row_i · col_c` for n rows of d from `rows`. One column: one row at a
+    /// time, 64 values per step in four accumulators (two measured 0–2 points slower on one
+    /// core). More: two rows side by side sharing each column load, 32 values of each per
+    /// step in two accumulators per row and column, the lines asked for ahead as the loop
+    /// reaches them ([`f32_dots`]): one core read 3 columns at 64–67 % of a plain read of
+    /// the rows one at a time, at 83–108 % in pairs, and 3-token queries on both cores went
+    /// from 73–81 % to 81–91 % of their read (BENCHMARKS.md, session 10). One column stays a
+    /// row at a time: its pairs measured 5–19 points slower.
     ///
     /// # Safety
     /// AVX-512 F is present; `rows` holds n·d values, each column d, `out` n·N.
@@ -305,39 +311,88 @@ mod x86 {
         cols: [*const f32; 4],
         out: &mut [f32],
     ) {
-        // SAFETY: full loads cover [j, j + 16) with j + 16 ≤ d, the tail's mask [j, d).
+        // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
-            for i in 0..n {
-                let r = rows.add(i * d);
-                let mut acc = [[_mm512_setzero_ps(); 4]; N];
-                let mut j = 0;
-                while j + 64 <= d {
-                    for u in 0..4 {
-                        let x = _mm512_loadu_ps(r.add(j + 16 * u));
-                        for c in 0..N {
-                            let y = _mm512_loadu_ps(cols[c].add(j + 16 * u));
-                            acc[c][u] = _mm512_fmadd_ps(x, y, acc[c][u]);
-                        }
+            let mut i = 0;
+            if N > 1 {
+                while i + 2 <= n {
+                    let dots = f32_dots::<2, N, 2>(rows.add(i * d), d, cols, true);
+                    for (h, dots) in dots.iter().enumerate() {
+                        out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
                     }
-                    j += 64;
-                }
-                while j < d {
-                    let m = lane_mask(d - j) as __mmask16;
-                    let x = _mm512_maskz_loadu_ps(m, r.add(j));
-                    for c in 0..N {
-                        let y = _mm512_maskz_loadu_ps(m, cols[c].add(j));
-                        acc[c][0] = _mm512_fmadd_ps(x, y, acc[c][0]);
-                    }
-                    j += 16;
-                }
-                for c in 0..N {
-                    let [a, b, e, f] = acc[c];
-                    *out.get_unchecked_mut(i * N + c) = _mm512_reduce_add_ps(_mm512_add_ps(
-                        _mm512_add_ps(a, b),
-                        _mm512_add_ps(e, f),
-                    ));
+                    i += 2;
                 }
             }
+            while i < n {
+                let [dots] = f32_dots::<1, N, 4>(rows.add(i * d), d, cols, N > 1);
+                out[i * N..(i + 1) * N].copy_from_slice(&dots);
+                i += 1;
+            }
+        }
+    }
+
+    /// The dots of `R` consecutive rows from `r` with the first `N` columns: `16·U` values of
+    /// each row per step in `U` accumulators per row and column (each column vector loaded
+    /// once for the `R` rows), the last `d mod 16` under a mask. `ahead`: ask for each line
+    /// of the rows [`PREFETCH_AHEAD`](crate::int_kernels::PREFETCH_AHEAD) bytes on as the
+    /// loop reaches it.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `r` is valid for `R·d` reads and each column for `d`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn f32_dots<const R: usize, const N: usize, const U: usize>(
+        r: *const f32,
+        d: usize,
+        cols: [*const f32; 4],
+        ahead: bool,
+    ) -> [[f32; N]; R] {
+        // SAFETY: full loads cover [j, j + 16) with j + 16 ≤ d of each row, the tail's mask
+        // [j, d).
+        unsafe {
+            let mut acc = [[[_mm512_setzero_ps(); U]; N]; R];
+            let mut j = 0;
+            while j + 16 * U <= d {
+                for u in 0..U {
+                    let mut x = [_mm512_setzero_ps(); R];
+                    for h in 0..R {
+                        let p = r.add(h * d + j + 16 * u);
+                        if ahead {
+                            prefetch_line_ahead(p.cast());
+                        }
+                        x[h] = _mm512_loadu_ps(p);
+                    }
+                    for c in 0..N {
+                        let y = _mm512_loadu_ps(cols[c].add(j + 16 * u));
+                        for h in 0..R {
+                            acc[h][c][u] = _mm512_fmadd_ps(x[h], y, acc[h][c][u]);
+                        }
+                    }
+                }
+                j += 16 * U;
+            }
+            while j < d {
+                let m = lane_mask(d - j) as __mmask16;
+                let mut x = [_mm512_setzero_ps(); R];
+                for h in 0..R {
+                    x[h] = _mm512_maskz_loadu_ps(m, r.add(h * d + j));
+                }
+                for c in 0..N {
+                    let y = _mm512_maskz_loadu_ps(m, cols[c].add(j));
+                    for h in 0..R {
+                        acc[h][c][0] = _mm512_fmadd_ps(x[h], y, acc[h][c][0]);
+                    }
+                }
+                j += 16;
+            }
+            let mut dots = [[0.0; N]; R];
+            for (dots, acc) in dots.iter_mut().zip(&acc) {
+                for (dot, acc) in dots.iter_mut().zip(acc) {
+                    let sum = acc[1..].iter().fold(acc[0], |s, a| _mm512_add_ps(s, *a));
+                    *dot = _mm512_reduce_add_ps(sum);
+                }
+            }
+            dots
         }
     }
 
@@ -415,7 +470,7 @@ mod x86 {
         out: &mut [f32],
     ) -> bool {
         type Kernel = unsafe fn(*const u16, usize, usize, [*const f32; 4], &mut [f32]);
-        let kernels: [Kernel; 3] = [f16_rows::<2, 4>, f16_rows::<3, 2>, f16_rows::<4, 2>];
+        let kernels: [Kernel; 3] = [f16_rows::<2, 2>, f16_rows::<3, 2>, f16_rows::<4, 1>];
         let l = cols.len();
         if !(2..=4).contains(&l) {
             return false;
@@ -430,10 +485,14 @@ mod x86 {
         true
     }
 
-    /// `out[i·N + c] = half(row_i) · col_c` for n rows of d halves from `rows`: 8 halves
-    /// converted per step (F16C) and multiplied into each of the N columns, `U` accumulators
-    /// per column (N·U ≤ 8 of the 16 registers), the last `d mod 8` one by one. Rows are
-    /// prefetched ahead as in [`super::dot_rows`].
+    /// `out[i·N + c] = half(row_i) · col_c` for n rows of d halves from `rows`: two rows
+    /// side by side sharing each column load ([`f16_dots`], the odd last row alone), the
+    /// lines asked for ahead as the loop reaches them. One row at a time with a burst of
+    /// prefetches per row, one core read 3 columns at 64–70 % of a plain read of the rows
+    /// (each row's conversions and 6 FMAs per 8 values took 76–90 ns hot in L2, against the
+    /// read's ~68 ns a row), in pairs at 78–95 % (48–70 ns hot); 3-token queries on both
+    /// cores went from 56–81 % to 73–86 % of their read, 2-token ones did not move
+    /// (BENCHMARKS.md, session 10).
     ///
     /// # Safety
     /// AVX2, FMA and F16C are present; `rows` holds n·d values, each column d, `out` n·N.
@@ -445,43 +504,86 @@ mod x86 {
         cols: [*const f32; 4],
         out: &mut [f32],
     ) {
-        // SAFETY: every vector load covers [j, j + 8) with j + 8 ≤ d; the tail reads j < d.
+        // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
-            for i in 0..n {
-                let r = rows.add(i * d);
-                crate::int_kernels::prefetch_ahead(r.cast(), 2 * d);
-                let mut acc = [[_mm256_setzero_ps(); U]; N];
-                let mut j = 0;
-                while j + 8 * U <= d {
-                    for u in 0..U {
-                        let x = _mm256_cvtph_ps(_mm_loadu_si128(r.add(j + 8 * u).cast()));
-                        for c in 0..N {
-                            let y = _mm256_loadu_ps(cols[c].add(j + 8 * u));
-                            acc[c][u] = _mm256_fmadd_ps(x, y, acc[c][u]);
+            let mut i = 0;
+            while i + 2 <= n {
+                let dots = f16_dots::<2, N, U>(rows.add(i * d), d, cols);
+                for (h, dots) in dots.iter().enumerate() {
+                    out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
+                }
+                i += 2;
+            }
+            if i < n {
+                let [dots] = f16_dots::<1, N, U>(rows.add(i * d), d, cols);
+                out[i * N..(i + 1) * N].copy_from_slice(&dots);
+            }
+        }
+    }
+
+    /// The dots of `R` consecutive rows of halves from `r` with the first `N` columns: 32
+    /// halves (a line) of each row per step, asked for
+    /// [`PREFETCH_AHEAD`](crate::int_kernels::PREFETCH_AHEAD) bytes on, converted 8 at a time
+    /// (F16C) and multiplied into each column, taking the `U` accumulators per row and column
+    /// in turn (`R·N·U` ≤ 12 of the 16 registers); then 8 at a time, the last `d mod 8` one
+    /// by one.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are present; `r` is valid for `R·d` reads and each column for `d`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn f16_dots<const R: usize, const N: usize, const U: usize>(
+        r: *const u16,
+        d: usize,
+        cols: [*const f32; 4],
+    ) -> [[f32; N]; R] {
+        // SAFETY: every vector load covers [j, j + 8) with j + 8 ≤ d of each row; the tail
+        // reads j < d.
+        unsafe {
+            let mut acc = [[[_mm256_setzero_ps(); U]; N]; R];
+            let mut j = 0;
+            // 8 halves of each row at j into accumulator u (a macro: a closure here is not
+            // compiled with the function's CPU features, and a call per step is slow).
+            macro_rules! step {
+                ($j:expr, $u:expr) => {{
+                    let mut x = [_mm256_setzero_ps(); R];
+                    for h in 0..R {
+                        x[h] = _mm256_cvtph_ps(_mm_loadu_si128(r.add(h * d + $j).cast()));
+                    }
+                    for c in 0..N {
+                        let y = _mm256_loadu_ps(cols[c].add($j));
+                        for h in 0..R {
+                            acc[h][c][$u] = _mm256_fmadd_ps(x[h], y, acc[h][c][$u]);
                         }
                     }
-                    j += 8 * U;
+                }};
+            }
+            while j + 32 <= d {
+                for h in 0..R {
+                    prefetch_line_ahead(r.add(h * d + j).cast());
                 }
-                while j + 8 <= d {
-                    let x = _mm256_cvtph_ps(_mm_loadu_si128(r.add(j).cast()));
-                    for c in 0..N {
-                        let y = _mm256_loadu_ps(cols[c].add(j));
-                        acc[c][0] = _mm256_fmadd_ps(x, y, acc[c][0]);
-                    }
-                    j += 8;
+                for u in 0..4 {
+                    step!(j + 8 * u, u % U);
                 }
-                for c in 0..N {
-                    let sum = acc[c][1..]
-                        .iter()
-                        .fold(acc[c][0], |s, a| _mm256_add_ps(s, *a));
+                j += 32;
+            }
+            while j + 8 <= d {
+                step!(j, 0);
+                j += 8;
+            }
+            let mut dots = [[0.0; N]; R];
+            for (h, (dots, acc)) in dots.iter_mut().zip(&acc).enumerate() {
+                for (c, (dot, acc)) in dots.iter_mut().zip(acc).enumerate() {
+                    let sum = acc[1..].iter().fold(acc[0], |s, a| _mm256_add_ps(s, *a));
                     let mut lanes = [0.0f32; 8];
                     _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
                     let tail: f32 = (j..d)
-                        .map(|t| half::f16::from_bits(*r.add(t)).to_f32() * *cols[c].add(t))
+                        .map(|t| half::f16::from_bits(*r.add(h * d + t)).to_f32() * *cols[c].add(t))
                         .sum();
-                    *out.get_unchecked_mut(i * N + c) = lanes.iter().sum::<f32>() + tail;
+                    *dot = lanes.iter().sum::<f32>() + tail;
                 }
             }
+            dots
         }
     }
 
@@ -666,10 +768,11 @@ mod tests {
             let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
             for l in 1..=5 {
                 let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
-                let (mut fast, mut portable) = (vec![0.0f32; 4 * l], vec![0.0f32; 4 * l]);
-                dot_rows_f32(&rows, 1..5, d, &cols, &mut fast);
-                dot_rows_f32_portable(&rows, 1..5, d, &cols, &mut portable);
-                for (i, k) in (1..5).enumerate() {
+                // 5 rows: two pairs and an odd one for the kernels that read rows in pairs.
+                let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
+                dot_rows_f32(&rows, 1..6, d, &cols, &mut fast);
+                dot_rows_f32_portable(&rows, 1..6, d, &cols, &mut portable);
+                for (i, k) in (1..6).enumerate() {
                     for (c, col) in cols.iter().enumerate() {
                         let terms = (0..d).map(|j| f64::from(rows[k * d + j]) * f64::from(col[j]));
                         let exact: f64 = terms.clone().sum();
@@ -700,10 +803,11 @@ mod tests {
             let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
             for l in 1..=5 {
                 let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
-                let (mut fast, mut portable) = (vec![0.0f32; 4 * l], vec![0.0f32; 4 * l]);
-                dot_rows_f16(&rows, 1..5, d, &cols, &mut fast);
-                dot_rows_f16_portable(&rows, 1..5, d, &cols, &mut portable);
-                for (i, k) in (1..5).enumerate() {
+                // 5 rows: two pairs and an odd one for the kernels that read rows in pairs.
+                let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
+                dot_rows_f16(&rows, 1..6, d, &cols, &mut fast);
+                dot_rows_f16_portable(&rows, 1..6, d, &cols, &mut portable);
+                for (i, k) in (1..6).enumerate() {
                     for (c, col) in cols.iter().enumerate() {
                         let terms =
                             (0..d).map(|j| f64::from(rows[k * d + j].to_f32()) * f64::from(col[j]));
