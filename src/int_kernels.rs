@@ -296,19 +296,26 @@ pub struct TokenTerms<'a> {
 
 /// Tokens whose raw score is certainly small: with `norms[i] ≥ w_i·‖r_i‖` for a weight
 /// `w_i ≥ 0` of the caller's (1, or one over the token's gradient norm when it normalises the
-/// scores), `coef_norms[l] ≥ ‖coefs[l]‖` and `table_norm` ≥ every table row's norm,
-/// Cauchy–Schwarz on each term gives
-/// `w_i·|raw_i| ≤ B_i = norms[i]·(Σ_l |x_il|·coef_norms[l] + table_norm)`. A kernel may
-/// write 0 instead of `raw_i` for a token with `B_i < below` (computed in floating point: the
-/// caller leaves room for rounding in `below`); a caller sets `below` inside the keepers'
-/// cuts, so that both values are refused alike. Most tokens of a single query are such (86 %
-/// on the bench's random index): their O(C) scoring was a sixth of an int8 query's time.
+/// scores), `table_norm` ≥ every table row's norm and `coef_gram` the M × M Gram matrix of
+/// the coefficient vectors (`G[l][m] = coefs[l]·coefs[m]`, `coef_norms[l] = √G[l][l]`),
+/// Cauchy–Schwarz gives `w_i·|raw_i| ≤ norms[i]·(‖Σ_l x_il·coefs[l]‖ + table_norm)`, and the
+/// kernels bound `‖Σ_l x_il·coefs[l]‖` by the smaller of `S_i = Σ_l |x_il|·coef_norms[l]` (the
+/// triangle inequality) and `√(x_iᵀ G x_i + 10⁻¹²·S_i²)` (the exact norm, with room for the
+/// rounding of G and of the quadratic form, both a few units of 2⁻⁵³·S_i²): that is `B_i`.
+/// A kernel may write 0 instead of `raw_i` for a token with `B_i < below` (computed in floating
+/// point: the caller leaves room for rounding in `below`); a caller sets `below` inside the
+/// keepers' cuts, so that both values are refused alike. Most tokens of a single query are
+/// such (86 % on the bench's random index): their O(C) scoring was a sixth of an int8 query's
+/// time. For a segment of several tokens the exact norm matters: with the triangle
+/// inequality alone, half the tokens of a 3-token query on the bench were scored.
 #[derive(Clone, Copy)]
 pub struct SkipBelow<'a> {
     /// Per token, at least `w_i·‖r_i‖`.
     pub norms: &'a [f32],
     /// Per test column.
     pub coef_norms: &'a [f64],
+    /// M × M, row-major.
+    pub coef_gram: &'a [f64],
     pub table_norm: f64,
     pub below: f64,
 }
@@ -329,7 +336,9 @@ impl TokenTerms<'_> {
                 && self.r.len() >= rows * c
                 && self.classes.len() >= rows
                 && self.skip.is_none_or(|skip| {
-                    skip.norms.len() >= rows && skip.coef_norms.len() == self.columns
+                    skip.norms.len() >= rows
+                        && skip.coef_norms.len() == self.columns
+                        && skip.coef_gram.len() == self.columns * self.columns
                 }),
             "{what}: shapes differ"
         );
@@ -932,7 +941,8 @@ pub(crate) mod x86 {
     /// Lane l set: token `i + l`'s bound reaches `skip.below` (or is not a number).
     ///
     /// # Safety
-    /// AVX-512 F is present; `skip.norms` holds tokens `i..i + 8`, `skip.coef_norms` M values.
+    /// AVX-512 F is present; `skip.norms` holds tokens `i..i + 8`, `skip.coef_norms` M values
+    /// and `skip.coef_gram` M·M.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn needs_scores<const M: usize>(
@@ -942,18 +952,33 @@ pub(crate) mod x86 {
     ) -> __mmask8 {
         // SAFETY: by the caller.
         let norms = unsafe { _mm512_cvtps_pd(_mm256_loadu_ps(skip.norms.as_ptr().add(i))) };
-        let mut inner = _mm512_set1_pd(skip.table_norm);
-        for l in 0..M {
+        let x: [__m512d; M] = std::array::from_fn(|l| {
             let lane: [f64; 8] = std::array::from_fn(|t| xs[t][l]);
-            // SAFETY: 8 values; coef_norms has M (by the caller).
-            let (x, n) = unsafe {
-                (
-                    _mm512_loadu_pd(lane.as_ptr()),
-                    *skip.coef_norms.get_unchecked(l),
-                )
-            };
-            inner = _mm512_fmadd_pd(_mm512_abs_pd(x), _mm512_set1_pd(n), inner);
+            // SAFETY: 8 values.
+            unsafe { _mm512_loadu_pd(lane.as_ptr()) }
+        });
+        // S = Σ_l |x_l|·‖c_l‖, then for several columns min(S, √(xᵀGx + 10⁻¹²·S²)).
+        let mut sum = _mm512_setzero_pd();
+        for l in 0..M {
+            // SAFETY: coef_norms has M values (by the caller).
+            let n = unsafe { *skip.coef_norms.get_unchecked(l) };
+            sum = _mm512_fmadd_pd(_mm512_abs_pd(x[l]), _mm512_set1_pd(n), sum);
         }
+        let mut inner = sum;
+        if M > 1 {
+            let mut quad = _mm512_mul_pd(_mm512_mul_pd(sum, sum), _mm512_set1_pd(1e-12));
+            for l in 0..M {
+                for m in 0..M {
+                    // SAFETY: coef_gram has M·M values (by the caller).
+                    let g = unsafe { *skip.coef_gram.get_unchecked(l * M + m) };
+                    quad = _mm512_fmadd_pd(_mm512_mul_pd(x[l], x[m]), _mm512_set1_pd(g), quad);
+                }
+            }
+            // A NaN stays NaN (max and min return their second operand then): scored.
+            let exact = _mm512_sqrt_pd(_mm512_max_pd(_mm512_setzero_pd(), quad));
+            inner = _mm512_min_pd(sum, exact);
+        }
+        let inner = _mm512_add_pd(inner, _mm512_set1_pd(skip.table_norm));
         let bound = _mm512_mul_pd(norms, inner);
         _mm512_cmp_pd_mask::<_CMP_NLT_UQ>(bound, _mm512_set1_pd(skip.below))
     }

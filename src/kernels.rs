@@ -983,6 +983,9 @@ mod tests {
     fn skipped_scores_are_exact_or_provably_below_the_cut() {
         use crate::int_kernels::SkipBelow;
         let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        // Tokens left out although the triangle inequality's bound reaches the cut (the
+        // exact norm of Σ_l x_l·c_l at work), over every case with several columns.
+        let mut by_exact_norm = 0;
         for (c, m) in [1, 3, 8, 9, 16, 17]
             .into_iter()
             .flat_map(|c| [(c, 1), (c, 2), (c, 4)])
@@ -994,7 +997,14 @@ mod tests {
                 .collect();
             let (dots, classes, coefs, table) = token_terms(n, c, m);
             let norms: Vec<f32> = r.chunks_exact(c).map(|r| norm(r) as f32 * 1.0001).collect();
-            let coef_norms: Vec<f64> = coefs.chunks_exact(c).map(norm).collect();
+            let cols: Vec<&[f64]> = coefs.chunks_exact(c).collect();
+            let coef_norms: Vec<f64> = cols.iter().map(|c| norm(c)).collect();
+            let coef_gram: Vec<f64> = (cols.iter())
+                .flat_map(|a| {
+                    cols.iter()
+                        .map(|b| a.iter().zip(*b).map(|(x, y)| x * y).sum())
+                })
+                .collect();
             let table_norm = table.chunks_exact(c).map(norm).fold(0.0, f64::max);
             let mut full = vec![f64::NAN; n];
             let terms = |skip| TokenTerms {
@@ -1006,8 +1016,16 @@ mod tests {
                 skip,
             };
             token_raws(&terms(None), &dots, &mut full);
+            let x = |i: usize, l: usize| f64::from(dots[i * m + l]);
+            // Cauchy–Schwarz with the exact ‖Σ_l x_l·c_l‖, and with the triangle inequality.
             let bound = |i: usize| {
-                let slope = (0..m).map(|l| f64::from(dots[i * m + l]).abs() * coef_norms[l]);
+                let u: Vec<f64> = (0..c)
+                    .map(|j| (0..m).map(|l| x(i, l) * cols[l][j]).sum())
+                    .collect();
+                f64::from(norms[i]) * (norm(&u) + table_norm)
+            };
+            let loose = |i: usize| {
+                let slope = (0..m).map(|l| x(i, l).abs() * coef_norms[l]);
                 f64::from(norms[i]) * (slope.sum::<f64>() + table_norm)
             };
             let mut skipped_counts = Vec::new();
@@ -1015,6 +1033,7 @@ mod tests {
                 let skip = SkipBelow {
                     norms: &norms,
                     coef_norms: &coef_norms,
+                    coef_gram: &coef_gram,
                     table_norm,
                     below,
                 };
@@ -1022,7 +1041,10 @@ mod tests {
                 token_raws(&terms(Some(skip)), &dots, &mut out);
                 let mut skipped = 0;
                 for i in 0..n {
-                    assert!(full[i].abs() <= bound(i), "C = {c}: the bound itself");
+                    assert!(
+                        full[i].abs() <= bound(i) * (1.0 + 1e-12) && bound(i) <= loose(i) * 1.0001,
+                        "C = {c}: the bounds themselves"
+                    );
                     if (out[i] - full[i]).abs() <= 1e-12 * (1.0 + full[i].abs()) {
                         continue;
                     }
@@ -1034,6 +1056,7 @@ mod tests {
                         bound(i)
                     );
                     skipped += 1;
+                    by_exact_norm += usize::from(loose(i) >= below);
                 }
                 skipped_counts.push(skipped);
             }
@@ -1046,6 +1069,9 @@ mod tests {
                 let all = (0..n - n % 8).filter(|&i| full[i] != 0.0).count();
                 assert_eq!(skipped_counts[5], all, "C = {c}, {m} columns");
             }
+        }
+        if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx512f") {
+            assert!(by_exact_norm > 0, "the exact norm never left a token out");
         }
     }
 

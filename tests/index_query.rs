@@ -288,13 +288,17 @@ fn top_k_is_the_sorted_score_vector_with_zero_gradients() {
 
 fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
     let mut query = Query::new(Arc::clone(index));
-    for s in test {
-        let seg = TestSegment {
+    // One test token, and a segment of up to 3 (several test columns: the skip's bound on
+    // ‖Σ_l x_l·c_l‖ through their Gram matrix).
+    let segments = test.iter().flat_map(|s| {
+        [0, 2].map(|extra| TestSegment {
             features: s.x.view(),
             labels: &s.y,
             first: 0,
-            last: 0,
-        };
+            last: extra.min(s.y.len() - 1),
+        })
+    });
+    for seg in segments {
         let filters = [(None, vec![]), (Some(vec![1, 3]), vec![1000, 1007, 1014])];
         for (normalization, (labels, excluded)) in
             [Normalization::None, Normalization::GradientNorm]

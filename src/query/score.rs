@@ -745,11 +745,14 @@ where
         skip: one.map(|side| {
             let table = side.pair_table.chunks_exact(ctx.c.max(1)).map(norm);
             let table = table.fold(0.0, f64::max);
-            (
-                ctx.index.error_norms(ctx.normalize),
-                side.coefs.chunks_exact(ctx.c.max(1)).map(norm).collect(),
-                table,
-            )
+            let coefs: Vec<&[f64]> = side.coefs.chunks_exact(ctx.c.max(1)).collect();
+            let gram = coefs.iter().flat_map(|a| coefs.iter().map(|b| dot64(a, b)));
+            SkipTerms {
+                norms: ctx.index.error_norms(ctx.normalize),
+                coef_norms: coefs.iter().map(|c| norm(c)).collect(),
+                coef_gram: gram.collect(),
+                table_norm: table,
+            }
         }),
         keep,
         offer,
@@ -781,12 +784,21 @@ struct FewScan<'a, K, O> {
     shared: &'a [SharedCuts],
     /// The test side when the batch is one query of token granularity.
     one: Option<&'a TestSide>,
-    /// For it: every token's `‖r_k‖` bound (over its gradient norm when normalising), the
-    /// norms of the side's coefficient vectors and the largest norm of its table rows
-    /// ([`FewScan::skip_below`]).
-    skip: Option<(&'a [f32], Vec<f64>, f64)>,
+    /// For it, what bounds a token's score ([`FewScan::skip_below`]).
+    skip: Option<SkipTerms<'a>>,
     keep: &'a K,
     offer: &'a O,
+}
+
+/// The terms of [`SkipBelow`] that stay the same for a whole query.
+struct SkipTerms<'a> {
+    /// Every token's `‖r_k‖` bound (over its gradient norm when normalising).
+    norms: &'a [f32],
+    /// The norms of the side's coefficient vectors and their Gram matrix.
+    coef_norms: Vec<f64>,
+    coef_gram: Vec<f64>,
+    /// The largest norm of the side's table rows.
+    table_norm: f64,
 }
 
 /// A rayon task's keepers and buffers in [`scan_few`].
@@ -808,12 +820,13 @@ where
     /// nothing until the keeper has a cut on either side of 0. The relative
     /// margin covers the rounding of the bound's terms (a few units in the last place).
     fn skip_below(&self, (low, high): (f64, f64), rows: Range<usize>) -> Option<SkipBelow<'_>> {
-        let (norms, coef_norms, table_norm) = self.skip.as_ref()?;
+        let terms = self.skip.as_ref()?;
         let below = (-low).min(high) / self.ctx.scale.abs() * (1.0 - 1e-9);
         (below > 0.0 && below.is_finite()).then(|| SkipBelow {
-            norms: &norms[rows],
-            coef_norms,
-            table_norm: *table_norm,
+            norms: &terms.norms[rows],
+            coef_norms: &terms.coef_norms,
+            coef_gram: &terms.coef_gram,
+            table_norm: terms.table_norm,
             below,
         })
     }
