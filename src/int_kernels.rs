@@ -786,11 +786,23 @@ pub(crate) mod x86 {
     }
 
     /// One of the few-column kernels, `N` = 1..=4 columns (index `N − 1`).
-    type DotKernel = unsafe fn(*const i8, usize, usize, [*const i16; 4], *mut i32, usize);
+    type DotKernel = unsafe fn(*const i8, usize, usize, IntCols, *mut i32, usize);
+
+    /// The columns' pointers for the dot kernels, the first repeated past the kernel's N.
+    type IntCols = [*const i16; 8];
 
     /// [`super::dot_rows_i8_i16`] with AVX-512 VNNI; `false` without it.
     pub fn dot_rows_vnni(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) -> bool {
-        let kernels: [DotKernel; 4] = [dot_vnni::<1>, dot_vnni::<2>, dot_vnni::<3>, dot_vnni::<4>];
+        let kernels: [DotKernel; 8] = [
+            dot_vnni::<1>,
+            dot_vnni::<2>,
+            dot_vnni::<3>,
+            dot_vnni::<4>,
+            dot_vnni::<5>,
+            dot_vnni::<6>,
+            dot_vnni::<7>,
+            dot_vnni::<8>,
+        ];
         vnni() && dot_rows_with(kernels, rows, d, cols, out)
     }
 
@@ -841,7 +853,7 @@ pub(crate) mod x86 {
         unsafe {
             token_raws_by(terms, out, |i| {
                 super::prefetch_ahead(rows.as_ptr().add(i * d).cast(), d);
-                let [[dot]] = rows_dots::<1, 1>(rows.as_ptr().add(i * d), d, [cp; 4], false);
+                let [[dot]] = rows_dots::<1, 1, 2>(rows.as_ptr().add(i * d), d, [cp; 8], false);
                 let s_k = f64::from(*row_scales.get_unchecked(i));
                 [f64::from((f64::from(dot) * (s_k * scale)) as f32)]
             });
@@ -1158,9 +1170,9 @@ pub(crate) mod x86 {
         _mm512_reduce_add_pd(acc)
     }
 
-    /// Runs the columns 4 at a time through `kernels`, whose CPU features the caller checked.
-    fn dot_rows_with(
-        kernels: [DotKernel; 4],
+    /// Runs the columns K at a time through `kernels`, whose CPU features the caller checked.
+    fn dot_rows_with<const K: usize>(
+        kernels: [DotKernel; K],
         rows: &[i8],
         d: usize,
         cols: &[&[i16]],
@@ -1168,13 +1180,13 @@ pub(crate) mod x86 {
     ) -> bool {
         let rb = dot_shape(rows, d, cols, out);
         let l = cols.len();
-        for (g, cg) in cols.chunks(4).enumerate() {
-            let ptrs: [*const i16; 4] = std::array::from_fn(|i| cg[i.min(cg.len() - 1)].as_ptr());
+        for (g, cg) in cols.chunks(K).enumerate() {
+            let ptrs: IntCols = std::array::from_fn(|i| cg[i.min(cg.len() - 1)].as_ptr());
             // SAFETY: the kernels' features were checked by the callers; `dot_shape` checked
-            // rows (rb × d), each column (d) and out (rb × L), and columns 4g + i < L are
+            // rows (rb × d), each column (d) and out (rb × L), and columns K·g + i < L are
             // written only.
             unsafe {
-                let (r, o) = (rows.as_ptr(), out.as_mut_ptr().add(4 * g));
+                let (r, o) = (rows.as_ptr(), out.as_mut_ptr().add(K * g));
                 kernels[cg.len() - 1](r, rb, d, ptrs, o, l);
             }
         }
@@ -1188,13 +1200,14 @@ pub(crate) mod x86 {
     /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
     /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to
     /// 57 % of its read; with 2 columns the pairs measured 5 points slower on both cores
-    /// (BENCHMARKS.md, session 10).
+    /// (BENCHMARKS.md, session 10). Five to eight: one row at a time, the lines asked for as
+    /// the loop reaches them (two rows would need 2·8·2 accumulators, all 32 registers).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_vnni<const N: usize>(
         rows: *const i8,
         rb: usize,
         d: usize,
-        cols: [*const i16; 4],
+        cols: IntCols,
         out: *mut i32,
         ld: usize,
     ) {
@@ -1202,8 +1215,12 @@ pub(crate) mod x86 {
         // (both by the caller).
         unsafe {
             let mut i = 0;
-            while N > 2 && i + 2 <= rb {
-                let dots = rows_dots::<2, N>(rows.add(i * d), d, cols, true);
+            while (3..=6).contains(&N) && i + 2 <= rb {
+                let dots = if N <= 4 {
+                    rows_dots::<2, N, 2>(rows.add(i * d), d, cols, true)
+                } else {
+                    rows_dots::<2, N, 1>(rows.add(i * d), d, cols, true)
+                };
                 for (h, dots) in dots.iter().enumerate() {
                     for (n, &dot) in dots.iter().enumerate() {
                         *out.add((i + h) * ld + n) = dot;
@@ -1216,7 +1233,7 @@ pub(crate) mod x86 {
                 if N <= 2 {
                     super::prefetch_ahead(p.cast(), d);
                 }
-                let [dots] = rows_dots::<1, N>(p, d, cols, N > 2);
+                let [dots] = rows_dots::<1, N, 2>(p, d, cols, N > 2);
                 for (n, &dot) in dots.iter().enumerate() {
                     *out.add(i * ld + n) = dot;
                 }
@@ -1226,7 +1243,7 @@ pub(crate) mod x86 {
     }
 
     /// The dots of `R` consecutive rows from `r` with the first `N` columns: 64 bytes of each
-    /// row per step in 2 accumulators per row and column (each column vector loaded once for
+    /// row per step into `U` accumulators per row and column (each column vector loaded once for
     /// the `R` rows), then one horizontal sum per row and column (the body of [`dot_vnni`] and
     /// of the fused [`dot_score_impl`]). `ahead`: ask for each 64 bytes of the rows
     /// [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on as the loop reaches them.
@@ -1235,16 +1252,16 @@ pub(crate) mod x86 {
     /// The CPU has the features; `r` is valid for `R·d` reads and each column for `d`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn rows_dots<const R: usize, const N: usize>(
+    unsafe fn rows_dots<const R: usize, const N: usize, const U: usize>(
         r: *const i8,
         d: usize,
-        cols: [*const i16; 4],
+        cols: IntCols,
         ahead: bool,
     ) -> [[i32; N]; R] {
         // SAFETY: full loads cover [j, j + 32) with j + 32 ≤ d of each row, the tail's masks
         // [j, d).
         unsafe {
-            let mut acc = [[[_mm512_setzero_si512(); 2]; N]; R];
+            let mut acc = [[[_mm512_setzero_si512(); U]; N]; R];
             let mut j = 0;
             while j + 64 <= d {
                 if ahead {
@@ -1261,7 +1278,7 @@ pub(crate) mod x86 {
                     for n in 0..N {
                         let y = _mm512_loadu_si512(cols[n].add(j + 32 * u).cast());
                         for h in 0..R {
-                            acc[h][n][u] = _mm512_dpwssd_epi32(acc[h][n][u], x[h], y);
+                            acc[h][n][u % U] = _mm512_dpwssd_epi32(acc[h][n][u % U], x[h], y);
                         }
                     }
                 }
@@ -1285,7 +1302,8 @@ pub(crate) mod x86 {
             let mut dots = [[0; N]; R];
             for (dots, acc) in dots.iter_mut().zip(&acc) {
                 for (dot, acc) in dots.iter_mut().zip(acc) {
-                    *dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+                    let sum = acc[1..].iter().fold(acc[0], |s, a| _mm512_add_epi32(s, *a));
+                    *dot = _mm512_reduce_add_epi32(sum);
                 }
             }
             dots
@@ -1299,7 +1317,7 @@ pub(crate) mod x86 {
         rows: *const i8,
         rb: usize,
         d: usize,
-        cols: [*const i16; 4],
+        cols: IntCols,
         out: *mut i32,
         ld: usize,
     ) {
@@ -1378,7 +1396,7 @@ mod tests {
     }
 
     const DIMS: [usize; 9] = [1, 7, 31, 32, 33, 64, 100, 768, 777];
-    const COLS: [usize; 11] = [1, 2, 3, 4, 5, 16, 17, 47, 48, 49, 300];
+    const COLS: [usize; 14] = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 47, 48, 49, 300];
     const ROWS: [usize; 6] = [0, 1, 7, 8, 9, 100];
     /// Written past `rb × L` in `out`: must survive every call.
     const SENTINEL: i32 = 0x5eed_5eed;

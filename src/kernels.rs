@@ -82,7 +82,7 @@ fn dot_rows<T>(
 }
 
 /// `out[i*L + l] = row_{start+i} · cols[l]` over an f32 matrix (`values`, rows of `d`): with
-/// AVX-512 F for 1–4 columns when the CPU has it (`x86::dot_rows_f32_avx512`), else the
+/// AVX-512 F for 1–8 columns when the CPU has it (`x86::dot_rows_f32_avx512`), else the
 /// portable loop.
 pub fn dot_rows_f32(
     values: &[f32],
@@ -236,6 +236,12 @@ mod x86 {
     use crate::int_kernels::x86::{lane_mask, token_raws_by};
     use crate::int_kernels::TokenTerms;
 
+    /// The most test columns the row kernels take at once (a single segment's tokens).
+    pub const MAX_COLUMNS: usize = 8;
+
+    /// The columns' pointers, the first repeated past the kernel's N.
+    type Columns = [*const f32; MAX_COLUMNS];
+
     /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
     /// std after the first check; every AVX2 CPU so far has the other two).
     pub fn available() -> bool {
@@ -244,7 +250,7 @@ mod x86 {
             && is_x86_feature_detected!("f16c")
     }
 
-    /// [`super::dot_rows_f32`] for 1–4 columns with AVX-512 F; `false` (doing nothing) for
+    /// [`super::dot_rows_f32`] for 1–8 columns with AVX-512 F; `false` (doing nothing) for
     /// more columns or without it. A single query's f32 scan is a read with one
     /// multiply-add per 4 bytes; the portable loop's AVX2 code (a multiply and an add per
     /// 8 values, two loads each) kept one core 3–4 points further below a plain read of the
@@ -256,10 +262,21 @@ mod x86 {
         cols: &[&[f32]],
         out: &mut [f32],
     ) -> bool {
-        type Kernel = unsafe fn(*const f32, usize, usize, [*const f32; 4], &mut [f32]);
-        let kernels: [Kernel; 4] = [f32_rows::<1>, f32_rows::<2>, f32_rows::<3>, f32_rows::<4>];
+        type Kernel = unsafe fn(*const f32, usize, usize, Columns, &mut [f32]);
+        // Accumulators per row and column: 4 (one row) or 2 (pairs) up to 4 columns, 2 or 1
+        // beyond (2·8·1 + 3 of the 32 registers).
+        let kernels: [Kernel; MAX_COLUMNS] = [
+            f32_rows::<1, 4, 2>,
+            f32_rows::<2, 4, 2>,
+            f32_rows::<3, 4, 2>,
+            f32_rows::<4, 4, 2>,
+            f32_rows::<5, 2, 1>,
+            f32_rows::<6, 2, 1>,
+            f32_rows::<7, 2, 1>,
+            f32_rows::<8, 2, 1>,
+        ];
         let l = cols.len();
-        if !(1..=4).contains(&l) || !is_x86_feature_detected!("avx512f") {
+        if !(1..=MAX_COLUMNS).contains(&l) || !is_x86_feature_detected!("avx512f") {
             return false;
         }
         let (n, ptrs) = (
@@ -272,7 +289,7 @@ mod x86 {
         true
     }
 
-    /// The 1–4 columns' pointers (the first repeated past them) for the row kernels, after
+    /// The 1–8 columns' pointers (the first repeated past them) for the row kernels, after
     /// checking that rows `rows` lie in `values` (d values each), each column holds d values
     /// and `out` rows × columns; panics naming `what` otherwise.
     fn checked_columns<T>(
@@ -282,7 +299,7 @@ mod x86 {
         cols: &[&[f32]],
         out: &[f32],
         what: &str,
-    ) -> [*const f32; 4] {
+    ) -> Columns {
         assert!(
             rows.end <= values.len() / d.max(1)
                 && out.len() >= rows.len() * cols.len()
@@ -304,11 +321,11 @@ mod x86 {
     /// # Safety
     /// AVX-512 F is present; `rows` holds n·d values, each column d, `out` n·N.
     #[target_feature(enable = "avx512f")]
-    unsafe fn f32_rows<const N: usize>(
+    unsafe fn f32_rows<const N: usize, const U1: usize, const U2: usize>(
         rows: *const f32,
         n: usize,
         d: usize,
-        cols: [*const f32; 4],
+        cols: Columns,
         out: &mut [f32],
     ) {
         // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
@@ -316,7 +333,7 @@ mod x86 {
             let mut i = 0;
             if N > 1 {
                 while i + 2 <= n {
-                    let dots = f32_dots::<2, N, 2>(rows.add(i * d), d, cols, true);
+                    let dots = f32_dots::<2, N, U2>(rows.add(i * d), d, cols, true);
                     for (h, dots) in dots.iter().enumerate() {
                         out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
                     }
@@ -324,7 +341,7 @@ mod x86 {
                 }
             }
             while i < n {
-                let [dots] = f32_dots::<1, N, 4>(rows.add(i * d), d, cols, N > 1);
+                let [dots] = f32_dots::<1, N, U1>(rows.add(i * d), d, cols, N > 1);
                 out[i * N..(i + 1) * N].copy_from_slice(&dots);
                 i += 1;
             }
@@ -344,7 +361,7 @@ mod x86 {
     unsafe fn f32_dots<const R: usize, const N: usize, const U: usize>(
         r: *const f32,
         d: usize,
-        cols: [*const f32; 4],
+        cols: Columns,
         ahead: bool,
     ) -> [[f32; N]; R] {
         // SAFETY: full loads cover [j, j + 16) with j + 16 ≤ d of each row, the tail's mask
@@ -400,9 +417,11 @@ mod x86 {
     /// the portable loop would, when a class or a row lies past its slice.
     pub fn token_raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) -> bool {
         type Raws = unsafe fn(&TokenTerms, &[f32], &mut [f64]);
-        let kernels: [Raws; 4] = [raws::<1>, raws::<2>, raws::<3>, raws::<4>];
+        let kernels: [Raws; MAX_COLUMNS] = [
+            raws::<1>, raws::<2>, raws::<3>, raws::<4>, raws::<5>, raws::<6>, raws::<7>, raws::<8>,
+        ];
         let m = terms.columns;
-        if !(1..=4).contains(&m) || !is_x86_feature_detected!("avx512f") {
+        if !(1..=MAX_COLUMNS).contains(&m) || !is_x86_feature_detected!("avx512f") {
             return false;
         }
         let n = (dots.len() / m).min(out.len());
@@ -458,7 +477,7 @@ mod x86 {
         }
     }
 
-    /// [`super::dot_rows_f16`] for 2–4 columns (a multi-token segment's), each row's halves
+    /// [`super::dot_rows_f16`] for 2–8 columns (a multi-token segment's), each row's halves
     /// converted once for all of them ([`f16_rows`]); `false` (doing nothing) for other
     /// column counts, where one column is [`dot_f16`]'s. The caller has checked
     /// [`available`].
@@ -469,20 +488,133 @@ mod x86 {
         cols: &[&[f32]],
         out: &mut [f32],
     ) -> bool {
-        type Kernel = unsafe fn(*const u16, usize, usize, [*const f32; 4], &mut [f32]);
-        let kernels: [Kernel; 3] = [f16_rows::<2, 2>, f16_rows::<3, 2>, f16_rows::<4, 1>];
+        type Kernel = unsafe fn(*const u16, usize, usize, Columns, &mut [f32]);
+        // Rows at a time and accumulators per row and column: R·N·U ≤ 12 of the 16 registers.
+        let kernels: [Kernel; MAX_COLUMNS - 1] = [
+            f16_rows::<2, 2, 2>,
+            f16_rows::<3, 2, 2>,
+            f16_rows::<4, 2, 1>,
+            f16_rows::<5, 1, 1>,
+            f16_rows::<6, 1, 1>,
+            f16_rows::<7, 1, 1>,
+            f16_rows::<8, 1, 1>,
+        ];
+        // With AVX-512 F, 5–8 columns in pairs of rows, 16 halves per step (2·8 accumulators
+        // of the 32 registers): one core, hot in L2, 5 columns took 117 ns a row one at a time
+        // through AVX2, 8 columns 176 (the row's read ~65 ns).
+        let wide: [Kernel; 4] = [
+            f16_rows_avx512::<5>,
+            f16_rows_avx512::<6>,
+            f16_rows_avx512::<7>,
+            f16_rows_avx512::<8>,
+        ];
         let l = cols.len();
-        if !(2..=4).contains(&l) {
+        if !(2..=MAX_COLUMNS).contains(&l) {
             return false;
         }
         let (n, ptrs) = (
             rows.len(),
             checked_columns(values, &rows, d, cols, out, "dot_rows_f16"),
         );
-        // SAFETY: the caller checked avx2/fma/f16c; rows start..end lie in `values` (d values
-        // each), each column holds d values and `out` n·l (checked above).
-        unsafe { kernels[l - 2](values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
+        let kernel = match l {
+            5.. if is_x86_feature_detected!("avx512f") => wide[l - 5],
+            _ => kernels[l - 2],
+        };
+        // SAFETY: the caller checked avx2/fma/f16c (and avx512f was for the wide kernels);
+        // rows start..end lie in `values` (d values each), each column holds d values and
+        // `out` n·l (checked above).
+        unsafe { kernel(values.as_ptr().add(rows.start * d), n, d, ptrs, out) };
         true
+    }
+
+    /// As [`f16_rows`] with AVX-512 F for 5–8 columns: two rows side by side, 16 halves of
+    /// each per step converted at once (`vcvtph2ps` to 16 lanes), one accumulator per row and
+    /// column ([`f16_dots512`]).
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `rows` holds n·d values, each column d, `out` n·N.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f16_rows_avx512<const N: usize>(
+        rows: *const u16,
+        n: usize,
+        d: usize,
+        cols: Columns,
+        out: &mut [f32],
+    ) {
+        // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
+        unsafe {
+            let mut i = 0;
+            while i + 2 <= n {
+                let dots = f16_dots512::<2, N>(rows.add(i * d), d, cols);
+                for (h, dots) in dots.iter().enumerate() {
+                    out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
+                }
+                i += 2;
+            }
+            if i < n {
+                let [dots] = f16_dots512::<1, N>(rows.add(i * d), d, cols);
+                out[i * N..(i + 1) * N].copy_from_slice(&dots);
+            }
+        }
+    }
+
+    /// The dots of `R` consecutive rows of halves from `r` with the first `N` columns: 32
+    /// halves (a line) of each row per step, asked for
+    /// [`PREFETCH_AHEAD`](crate::int_kernels::PREFETCH_AHEAD) bytes on, converted 16 at a
+    /// time; then 16 at a time, the last `d mod 16` one by one.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; `r` is valid for `R·d` reads and each column for `d`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn f16_dots512<const R: usize, const N: usize>(
+        r: *const u16,
+        d: usize,
+        cols: Columns,
+    ) -> [[f32; N]; R] {
+        // SAFETY: every vector load covers [j, j + 16) with j + 16 ≤ d of each row; the tail
+        // reads j < d.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); N]; R];
+            let mut j = 0;
+            // 16 halves of each row at j into the accumulators (a macro, as in `f16_dots`).
+            macro_rules! step {
+                ($j:expr) => {{
+                    let mut x = [_mm512_setzero_ps(); R];
+                    for h in 0..R {
+                        x[h] = _mm512_cvtph_ps(_mm256_loadu_si256(r.add(h * d + $j).cast()));
+                    }
+                    for c in 0..N {
+                        let y = _mm512_loadu_ps(cols[c].add($j));
+                        for h in 0..R {
+                            acc[h][c] = _mm512_fmadd_ps(x[h], y, acc[h][c]);
+                        }
+                    }
+                }};
+            }
+            while j + 32 <= d {
+                for h in 0..R {
+                    prefetch_line_ahead(r.add(h * d + j).cast());
+                }
+                step!(j);
+                step!(j + 16);
+                j += 32;
+            }
+            while j + 16 <= d {
+                step!(j);
+                j += 16;
+            }
+            let mut dots = [[0.0; N]; R];
+            for (h, (dots, acc)) in dots.iter_mut().zip(&acc).enumerate() {
+                for (c, (dot, acc)) in dots.iter_mut().zip(acc).enumerate() {
+                    let tail: f32 = (j..d)
+                        .map(|t| half::f16::from_bits(*r.add(h * d + t)).to_f32() * *cols[c].add(t))
+                        .sum();
+                    *dot = _mm512_reduce_add_ps(*acc) + tail;
+                }
+            }
+            dots
+        }
     }
 
     /// `out[i·N + c] = half(row_i) · col_c` for n rows of d halves from `rows`: two rows
@@ -497,26 +629,27 @@ mod x86 {
     /// # Safety
     /// AVX2, FMA and F16C are present; `rows` holds n·d values, each column d, `out` n·N.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_rows<const N: usize, const U: usize>(
+    unsafe fn f16_rows<const N: usize, const R: usize, const U: usize>(
         rows: *const u16,
         n: usize,
         d: usize,
-        cols: [*const f32; 4],
+        cols: Columns,
         out: &mut [f32],
     ) {
         // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
             let mut i = 0;
-            while i + 2 <= n {
+            while R == 2 && i + 2 <= n {
                 let dots = f16_dots::<2, N, U>(rows.add(i * d), d, cols);
                 for (h, dots) in dots.iter().enumerate() {
                     out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
                 }
                 i += 2;
             }
-            if i < n {
+            while i < n {
                 let [dots] = f16_dots::<1, N, U>(rows.add(i * d), d, cols);
                 out[i * N..(i + 1) * N].copy_from_slice(&dots);
+                i += 1;
             }
         }
     }
@@ -535,7 +668,7 @@ mod x86 {
     unsafe fn f16_dots<const R: usize, const N: usize, const U: usize>(
         r: *const u16,
         d: usize,
-        cols: [*const f32; 4],
+        cols: Columns,
     ) -> [[f32; N]; R] {
         // SAFETY: every vector load covers [j, j + 8) with j + 8 ≤ d of each row; the tail
         // reads j < d.
@@ -755,18 +888,18 @@ mod tests {
         }
     }
 
-    /// Both f32 row paths, for 1–5 columns (5: the AVX-512 kernel declines, the portable
+    /// Both f32 row paths, for 1–9 columns (9: the AVX-512 kernel declines, the portable
     /// loop runs) and dims with and without a tail, within Higham's bound for any order of
     /// summation, `γ_d·Σ|x_j y_j|` (the bound the ranking proof uses), and alike.
     #[test]
     fn f32_row_kernels_agree_with_each_other_and_with_exact_sums() {
         for d in [5, 16, 77, 768] {
             let rows: Vec<f32> = (0..6 * d).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
-            let cols: Vec<Vec<f32>> = (0..5)
+            let cols: Vec<Vec<f32>> = (0..9)
                 .map(|c| (0..d).map(|j| ((j + 7 * c) as f32 * 0.11).cos()).collect())
                 .collect();
             let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
-            for l in 1..=5 {
+            for l in 1..=9 {
                 let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
                 // 5 rows: two pairs and an odd one for the kernels that read rows in pairs.
                 let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
@@ -789,7 +922,7 @@ mod tests {
         }
     }
 
-    /// 1–5 columns over f16 rows (2–4 through the kernel that converts each row once), d
+    /// 1–9 columns over f16 rows (2–8 through the kernel that converts each row once), d
     /// with and without tails, against exact sums within Higham's `γ_d·Σ|x_j y_j|`.
     #[test]
     fn f16_rows_against_several_columns_are_within_the_rounding_bound() {
@@ -797,11 +930,11 @@ mod tests {
             let rows: Vec<half::f16> = (0..6 * d)
                 .map(|i| half::f16::from_f32((i as f32 * 0.37).sin() * 3.0))
                 .collect();
-            let cols: Vec<Vec<f32>> = (0..5)
+            let cols: Vec<Vec<f32>> = (0..9)
                 .map(|c| (0..d).map(|j| ((j + 7 * c) as f32 * 0.11).cos()).collect())
                 .collect();
             let gamma = d as f64 * 2f64.powi(-24) / (1.0 - d as f64 * 2f64.powi(-24));
-            for l in 1..=5 {
+            for l in 1..=9 {
                 let cols: Vec<&[f32]> = cols[..l].iter().map(|c| c.as_slice()).collect();
                 // 5 rows: two pairs and an odd one for the kernels that read rows in pairs.
                 let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
@@ -936,9 +1069,9 @@ mod tests {
 
     #[test]
     fn token_raws_paths_agree_with_the_formula() {
-        // Every label count around the 8-wide registers; 1–4 test columns (the AVX-512
-        // kernels), 5 (the portable loop only).
-        for (c, m) in (1..=17).flat_map(|c| (1..=5).map(move |m| (c, m))) {
+        // Every label count around the 8-wide registers; 1–8 test columns (the AVX-512
+        // kernels), 9 (the portable loop only).
+        for (c, m) in (1..=17).flat_map(|c| (1..=9).map(move |m| (c, m))) {
             let n = 37;
             let r: Vec<f64> = (0..n * c).map(|i| (i as f64 * 0.61).sin()).collect();
             let (dots, classes, coefs, table) = token_terms(n, c, m);
@@ -988,7 +1121,7 @@ mod tests {
         let mut by_exact_norm = 0;
         for (c, m) in [1, 3, 8, 9, 16, 17]
             .into_iter()
-            .flat_map(|c| [(c, 1), (c, 2), (c, 4)])
+            .flat_map(|c| [(c, 1), (c, 2), (c, 4), (c, 8)])
         {
             let n = 203;
             // Spiky r: most rows small (as a trained model's), a few large.

@@ -288,10 +288,10 @@ fn top_k_is_the_sorted_score_vector_with_zero_gradients() {
 
 fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
     let mut query = Query::new(Arc::clone(index));
-    // One test token, and a segment of up to 3 (several test columns: the skip's bound on
-    // ‖Σ_l x_l·c_l‖ through their Gram matrix).
+    // One test token, and segments of up to 3 and 6 (several test columns: the skip's bound
+    // on ‖Σ_l x_l·c_l‖ through their Gram matrix; the row kernels for 5–8 columns).
     let segments = test.iter().flat_map(|s| {
-        [0, 2].map(|extra| TestSegment {
+        [0, 2, 5].map(|extra| TestSegment {
             features: s.x.view(),
             labels: &s.y,
             first: 0,

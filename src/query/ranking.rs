@@ -30,6 +30,11 @@ pub(crate) struct IntColumns<'a> {
 /// Up to this many columns the ranking pass streams rows through dot kernels; beyond, GEMMs.
 pub(crate) const FEW: usize = 4;
 
+/// As [`FEW`] for a single query of token granularity (one segment, up to this many tokens:
+/// the row kernels' `MAX_COLUMNS`), which also scores its blocks in the vectorised kernel;
+/// through the batches' GEMM path a 5-token segment took 3–4 times a 4-token one.
+pub(crate) const ONE: usize = 8;
+
 pub(crate) struct RankingColumns<'a> {
     pub ints: Option<IntColumns<'a>>,
     /// Per column: `|ranking dot − exact dot| ≤ errs[l] · ‖f̂_k‖`.
@@ -38,9 +43,15 @@ pub(crate) struct RankingColumns<'a> {
 
 impl<'a> RankingColumns<'a> {
     /// `columns` (L × d, f64) are the exact test columns. Integer columns for an int8 index
-    /// (with intrinsics and d ≤ 66k, where the limit is ≥ 2048), and for more than [`FEW`]
-    /// columns on an f32/f16 index with a ranking copy (when `use_copy`); f32 otherwise.
-    pub fn new(index: &'a Index, columns: &Array2<f64>, use_copy: bool) -> RankingColumns<'a> {
+    /// (with intrinsics and d ≤ 66k, where the limit is ≥ 2048), and for more than `few`
+    /// ([`FEW`] or [`ONE`]) columns on an f32/f16 index with a ranking copy (when
+    /// `use_copy`); f32 otherwise. Integer columns are packed for the GEMM beyond `few`.
+    pub fn new(
+        index: &'a Index,
+        columns: &Array2<f64>,
+        use_copy: bool,
+        few: usize,
+    ) -> RankingColumns<'a> {
         let (l, d) = columns.dim();
         let norm = |c: ArrayView1<f64>| c.dot(&c).sqrt();
         // (limit, copy, ρ) for the integer path; the copy checks for the integer kernels.
@@ -48,7 +59,7 @@ impl<'a> RankingColumns<'a> {
             FeatureRows::Int8 { .. } => (int_kernels::intrinsics_available()
                 && int_column_limit(d) >= 2048)
                 .then_some((int_column_limit(d), None, 0.0)),
-            _ if l > FEW && use_copy => index
+            _ if l > few && use_copy => index
                 .ranking_copy()
                 .map(|copy| (balanced_limit(d), Some(copy), copy.rho)),
             _ => None,
@@ -67,7 +78,7 @@ impl<'a> RankingColumns<'a> {
             scales.push(scale);
             errs.push(int_error(delta, norm(col), rho));
         }
-        let packed = (l > FEW || copy.is_some()).then(|| PackedCols::new(&values, l, d));
+        let packed = (l > few || copy.is_some()).then(|| PackedCols::new(&values, l, d));
         RankingColumns {
             ints: Some(IntColumns {
                 values,

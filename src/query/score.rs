@@ -32,7 +32,7 @@ use crate::index::{Index, NO_LABEL};
 use crate::int_kernels::{SkipBelow, TokenTerms};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
-use crate::query::ranking::{RankingColumns, Scratch, FEW};
+use crate::query::ranking::{RankingColumns, Scratch, FEW, ONE};
 use crate::query::topk::{SharedCuts, TopK};
 
 /// One test segment of a query.
@@ -605,7 +605,7 @@ const RESCORE_GROUP: usize = 16;
 /// Rows per block of the ranking pass over a few columns.
 const RANK_BLOCK: usize = 1024;
 
-/// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`]) columns, into `out` (rb × L,
+/// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`], or [`ONE`]) columns, into `out` (rb × L,
 /// row-major): streaming kernels row by row, decoding f16/int8 in registers (or exact integer
 /// sums against i16 columns for int8, see [`RankingColumns`]); they beat a GEMM call per block
 /// and start no OpenBLAS threads inside ours.
@@ -730,7 +730,7 @@ where
     // One query of token granularity (the common single query, a token's or an entity's):
     // a block's raw scores at once.
     let one = match prep.sides.as_slice() {
-        [side] if (1..=FEW).contains(&side.cols.len()) && !ctx.nearest() && !ctx.instance() => {
+        [side] if (1..=ONE).contains(&side.cols.len()) && !ctx.nearest() && !ctx.instance() => {
             Some(side)
         }
         _ => None,
@@ -1319,14 +1319,17 @@ where
     // Candidates beyond k absorb f32 rounding; the proof below says whether they sufficed.
     // (`k` is already capped at the number of items by the caller.)
     let k_ext = k.saturating_add(k.max(32));
-    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    // A single query of token granularity streams up to ONE columns, anything else FEW.
+    let single = prep.sides.len() == 1 && !ctx.nearest() && !ctx.instance();
+    let few = if single { ONE } else { FEW };
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy, few);
     // The ranking keepers break ties by index row alone, not by the caller's (doc id,
     // position): which of equal ranking scores a keeper holds at its cut does not matter (the
     // proof below asks every item left out to score past the kept ones), and gathering each
     // offered item's ids took cache misses on columns the scan reads nowhere else (~4 % of an
     // int8 query). The exact rescoring below applies the caller's order.
     let by_row = |top: &mut TopK, item: usize, score: f64| top.offer(score, 0, 0, item as u64, 0);
-    let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= FEW {
+    let results: Vec<Vec<TopK>> = match prep.columns32.nrows() <= few {
         true => scan_few(&ctx, prep, &ranking, k_ext, keep, &by_row),
         false => vec![scan_gemm(&ctx, prep, &ranking, k_ext, keep, &by_row)],
     };

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::query::ranking::{RankingColumns, Scratch};
+use crate::query::ranking::{RankingColumns, Scratch, FEW};
 use crate::query::score::{self, exact_dots, gemm_block_dots, Ctx, PairTerms, Prepared};
 use crate::query::{Granularity, QueryOptions, TestSegment};
 use crate::rank::CleanSequence;
@@ -195,7 +195,7 @@ pub(crate) fn segment_influence(
     let segments = clean_tokens(clean);
     let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
-    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy, FEW);
     let query_factor = (prep.sides.iter())
         .map(|side| ctx.query_factor(side, &ranking.errs))
         .fold(0.0, f64::max);
@@ -262,7 +262,7 @@ pub(crate) fn segment_nearest(
     let segments = clean_tokens(clean);
     let prep = score::prepare(index.crf(), &options, &segments)?;
     let ctx = Ctx::new(index, &options);
-    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy);
+    let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy, FEW);
     // A nearest-dot side's one column has the error `errs[l]·‖f̂_k‖`.
     let bound_per_norm = ranking.errs.iter().copied().fold(0.0, f64::max);
     let clean_labels: Vec<u32> = segments.iter().map(|s| s.labels[s.first]).collect();
