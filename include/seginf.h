@@ -678,8 +678,9 @@ void seginf_query_free(seginf_query *query);
 seginf_status seginf_query_set_granularity(seginf_query *query,
                                            int32_t granularity);
 
-// Whether batches of more than 4 test columns (seginf_query_run_batch), and the segment
-// methods of seginf_rank_training, on an f32 or f16 index may rank through the index's i16
+// Whether batches of more than 4 test columns (seginf_query_run_batch), single segments of
+// more than 8 tokens, and the segment methods of seginf_rank_training, on an f32 or f16
+// index may rank through the index's i16
 // copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
 // with AVX-512 VNNI or AVX2 and kept with the index
 // (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
@@ -758,8 +759,9 @@ seginf_status seginf_query_run(seginf_query *query,
 // sum). Segment j is [seg_first[j], seg_last[j]] of sequence seg_seq[j]. Its hits go to
 // supporting[j*k_capacity ...] and opposing[j*k_capacity ...], their count to found[j].
 // Results equal those of seginf_query_run on each segment. On an f32 or f16 index, the first
-// batch of more than 4 test columns (single-token segments count one each) builds the
-// index's i16 ranking copy unless the query opted out (seginf_query_set_ranking_copy).
+// batch of more than 4 test columns (a segment of t tokens counts t; a single segment of up
+// to 8 tokens streams instead) builds the index's i16 ranking copy unless the query opted
+// out (seginf_query_set_ranking_copy).
 // Error messages name the failing segment. Errors: as seginf_query_run; INVALID_ARGUMENT
 // when num_segments = 0.
 seginf_status seginf_query_run_batch(seginf_query *query,
