@@ -488,6 +488,20 @@ mod x86 {
         cols: &[&[f32]],
         out: &mut [f32],
     ) -> bool {
+        let wide = is_x86_feature_detected!("avx512f");
+        dot_rows_f16_few_with(values, rows, d, cols, out, wide)
+    }
+
+    /// [`dot_rows_f16_few`], the AVX-512 kernels for 5–8 columns when `wide` (which the
+    /// caller checked), else AVX2 (the tests run both).
+    pub fn dot_rows_f16_few_with(
+        values: &[u16],
+        rows: std::ops::Range<usize>,
+        d: usize,
+        cols: &[&[f32]],
+        out: &mut [f32],
+        wide: bool,
+    ) -> bool {
         type Kernel = unsafe fn(*const u16, usize, usize, Columns, &mut [f32]);
         // Rows at a time and accumulators per row and column: R·N·U ≤ 12 of the 16 registers.
         let kernels: [Kernel; MAX_COLUMNS - 1] = [
@@ -500,9 +514,9 @@ mod x86 {
             f16_rows::<8, 1, 1>,
         ];
         // With AVX-512 F, 5–8 columns in pairs of rows, 16 halves per step (2·8 accumulators
-        // of the 32 registers): one core, hot in L2, 5 columns took 117 ns a row one at a time
-        // through AVX2, 8 columns 176 (the row's read ~65 ns).
-        let wide: [Kernel; 4] = [
+        // of the 32 registers): one core, hot in L2, 5 columns took 77 ns a row here against
+        // 117 one row at a time through AVX2, 8 columns 120 against 176 (a read: ~65 ns).
+        let wide_kernels: [Kernel; 4] = [
             f16_rows_avx512::<5>,
             f16_rows_avx512::<6>,
             f16_rows_avx512::<7>,
@@ -517,7 +531,7 @@ mod x86 {
             checked_columns(values, &rows, d, cols, out, "dot_rows_f16"),
         );
         let kernel = match l {
-            5.. if is_x86_feature_detected!("avx512f") => wide[l - 5],
+            5.. if wide => wide_kernels[l - 5],
             _ => kernels[l - 2],
         };
         // SAFETY: the caller checked avx2/fma/f16c (and avx512f was for the wide kernels);
@@ -940,13 +954,20 @@ mod tests {
                 let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
                 dot_rows_f16(&rows, 1..6, d, &cols, &mut fast);
                 dot_rows_f16_portable(&rows, 1..6, d, &cols, &mut portable);
+                // The AVX2 kernels for 5–8 columns too, where the CPU would take AVX-512's.
+                let mut avx2 = portable.clone();
+                #[cfg(target_arch = "x86_64")]
+                if x86::available() {
+                    let bits: &[u16] = bytemuck::cast_slice(&rows);
+                    x86::dot_rows_f16_few_with(bits, 1..6, d, &cols, &mut avx2, false);
+                }
                 for (i, k) in (1..6).enumerate() {
                     for (c, col) in cols.iter().enumerate() {
                         let terms =
                             (0..d).map(|j| f64::from(rows[k * d + j].to_f32()) * f64::from(col[j]));
                         let exact: f64 = terms.clone().sum();
                         let bound = gamma * terms.map(f64::abs).sum::<f64>();
-                        for got in [fast[i * l + c], portable[i * l + c]] {
+                        for got in [fast[i * l + c], portable[i * l + c], avx2[i * l + c]] {
                             assert!(
                                 (f64::from(got) - exact).abs() <= bound,
                                 "d {d}, {l} columns, row {k}, column {c}: {got} vs {exact}"

@@ -605,10 +605,11 @@ const RESCORE_GROUP: usize = 16;
 /// Rows per block of the ranking pass over a few columns.
 const RANK_BLOCK: usize = 1024;
 
-/// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`], or [`ONE`]) columns, into `out` (rb × L,
-/// row-major): streaming kernels row by row, decoding f16/int8 in registers (or exact integer
-/// sums against i16 columns for int8, see [`RankingColumns`]); they beat a GEMM call per block
-/// and start no OpenBLAS threads inside ours.
+/// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`], or [`ONE`] for a single
+/// query) columns, into `out` (rb × L, row-major): streaming kernels row by row, decoding
+/// f16/int8 in registers (or exact integer sums against i16 columns for int8, see
+/// [`RankingColumns`]); they beat a GEMM call per block and start no OpenBLAS threads inside
+/// ours.
 fn few_block_dots(
     index: &Index,
     prep: &Prepared,
