@@ -1,0 +1,122 @@
+//! The streaming row kernels of a single query against 1–8 test columns (a segment's tokens),
+//! one core, for f32, f16 and int8 rows (d = 768): each kernel over 100k rows from memory
+//! next to a plain read of the same rows, in paired turns (the machine is shared and noisy:
+//! the ratio is the median of the turns' ratios), and over 128 rows hot in L2 (what the
+//! instructions alone cost). A kernel whose hot time per row nears the read's is bound by
+//! instructions, not memory (BENCHMARKS.md, session 10).
+//!
+//! Bytes per row: f32 3072, f16 1536, int8 768; per row and column, d multiply-adds.
+//!
+//! Run: `cargo bench --bench row_kernels` (SEGINF_BENCH_TOKENS overrides the row count,
+//! SEGINF_BENCH_COLUMNS the column counts, comma-separated).
+
+#[allow(dead_code)] // random_crf: no CRF here
+mod common;
+
+// The modules are crate-private: compiled into this binary from their sources, with the lint
+// settings they have in the library (src/lib.rs allows needless_range_loop crate-wide).
+#[path = "../src/int_kernels.rs"]
+#[deny(unsafe_code)]
+#[allow(dead_code, clippy::needless_range_loop)]
+mod int_kernels;
+#[path = "../src/kernels.rs"]
+#[deny(unsafe_code)]
+#[allow(dead_code, unused_imports, clippy::needless_range_loop)]
+mod kernels;
+
+use common::{best_of, stream, Rng};
+use std::hint::black_box;
+
+/// Rows per kernel call (as a single query blocks them), rows kept hot, paired turns.
+const BLOCK: usize = 1024;
+const HOT_ROWS: usize = 128;
+const TURNS: usize = 7;
+
+/// One storage's rows and its kernel over a range of them.
+struct Kernel<'a> {
+    name: &'static str,
+    bytes: &'a [u8],
+    run: Box<dyn Fn(std::ops::Range<usize>, usize) + 'a>,
+}
+
+fn main() {
+    let d = 768;
+    let rows: usize = std::env::var("SEGINF_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let columns: Vec<usize> = std::env::var("SEGINF_BENCH_COLUMNS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 8]);
+    let mut rng = Rng(7);
+    let f32_rows: Vec<f32> = (0..rows * d).map(|_| rng.next() as f32).collect();
+    let f16_rows: Vec<half::f16> = f32_rows.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let i8_rows: Vec<i8> = f32_rows.iter().map(|&v| (v * 127.0) as i8).collect();
+    let cols: Vec<Vec<f32>> = (0..8)
+        .map(|_| (0..d).map(|_| rng.next() as f32).collect())
+        .collect();
+    let cols16: Vec<Vec<i16>> = (cols.iter())
+        .map(|c| c.iter().map(|&v| (v * 3000.0) as i16).collect())
+        .collect();
+    println!("{rows} rows of d = {d}, one core, {BLOCK} rows per call; hot: {HOT_ROWS} rows in L2");
+    for &m in columns.iter().filter(|&&m| (1..=8).contains(&m)) {
+        let c: Vec<&[f32]> = cols[..m].iter().map(|v| v.as_slice()).collect();
+        let c16: Vec<&[i16]> = cols16[..m].iter().map(|v| v.as_slice()).collect();
+        let out = std::cell::RefCell::new(vec![0f32; BLOCK * m]);
+        let ints = std::cell::RefCell::new(vec![0i32; BLOCK * m]);
+        let kernels = [
+            Kernel {
+                name: "f32",
+                bytes: bytemuck::cast_slice(&f32_rows),
+                run: Box::new(|r, d| {
+                    kernels::dot_rows_f32(&f32_rows, r, d, &c, &mut out.borrow_mut())
+                }),
+            },
+            Kernel {
+                name: "f16",
+                bytes: bytemuck::cast_slice(&f16_rows),
+                run: Box::new(|r, d| {
+                    kernels::dot_rows_f16(&f16_rows, r, d, &c, &mut out.borrow_mut())
+                }),
+            },
+            Kernel {
+                name: "int8",
+                bytes: bytemuck::cast_slice(&i8_rows),
+                run: Box::new(|r: std::ops::Range<usize>, d| {
+                    let rows = &i8_rows[r.start * d..r.end * d];
+                    int_kernels::dot_rows_i8_i16(rows, d, &c16, &mut ints.borrow_mut())
+                }),
+            },
+        ];
+        for k in &kernels {
+            let scan = || {
+                for s in (0..rows).step_by(BLOCK) {
+                    (k.run)(s..(s + BLOCK).min(rows), d);
+                }
+            };
+            let hot = best_of(5, || {
+                for _ in 0..200 {
+                    (k.run)(0..HOT_ROWS, d);
+                }
+            }) / (200 * HOT_ROWS) as f64;
+            let mut turns: Vec<(f64, f64)> = (0..TURNS)
+                .map(|_| (best_of(1, scan), best_of(1, || black_box(stream(k.bytes)))))
+                .collect();
+            let mut ratios: Vec<f64> = turns.iter().map(|(t, read)| read / t).collect();
+            ratios.sort_by(f64::total_cmp);
+            turns.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (t, read) = turns[TURNS / 2];
+            let per_row = |t: f64| t / rows as f64 * 1e9;
+            println!(
+                "  {m} column(s), {:>4}: hot {:6.1} ns/row | from memory {:6.1} ns/row, a read \
+                 {:6.1} -> {:3.0} % of the read (median of {TURNS} paired turns)",
+                k.name,
+                hot * 1e9,
+                per_row(t),
+                per_row(read),
+                100.0 * ratios[TURNS / 2],
+            );
+        }
+    }
+}
