@@ -242,6 +242,29 @@ mod x86 {
     /// The columns' pointers, the first repeated past the kernel's N.
     type Columns = [*const f32; MAX_COLUMNS];
 
+    /// The row loop of the few-column kernels: `out[i·N + c]` for the n rows of d from
+    /// `rows`, two at a time through `$two` (the dots of the 2 rows from `$p`) while `$pairs`,
+    /// then one at a time through `$one`. Unsafe: `rows` must hold n·d values and `out` n·N.
+    macro_rules! rows_in_pairs {
+        ($rows:expr, $n:expr, $d:expr, $out:expr, $pairs:expr, |$p:ident| $two:expr, $one:expr) => {{
+            let (rows, n, d, out) = ($rows, $n, $d, $out);
+            let mut i = 0;
+            while $pairs && i + 2 <= n {
+                let $p = rows.add(i * d);
+                for (h, dots) in $two.iter().enumerate() {
+                    out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
+                }
+                i += 2;
+            }
+            while i < n {
+                let $p = rows.add(i * d);
+                let [dots] = $one;
+                out[i * N..(i + 1) * N].copy_from_slice(&dots);
+                i += 1;
+            }
+        }};
+    }
+
     /// Whether this CPU has AVX2, FMA and F16C, all that [`dot8`] is compiled for (cached by
     /// std after the first check; every AVX2 CPU so far has the other two).
     pub fn available() -> bool {
@@ -330,21 +353,15 @@ mod x86 {
     ) {
         // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
-            let mut i = 0;
-            if N > 1 {
-                while i + 2 <= n {
-                    let dots = f32_dots::<2, N, U2>(rows.add(i * d), d, cols, true);
-                    for (h, dots) in dots.iter().enumerate() {
-                        out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
-                    }
-                    i += 2;
-                }
-            }
-            while i < n {
-                let [dots] = f32_dots::<1, N, U1>(rows.add(i * d), d, cols, N > 1);
-                out[i * N..(i + 1) * N].copy_from_slice(&dots);
-                i += 1;
-            }
+            rows_in_pairs!(
+                rows,
+                n,
+                d,
+                out,
+                N > 1,
+                |p| f32_dots::<2, N, U2>(p, d, cols, true),
+                f32_dots::<1, N, U1>(p, d, cols, N > 1)
+            )
         }
     }
 
@@ -557,18 +574,15 @@ mod x86 {
     ) {
         // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
-            let mut i = 0;
-            while i + 2 <= n {
-                let dots = f16_dots512::<2, N>(rows.add(i * d), d, cols);
-                for (h, dots) in dots.iter().enumerate() {
-                    out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
-                }
-                i += 2;
-            }
-            if i < n {
-                let [dots] = f16_dots512::<1, N>(rows.add(i * d), d, cols);
-                out[i * N..(i + 1) * N].copy_from_slice(&dots);
-            }
+            rows_in_pairs!(
+                rows,
+                n,
+                d,
+                out,
+                true,
+                |p| f16_dots512::<2, N>(p, d, cols),
+                f16_dots512::<1, N>(p, d, cols)
+            )
         }
     }
 
@@ -652,19 +666,15 @@ mod x86 {
     ) {
         // SAFETY: rows i, i + 1 < n span rows[i·d .. (i + 2)·d], out[i·N + c] lies in out.
         unsafe {
-            let mut i = 0;
-            while R == 2 && i + 2 <= n {
-                let dots = f16_dots::<2, N, U>(rows.add(i * d), d, cols);
-                for (h, dots) in dots.iter().enumerate() {
-                    out[(i + h) * N..(i + h + 1) * N].copy_from_slice(dots);
-                }
-                i += 2;
-            }
-            while i < n {
-                let [dots] = f16_dots::<1, N, U>(rows.add(i * d), d, cols);
-                out[i * N..(i + 1) * N].copy_from_slice(&dots);
-                i += 1;
-            }
+            rows_in_pairs!(
+                rows,
+                n,
+                d,
+                out,
+                R == 2,
+                |p| f16_dots::<2, N, U>(p, d, cols),
+                f16_dots::<1, N, U>(p, d, cols)
+            )
         }
     }
 
