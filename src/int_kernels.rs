@@ -785,7 +785,8 @@ pub(crate) mod x86 {
         }
     }
 
-    /// One of the few-column kernels, `N` = 1..=4 columns (index `N − 1`).
+    /// One of the few-column kernels, `N` columns (index `N − 1`): 1..=8 for AVX-512 VNNI,
+    /// 1..=4 for AVX2.
     type DotKernel = unsafe fn(*const i8, usize, usize, IntCols, *mut i32, usize);
 
     /// The columns' pointers for the dot kernels, the first repeated past the kernel's N.
@@ -1200,8 +1201,9 @@ pub(crate) mod x86 {
     /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
     /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to
     /// 57 % of its read; with 2 columns the pairs measured 5 points slower on both cores
-    /// (BENCHMARKS.md, session 10). Five to eight: one row at a time, the lines asked for as
-    /// the loop reaches them (two rows would need 2·8·2 accumulators, all 32 registers).
+    /// (BENCHMARKS.md, session 10). Five or six: pairs with one accumulator per row and
+    /// column (hot, 5 columns: 53 → 42 ns a row). Seven or eight: one row at a time, the
+    /// lines asked for as the loop reaches them (pairs spilled their 16 accumulators).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_vnni<const N: usize>(
         rows: *const i8,

@@ -849,7 +849,7 @@ pub fn one_column_scores(
 /// A block's raw token scores against one query of M ≥ 1 test columns (DESIGN.md §3, see
 /// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(Σ_l dots[i,l]·coefs[l,j] +
 /// table[classes[i], j])` with `r` rows × C, `dots` rows × M and `table` ((C+1)² × C) the
-/// query's per-(previous, next label) rows. With AVX-512 (M ≤ 4) a token's labels in
+/// query's per-(previous, next label) rows. With AVX-512 (M ≤ 8) a token's labels in
 /// registers of 8 (a third of the instructions of the scalar loop, which is what bounds this
 /// pass: `r` streams at a fraction of the memory's rate); four partial sums otherwise, as
 /// `token_score`.

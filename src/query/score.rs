@@ -730,12 +730,7 @@ where
     let shared: Vec<SharedCuts> = prep.sides.iter().map(|_| SharedCuts::new()).collect();
     // One query of token granularity (the common single query, a token's or an entity's):
     // a block's raw scores at once.
-    let one = match prep.sides.as_slice() {
-        [side] if (1..=ONE).contains(&side.cols.len()) && !ctx.nearest() && !ctx.instance() => {
-            Some(side)
-        }
-        _ => None,
-    };
+    let one = one_segment(ctx, prep);
     let norm = |v: &[f64]| dot64(v, v).sqrt();
     let scan = FewScan {
         ctx,
@@ -789,6 +784,18 @@ struct FewScan<'a, K, O> {
     skip: Option<SkipTerms<'a>>,
     keep: &'a K,
     offer: &'a O,
+}
+
+/// The test side when the batch is one query of token granularity with up to [`ONE`]
+/// columns: its scan streams the rows through the few-column kernels and scores a block at
+/// once ([`scan_few`]).
+fn one_segment<'p>(ctx: &Ctx, prep: &'p Prepared) -> Option<&'p TestSide> {
+    match prep.sides.as_slice() {
+        [side] if (1..=ONE).contains(&side.cols.len()) && !ctx.nearest() && !ctx.instance() => {
+            Some(side)
+        }
+        _ => None,
+    }
 }
 
 /// The terms of [`SkipBelow`] that stay the same for a whole query.
@@ -1321,8 +1328,11 @@ where
     // (`k` is already capped at the number of items by the caller.)
     let k_ext = k.saturating_add(k.max(32));
     // A single query of token granularity streams up to ONE columns, anything else FEW.
-    let single = prep.sides.len() == 1 && !ctx.nearest() && !ctx.instance();
-    let few = if single { ONE } else { FEW };
+    let few = if one_segment(&ctx, prep).is_some() {
+        ONE
+    } else {
+        FEW
+    };
     let ranking = RankingColumns::new(index, &prep.columns, options.ranking_copy, few);
     // The ranking keepers break ties by index row alone, not by the caller's (doc id,
     // position): which of equal ranking scores a keeper holds at its cut does not matter (the
