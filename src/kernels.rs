@@ -1145,11 +1145,13 @@ mod tests {
     /// groups whose few needed tokens are scored in gathered groups of 8 and a remainder.
     #[test]
     fn skipped_scores_are_exact_or_provably_below_the_cut() {
-        use crate::int_kernels::SkipBelow;
+        use crate::int_kernels::{f32_at_least, SkipBelow};
         let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
         // Tokens left out although the triangle inequality's bound reaches the cut (the
         // exact norm of Σ_l x_l·c_l at work), over every case with several columns.
         let mut by_exact_norm = 0;
+        // And although the largest table row's norm would have kept them.
+        let mut by_own_row = 0;
         for (c, m) in [1, 3, 8, 9, 16, 17]
             .into_iter()
             .flat_map(|c| [(c, 1), (c, 2), (c, 4), (c, 8)])
@@ -1170,6 +1172,8 @@ mod tests {
                 })
                 .collect();
             let table_norm = table.chunks_exact(c).map(norm).fold(0.0, f64::max);
+            let row_norm = |i: usize| norm(&table[classes[i] * c..(classes[i] + 1) * c]);
+            let table_norms: Vec<f32> = (0..n).map(|i| f32_at_least(row_norm(i))).collect();
             let mut full = vec![f64::NAN; n];
             let terms = |skip| TokenTerms {
                 r: &r,
@@ -1182,23 +1186,26 @@ mod tests {
             token_raws(&terms(None), &dots, &mut full);
             let x = |i: usize, l: usize| f64::from(dots[i * m + l]);
             // Cauchy–Schwarz with the exact ‖Σ_l x_l·c_l‖, and with the triangle inequality.
-            let bound = |i: usize| {
+            let bound_with = |i: usize, table_norm: f64| {
                 let u: Vec<f64> = (0..c)
                     .map(|j| (0..m).map(|l| x(i, l) * cols[l][j]).sum())
                     .collect();
                 f64::from(norms[i]) * (norm(&u) + table_norm)
             };
+            let bound = |i: usize| bound_with(i, f64::from(table_norms[i]));
             let loose = |i: usize| {
                 let slope = (0..m).map(|l| x(i, l).abs() * coef_norms[l]);
-                f64::from(norms[i]) * (slope.sum::<f64>() + table_norm)
+                f64::from(norms[i]) * (slope.sum::<f64>() + f64::from(table_norms[i]))
             };
+            // With the largest table row's norm for every token instead of its own.
+            let largest = |i: usize| bound_with(i, table_norm);
             let mut skipped_counts = Vec::new();
             for below in [-1.0, 0.0, 0.05, 0.3, 1.0, 1e9] {
                 let skip = SkipBelow {
                     norms: &norms,
                     coef_norms: &coef_norms,
                     coef_gram: &coef_gram,
-                    table_norm,
+                    table_norms: &table_norms,
                     below,
                 };
                 let mut out = vec![f64::NAN; n];
@@ -1221,6 +1228,7 @@ mod tests {
                     );
                     skipped += 1;
                     by_exact_norm += usize::from(loose(i) >= below);
+                    by_own_row += usize::from(largest(i) >= below);
                 }
                 skipped_counts.push(skipped);
             }
@@ -1236,6 +1244,10 @@ mod tests {
         }
         if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx512f") {
             assert!(by_exact_norm > 0, "the exact norm never left a token out");
+            assert!(
+                by_own_row > 0,
+                "the tokens' own table rows never left one out"
+            );
         }
     }
 

@@ -146,19 +146,11 @@ impl Index {
     pub(crate) fn error_norms(&self, per_grad_norm: bool) -> &[f32] {
         self.derived.error_norms[usize::from(per_grad_norm)].get_or_init(|| {
             let c = self.crf.num_labels().max(1);
-            let round_up = |v: f64| {
-                let f = v as f32;
-                if f64::from(f) < v {
-                    f.next_up()
-                } else {
-                    f
-                }
-            };
             let errors = self.tokens.errors.as_slice().chunks_exact(c);
             (errors.zip(self.tokens.grad_norms.as_slice()))
                 .map(|(r, &grad_norm)| {
                     let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    round_up(match per_grad_norm {
+                    crate::int_kernels::f32_at_least(match per_grad_norm {
                         false => norm,
                         true if grad_norm > 0.0 => norm / grad_norm,
                         true => 0.0,

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::index::{Index, NO_LABEL};
-use crate::int_kernels::{SkipBelow, TokenTerms};
+use crate::int_kernels::{f32_at_least, SkipBelow, TokenTerms};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::ranking::{RankingColumns, Scratch, FEW, ONE};
@@ -739,15 +739,14 @@ where
         shared: &shared,
         one,
         skip: one.map(|side| {
-            let table = side.pair_table.chunks_exact(ctx.c.max(1)).map(norm);
-            let table = table.fold(0.0, f64::max);
+            let table = side.pair_table.chunks_exact(ctx.c.max(1));
             let coefs: Vec<&[f64]> = side.coefs.chunks_exact(ctx.c.max(1)).collect();
             let gram = coefs.iter().flat_map(|a| coefs.iter().map(|b| dot64(a, b)));
             SkipTerms {
                 norms: ctx.index.error_norms(ctx.normalize),
                 coef_norms: coefs.iter().map(|c| norm(c)).collect(),
                 coef_gram: gram.collect(),
-                table_norm: table,
+                class_norms: table.map(|row| f32_at_least(norm(row))).collect(),
             }
         }),
         keep,
@@ -805,8 +804,8 @@ struct SkipTerms<'a> {
     /// The norms of the side's coefficient vectors and their Gram matrix.
     coef_norms: Vec<f64>,
     coef_gram: Vec<f64>,
-    /// The largest norm of the side's table rows.
-    table_norm: f64,
+    /// Per pair class, at least the norm of the side's table row.
+    class_norms: Vec<f32>,
 }
 
 /// A rayon task's keepers and buffers in [`scan_few`].
@@ -827,16 +826,32 @@ where
     /// which the norms carry — so between the cuts when `|scale|·|raw|` is below both):
     /// nothing until the keeper has a cut on either side of 0. The relative
     /// margin covers the rounding of the bound's terms (a few units in the last place).
-    fn skip_below(&self, (low, high): (f64, f64), rows: Range<usize>) -> Option<SkipBelow<'_>> {
+    /// `table_norms`: the tokens' class norms ([`FewScan::table_norms`]).
+    fn skip_below<'s>(
+        &'s self,
+        (low, high): (f64, f64),
+        rows: Range<usize>,
+        table_norms: &'s [f32],
+    ) -> Option<SkipBelow<'s>> {
         let terms = self.skip.as_ref()?;
         let below = (-low).min(high) / self.ctx.scale.abs() * (1.0 - 1e-9);
         (below > 0.0 && below.is_finite()).then(|| SkipBelow {
             norms: &terms.norms[rows],
             coef_norms: &terms.coef_norms,
             coef_gram: &terms.coef_gram,
-            table_norm: terms.table_norm,
+            table_norms,
             below,
         })
+    }
+
+    /// Per token of a chunk (its pair `classes`), the norm of its table row when the skip
+    /// applies (else nothing): looked up here in one pass rather than gathered 8 tokens at a
+    /// time in the skip test (slow on Zen 4, BENCHMARKS.md session 10).
+    fn table_norms(&self, classes: &[usize]) -> Vec<f32> {
+        let Some(terms) = &self.skip else {
+            return Vec::new();
+        };
+        classes.iter().map(|&p| terms.class_norms[p]).collect()
     }
 
     /// Scores the chunk's tokens (sequences `seqs`) block by block into `state.tops`.
@@ -860,6 +875,7 @@ where
         let classes: Vec<usize> = (tokens.clone().filter(|_| token))
             .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
             .collect();
+        let table_norms = self.table_norms(&classes);
         for start in tokens.clone().step_by(RANK_BLOCK) {
             let end = (start + RANK_BLOCK).min(tokens.end);
             SharedCuts::exchange_all(self.shared, tops);
@@ -872,7 +888,11 @@ where
                     coefs: &side.coefs,
                     columns: m,
                     table: &side.pair_table,
-                    skip: self.skip_below(tops[0].cuts(), start..end),
+                    skip: self.skip_below(
+                        tops[0].cuts(),
+                        start..end,
+                        &table_norms[first..first + (end - start)],
+                    ),
                 };
                 // int8 rows against one column: dots and scores in one pass per row (for more
                 // columns the same measured no faster than the two passes).
