@@ -119,4 +119,103 @@ fn main() {
             );
         }
     }
+    scoring(&columns);
+}
+
+/// The block scoring that follows the dots ([`kernels::token_raws`]) for blocks of
+/// [`BLOCK`] tokens, C = 9: hot (one block's `r` rows in L2), and cold (each block's from a
+/// 1M-token array, as a query meets them: one line of `r` in memory per scored token, the
+/// dots hot as after the block's dot pass). Without the skip (every token scored), and with a
+/// cut that lets the given share of the tokens' bounds through (the bench's queries: 10–32 %).
+fn scoring(columns: &[usize]) {
+    use int_kernels::{f32_at_least, SkipBelow, TokenTerms};
+    let (c, n, big) = (9, BLOCK, 1 << 20);
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let mut rng = Rng(11);
+    let classes: Vec<usize> = (0..big)
+        .map(|_| ((rng.next() + 1.0) * 50.0) as usize % 100)
+        .collect();
+    let table: Vec<f64> = (0..100 * c).map(|_| rng.next() * 0.1).collect();
+    // Spiky r: most rows small (as a trained model's), a few large.
+    let r: Vec<f64> = (0..big * c)
+        .map(|i| rng.next() * if (i / c) % 5 == 0 { 1.0 } else { 0.05 })
+        .collect();
+    let norms: Vec<f32> = r.chunks_exact(c).map(|r| f32_at_least(norm(r))).collect();
+    let row = |p: usize| &table[p * c..(p + 1) * c];
+    let table_norms: Vec<f32> = classes
+        .iter()
+        .map(|&p| f32_at_least(norm(row(p))))
+        .collect();
+    println!("block scoring, {n} tokens, C = {c}, ns a token, hot / cold:");
+    for &m in columns.iter().filter(|&&m| (1..=8).contains(&m)) {
+        let coefs: Vec<f64> = (0..m * c).map(|_| rng.next()).collect();
+        let dots: Vec<f32> = (0..n * m).map(|_| rng.next() as f32 * 3.0).collect();
+        let cols: Vec<&[f64]> = coefs.chunks_exact(c).collect();
+        let coef_norms: Vec<f64> = cols.iter().map(|v| norm(v)).collect();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let coef_gram: Vec<f64> = (cols.iter())
+            .flat_map(|a| cols.iter().map(|b| dot(a, b)))
+            .collect();
+        // The cut from the first block's bounds (the blocks' tokens are alike).
+        let mut bounds: Vec<f64> = (0..n)
+            .map(|i| {
+                let u: Vec<f64> = (0..c)
+                    .map(|j| {
+                        (0..m)
+                            .map(|l| f64::from(dots[i * m + l]) * cols[l][j])
+                            .sum()
+                    })
+                    .collect();
+                f64::from(norms[i]) * (norm(&u) + f64::from(table_norms[i]))
+            })
+            .collect();
+        bounds.sort_by(f64::total_cmp);
+        let mut out = vec![0.0; n];
+        let mut line = format!("  {m} column(s):");
+        for share in [1.0, 0.3, 0.17, 0.1, 0.0] {
+            let below = bounds
+                .get(((1.0 - share) * n as f64) as usize)
+                .map_or(f64::MAX, |b| *b);
+            let block = |b: usize| {
+                let t = b * n..(b + 1) * n;
+                let skip = (share < 1.0).then_some(SkipBelow {
+                    norms: &norms[t.clone()],
+                    coef_norms: &coef_norms,
+                    coef_gram: &coef_gram,
+                    table_norms: &table_norms[t.clone()],
+                    below,
+                });
+                TokenTerms {
+                    r: &r[t.start * c..t.end * c],
+                    classes: &classes[t],
+                    coefs: &coefs,
+                    columns: m,
+                    table: &table,
+                    skip,
+                }
+            };
+            let hot = best_of(7, || {
+                for _ in 0..100 {
+                    kernels::token_raws(&block(0), &dots, black_box(&mut out));
+                }
+            });
+            let cold = best_of(3, || {
+                for b in 0..big / n {
+                    kernels::token_raws(&block(b), &dots, black_box(&mut out));
+                }
+            });
+            let what = if share < 1.0 {
+                format!("{:.0} % scored", share * 100.0)
+            } else {
+                "all".into()
+            };
+            let per = |t: f64, blocks: usize| t / (blocks * n) as f64 * 1e9;
+            line += &format!(
+                " {what} {:5.2} / {:5.2} |",
+                per(hot, 100),
+                per(cold, big / n)
+            );
+        }
+        println!("{}", line.trim_end_matches(" |"));
+    }
 }

@@ -945,7 +945,7 @@ pub(crate) mod x86 {
                     // SAFETY: as above.
                     unsafe { _mm512_storeu_pd(at, _mm512_setzero_pd()) };
                     for l in (0..8).filter(|l| needed >> l & 1 == 1) {
-                        if pending.push(i + l, xs[l]) {
+                        if pending.push(i + l, xs[l], rows(i + l).0, c) {
                             // SAFETY: the pending tokens are below i + 8, as above.
                             unsafe { pending.score(&regs, &rows, out) };
                         }
@@ -953,6 +953,10 @@ pub(crate) mod x86 {
                 }
                 i += 8;
             }
+        }
+        while pending.len >= 8 {
+            // SAFETY: as above.
+            unsafe { pending.score(&regs, &rows, out) };
         }
         for (k, x) in pending.tokens() {
             let (r, t) = rows(k);
@@ -1013,37 +1017,59 @@ pub(crate) mod x86 {
         _mm512_cmp_pd_mask::<_CMP_NLT_UQ>(bound, _mm512_set1_pd(skip.below))
     }
 
-    /// Up to 8 tokens (and their dots) waiting to be scored together by [`raws8`].
+    /// Tokens that need scoring, with their dots, waiting in a ring of [`Pending::CAP`]: each
+    /// token's `r` row is asked for when it joins ([`Pending::push`]) and scored with the 7
+    /// that joined after it only once the ring is full, ~56 needed tokens (a few hundred
+    /// tested ones) later — by then the row has come. Scored as they joined (a group of 8 at
+    /// the ring's head, [`raws8`]), the rows of the few tokens a skip lets through were
+    /// misses, one group of 8 at a time: the block scoring of a 3-token query with 17 % of
+    /// its tokens scored took 14.4 ns a token with its `r` rows in memory against 4.1 in L2,
+    /// more than scoring every token (12.9), `benches/row_kernels.rs` (session 11).
     struct Pending<const M: usize> {
-        tokens: [usize; 8],
-        xs: [[f64; M]; 8],
+        tokens: [usize; PENDING],
+        xs: [[f64; M]; PENDING],
+        /// The oldest token's slot (a multiple of 8) and the count.
+        head: usize,
         len: usize,
     }
 
+    /// [`Pending::CAP`].
+    const PENDING: usize = 32;
+
     impl<const M: usize> Pending<M> {
+        const CAP: usize = PENDING;
+
         fn new() -> Self {
             Pending {
-                tokens: [0; 8],
-                xs: [[0.0; M]; 8],
+                tokens: [0; PENDING],
+                xs: [[0.0; M]; PENDING],
+                head: 0,
                 len: 0,
             }
         }
 
-        /// Adds a token; `true` when the group is then full.
+        /// Adds a token, asking for its `r` row (`r`, C values); `true` when the ring is then
+        /// full.
         #[inline]
-        fn push(&mut self, token: usize, x: [f64; M]) -> bool {
-            self.tokens[self.len] = token;
-            self.xs[self.len] = x;
+        fn push(&mut self, token: usize, x: [f64; M], r: *const f64, c: usize) -> bool {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(c.saturating_sub(1)).cast()) };
+            let at = (self.head + self.len) % Self::CAP;
+            self.tokens[at] = token;
+            self.xs[at] = x;
             self.len += 1;
-            self.len == 8
+            self.len == Self::CAP
         }
 
-        /// The waiting tokens with their dots.
+        /// The waiting tokens with their dots, oldest first.
         fn tokens(&self) -> impl Iterator<Item = (usize, [f64; M])> + '_ {
-            self.tokens[..self.len].iter().copied().zip(self.xs)
+            (0..self.len).map(|i| {
+                let at = (self.head + i) % Self::CAP;
+                (self.tokens[at], self.xs[at])
+            })
         }
 
-        /// Scores the full group into `out` and empties it.
+        /// Scores the 8 oldest tokens into `out` and drops them (at least 8 wait).
         ///
         /// # Safety
         /// AVX-512 F is present; `rows(k)` are valid pointers to C values and `k < out.len()`
@@ -1056,23 +1082,20 @@ pub(crate) mod x86 {
             rows: &impl Fn(usize) -> (*const f64, *const f64),
             out: &mut [f64],
         ) {
-            let (r, t) = (|l| rows(self.tokens[l]).0, |l| rows(self.tokens[l]).1);
+            let h = self.head;
+            let group: [usize; 8] = std::array::from_fn(|l| self.tokens[h + l]);
+            let (r, t) = (|l| rows(group[l]).0, |l| rows(group[l]).1);
+            let xs: [[f64; M]; 8] = std::array::from_fn(|l| self.xs[h + l]);
             // SAFETY: by the caller.
-            let raws = unsafe {
-                raws8(
-                    regs,
-                    &self.xs,
-                    std::array::from_fn(r),
-                    std::array::from_fn(t),
-                )
-            };
+            let raws = unsafe { raws8(regs, &xs, std::array::from_fn(r), std::array::from_fn(t)) };
             let mut lanes = [0.0; 8];
             // SAFETY: 8 values into 8.
             unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), raws) };
-            for (&k, raw) in self.tokens.iter().zip(lanes) {
+            for (&k, raw) in group.iter().zip(lanes) {
                 out[k] = raw;
             }
-            self.len = 0;
+            self.head = (h + 8) % Self::CAP;
+            self.len -= 8;
         }
     }
 

@@ -738,17 +738,19 @@ where
         ranking,
         shared: &shared,
         one,
-        skip: one.map(|side| {
-            let table = side.pair_table.chunks_exact(ctx.c.max(1));
-            let coefs: Vec<&[f64]> = side.coefs.chunks_exact(ctx.c.max(1)).collect();
-            let gram = coefs.iter().flat_map(|a| coefs.iter().map(|b| dot64(a, b)));
-            SkipTerms {
-                norms: ctx.index.error_norms(ctx.normalize),
-                coef_norms: coefs.iter().map(|c| norm(c)).collect(),
-                coef_gram: gram.collect(),
-                class_norms: table.map(|row| f32_at_least(norm(row))).collect(),
-            }
-        }),
+        skip: one
+            .filter(|side| side.cols.len() <= SKIP_COLUMNS)
+            .map(|side| {
+                let table = side.pair_table.chunks_exact(ctx.c.max(1));
+                let coefs: Vec<&[f64]> = side.coefs.chunks_exact(ctx.c.max(1)).collect();
+                let gram = coefs.iter().flat_map(|a| coefs.iter().map(|b| dot64(a, b)));
+                SkipTerms {
+                    norms: ctx.index.error_norms(ctx.normalize),
+                    coef_norms: coefs.iter().map(|c| norm(c)).collect(),
+                    coef_gram: gram.collect(),
+                    class_norms: table.map(|row| f32_at_least(norm(row))).collect(),
+                }
+            }),
         keep,
         offer,
     };
@@ -779,7 +781,8 @@ struct FewScan<'a, K, O> {
     shared: &'a [SharedCuts],
     /// The test side when the batch is one query of token granularity.
     one: Option<&'a TestSide>,
-    /// For it, what bounds a token's score ([`FewScan::skip_below`]).
+    /// For it (up to [`SKIP_COLUMNS`] columns), what bounds a token's score
+    /// ([`FewScan::skip_below`]).
     skip: Option<SkipTerms<'a>>,
     keep: &'a K,
     offer: &'a O,
@@ -796,6 +799,14 @@ fn one_segment<'p>(ctx: &Ctx, prep: &'p Prepared) -> Option<&'p TestSide> {
         _ => None,
     }
 }
+
+/// The most test columns for which a single query's block scoring tests each token's bound
+/// ([`SkipBelow`]) before scoring it. The test's quadratic form grows as M²: one core, a block
+/// of 1024 tokens hot in L2 (`benches/row_kernels.rs`, session 11), testing alone took
+/// 2.5 / 3.4 / 8.4 / 14.6 ns a token at 3 / 4 / 5 / 8 columns against 7.8 / 8.5 / 8.9 / 11.6
+/// to score every token, so from 5 columns on (where a quarter to a third of the tokens pass
+/// it on the bench) scoring every token is faster, hot and with the `r` rows in memory.
+const SKIP_COLUMNS: usize = 4;
 
 /// The terms of [`SkipBelow`] that stay the same for a whole query.
 struct SkipTerms<'a> {
@@ -826,20 +837,21 @@ where
     /// which the norms carry — so between the cuts when `|scale|·|raw|` is below both):
     /// nothing until the keeper has a cut on either side of 0. The relative
     /// margin covers the rounding of the bound's terms (a few units in the last place).
-    /// `table_norms`: the tokens' class norms ([`FewScan::table_norms`]).
+    /// `table_norms`: the chunk's class norms ([`FewScan::table_norms`]) and where `rows`
+    /// start in them.
     fn skip_below<'s>(
         &'s self,
         (low, high): (f64, f64),
         rows: Range<usize>,
-        table_norms: &'s [f32],
+        (table_norms, first): (&'s [f32], usize),
     ) -> Option<SkipBelow<'s>> {
         let terms = self.skip.as_ref()?;
         let below = (-low).min(high) / self.ctx.scale.abs() * (1.0 - 1e-9);
         (below > 0.0 && below.is_finite()).then(|| SkipBelow {
+            table_norms: &table_norms[first..first + rows.len()],
             norms: &terms.norms[rows],
             coef_norms: &terms.coef_norms,
             coef_gram: &terms.coef_gram,
-            table_norms,
             below,
         })
     }
@@ -888,11 +900,7 @@ where
                     coefs: &side.coefs,
                     columns: m,
                     table: &side.pair_table,
-                    skip: self.skip_below(
-                        tops[0].cuts(),
-                        start..end,
-                        &table_norms[first..first + (end - start)],
-                    ),
+                    skip: self.skip_below(tops[0].cuts(), start..end, (&table_norms, first)),
                 };
                 // int8 rows against one column: dots and scores in one pass per row (for more
                 // columns the same measured no faster than the two passes).
