@@ -1241,9 +1241,10 @@ pub(crate) mod x86 {
     /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
     /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to
     /// 57 % of its read; with 2 columns the pairs measured 5 points slower on both cores
-    /// (BENCHMARKS.md, session 10). Five or six: pairs with one accumulator per row and
-    /// column (hot, 5 columns: 53 → 42 ns a row). Seven or eight: one row at a time, the
-    /// lines asked for as the loop reaches them (pairs spilled their 16 accumulators).
+    /// (BENCHMARKS.md, session 10). Five to seven: pairs with one accumulator per row and
+    /// column (hot, 5 columns: 53 → 42 ns a row). Eight: pairs in two passes of 4 columns,
+    /// the second from L1 — in one pass the 16 accumulators spilled (hot 104 ns a row), one
+    /// row at a time took 83, the two passes 60–63 (session 11).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_vnni<const N: usize>(
         rows: *const i8,
@@ -1257,14 +1258,30 @@ pub(crate) mod x86 {
         // (both by the caller).
         unsafe {
             let mut i = 0;
-            while (3..=6).contains(&N) && i + 2 <= rb {
-                let dots = if N <= 4 {
-                    rows_dots::<2, N, 2>(rows.add(i * d), d, cols, true)
+            while (3..=8).contains(&N) && i + 2 <= rb {
+                let p = rows.add(i * d);
+                let mut dots = [[0; 8]; 2];
+                if N == 8 {
+                    // Two passes of 4 columns, the second from L1.
+                    let high: IntCols = std::array::from_fn(|n| cols[(n + 4).min(7)]);
+                    let low = rows_dots::<2, 4, 2>(p, d, cols, true);
+                    let high = rows_dots::<2, 4, 2>(p, d, high, false);
+                    for h in 0..2 {
+                        dots[h][..4].copy_from_slice(&low[h]);
+                        dots[h][4..].copy_from_slice(&high[h]);
+                    }
                 } else {
-                    rows_dots::<2, N, 1>(rows.add(i * d), d, cols, true)
-                };
+                    let two = if N <= 4 {
+                        rows_dots::<2, N, 2>(p, d, cols, true)
+                    } else {
+                        rows_dots::<2, N, 1>(p, d, cols, true)
+                    };
+                    for h in 0..2 {
+                        dots[h][..N].copy_from_slice(&two[h]);
+                    }
+                }
                 for (h, dots) in dots.iter().enumerate() {
-                    for (n, &dot) in dots.iter().enumerate() {
+                    for (n, &dot) in dots[..N].iter().enumerate() {
                         *out.add((i + h) * ld + n) = dot;
                     }
                 }
