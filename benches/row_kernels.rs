@@ -3,7 +3,10 @@
 //! next to a plain read of the same rows, in paired turns (the machine is shared and noisy:
 //! the ratio is the median of the turns' ratios), and over 128 rows hot in L2 (what the
 //! instructions alone cost). A kernel whose hot time per row nears the read's is bound by
-//! instructions, not memory (BENCHMARKS.md, session 10).
+//! instructions, not memory (BENCHMARKS.md, session 10). Then the block scoring that follows
+//! the dots (`kernels::token_raws`, C = 9), per token: hot, and with each block's `r` rows in
+//! memory (an `r` row is 72 bytes), scoring every token or, with the skip test, a given share
+//! of them (session 11).
 //!
 //! Bytes per row: f32 3072, f16 1536, int8 768; per row and column, d multiply-adds.
 //!
