@@ -1241,10 +1241,11 @@ pub(crate) mod x86 {
     /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
     /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to
     /// 57 % of its read; with 2 columns the pairs measured 5 points slower on both cores
-    /// (BENCHMARKS.md, session 10). Five to seven: pairs with one accumulator per row and
-    /// column (hot, 5 columns: 53 → 42 ns a row). Eight: pairs in two passes of 4 columns,
-    /// the second from L1 — in one pass the 16 accumulators spilled (hot 104 ns a row), one
-    /// row at a time took 83, the two passes 60–63 (session 11).
+    /// (BENCHMARKS.md, session 10). Five to eight: pairs in two passes, 4 columns then the
+    /// rest with the rows from L1. In one pass (one accumulator per row and column) 8
+    /// columns spilled the 16 accumulators (hot 104 ns a row; one row at a time 83), and
+    /// 5–7 took 42 / 49 / 57 ns a row against 40 / 47 / 52 in two passes, 8 60–63
+    /// (session 11).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn dot_vnni<const N: usize>(
         rows: *const i8,
@@ -1261,21 +1262,29 @@ pub(crate) mod x86 {
             while (3..=8).contains(&N) && i + 2 <= rb {
                 let p = rows.add(i * d);
                 let mut dots = [[0; 8]; 2];
-                if N == 8 {
-                    // Two passes of 4 columns, the second from L1.
+                if N >= 5 {
+                    // Two passes: 4 columns, then the rest with the rows from L1.
                     let high: IntCols = std::array::from_fn(|n| cols[(n + 4).min(7)]);
                     let low = rows_dots::<2, 4, 2>(p, d, cols, true);
-                    let high = rows_dots::<2, 4, 2>(p, d, high, false);
+                    macro_rules! rest {
+                        ($k:literal) => {{
+                            let high = rows_dots::<2, $k, 2>(p, d, high, false);
+                            for h in 0..2 {
+                                dots[h][4..4 + $k].copy_from_slice(&high[h]);
+                            }
+                        }};
+                    }
+                    match N {
+                        5 => rest!(1),
+                        6 => rest!(2),
+                        7 => rest!(3),
+                        _ => rest!(4),
+                    }
                     for h in 0..2 {
                         dots[h][..4].copy_from_slice(&low[h]);
-                        dots[h][4..].copy_from_slice(&high[h]);
                     }
                 } else {
-                    let two = if N <= 4 {
-                        rows_dots::<2, N, 2>(p, d, cols, true)
-                    } else {
-                        rows_dots::<2, N, 1>(p, d, cols, true)
-                    };
+                    let two = rows_dots::<2, N, 2>(p, d, cols, true);
                     for h in 0..2 {
                         dots[h][..N].copy_from_slice(&two[h]);
                     }
