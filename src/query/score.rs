@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::crf::Crf;
 use crate::error::{Error, Result};
-use crate::index::{Index, NO_LABEL};
+use crate::index::Index;
 use crate::int_kernels::{f32_at_least, SkipBelow, TokenTerms};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
@@ -123,7 +123,8 @@ impl TestSide {
 /// A token's row in the (C+1)² per-(previous, next label) tables: C stands for "none".
 #[inline]
 pub(crate) fn pair_class(prev: u32, next: u32, c: usize) -> usize {
-    let side = |label: u32| if label == NO_LABEL { c } else { label as usize };
+    // NO_LABEL (u32::MAX) is past every label < C: a min, which vectorises, maps it to C.
+    let side = |label: u32| (label as usize).min(c);
     side(prev) * (c + 1) + side(next)
 }
 
@@ -884,9 +885,13 @@ where
         // prefetchers follow the feature stream, not two 4-byte columns beside it). Only
         // token granularity reads them.
         let token = !ctx.nearest() && !ctx.instance();
-        let classes: Vec<usize> = (tokens.clone().filter(|_| token))
-            .map(|k| pair_class(ctx.prev[k], ctx.next[k], ctx.c))
-            .collect();
+        let (prev, next) = (&ctx.prev[tokens.clone()], &ctx.next[tokens.clone()]);
+        let classes: Vec<usize> = match token {
+            true => (prev.iter().zip(next))
+                .map(|(&p, &n)| pair_class(p, n, ctx.c))
+                .collect(),
+            false => Vec::new(),
+        };
         let table_norms = self.table_norms(&classes);
         for start in tokens.clone().step_by(RANK_BLOCK) {
             let end = (start + RANK_BLOCK).min(tokens.end);
