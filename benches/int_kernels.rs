@@ -174,7 +174,7 @@ fn fused(rows: &[i8], d: usize, u: f64, rng: &mut Rng) {
     let c = LABELS;
     let scales: Vec<f32> = (0..n).map(|_| 0.01 + rng.next().abs() as f32).collect();
     let r: Vec<f64> = (0..n * c).map(|_| rng.next()).collect();
-    let classes: Vec<usize> = (0..n).map(|_| (rng.next().abs() * 99.0) as usize).collect();
+    let classes: Vec<u32> = (0..n).map(|_| (rng.next().abs() * 99.0) as u32).collect();
     let coefs: Vec<f64> = (0..c).map(|_| rng.next()).collect();
     let table: Vec<f64> = (0..(c + 1) * (c + 1) * c).map(|_| rng.next()).collect();
     let col: Vec<i16> = (0..d).map(|_| (rng.next() * u) as i16).collect();

@@ -135,8 +135,8 @@ fn scoring(columns: &[usize]) {
     let (c, n, big) = (9, BLOCK, 1 << 20);
     let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
     let mut rng = Rng(11);
-    let classes: Vec<usize> = (0..big)
-        .map(|_| ((rng.next() + 1.0) * 50.0) as usize % 100)
+    let classes: Vec<u32> = (0..big)
+        .map(|_| ((rng.next() + 1.0) * 50.0) as u32 % 100)
         .collect();
     let table: Vec<f64> = (0..100 * c).map(|_| rng.next() * 0.1).collect();
     // Spiky r: most rows small (as a trained model's), a few large.
@@ -147,7 +147,7 @@ fn scoring(columns: &[usize]) {
     let row = |p: usize| &table[p * c..(p + 1) * c];
     let table_norms: Vec<f32> = classes
         .iter()
-        .map(|&p| f32_at_least(norm(row(p))))
+        .map(|&p| f32_at_least(norm(row(p as usize))))
         .collect();
     println!("block scoring, {n} tokens, C = {c}, ns a token, hot / cold:");
     for &m in columns.iter().filter(|&&m| (1..=8).contains(&m)) {

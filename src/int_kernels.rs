@@ -284,7 +284,7 @@ pub fn dot_rows_i8_i16(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) 
 pub struct TokenTerms<'a> {
     /// rows × C.
     pub r: &'a [f64],
-    pub classes: &'a [usize],
+    pub classes: &'a [u32],
     /// The test columns' coefficients, columns × C.
     pub coefs: &'a [f64],
     pub columns: usize,
@@ -360,7 +360,7 @@ impl TokenTerms<'_> {
         assert!(
             self.classes[..rows]
                 .iter()
-                .all(|&p| (p + 1) * c <= self.table.len()),
+                .all(|&p| (p as usize + 1) * c <= self.table.len()),
             "{what}: a class past the table"
         );
     }
@@ -922,7 +922,7 @@ pub(crate) mod x86 {
                 terms
                     .table
                     .as_ptr()
-                    .add(*terms.classes.get_unchecked(i) * c),
+                    .add(*terms.classes.get_unchecked(i) as usize * c),
             )
         };
         let skip = terms.skip.filter(|skip| skip.below > 0.0);
@@ -1705,7 +1705,9 @@ mod tests {
             let scale = 1.7e-4;
             let unit = |rng: &mut Rng| rng.within(1000) as f64 / 1000.0;
             let r: Vec<f64> = (0..rb * c).map(|_| unit(&mut rng)).collect();
-            let classes: Vec<usize> = (0..rb).map(|i| (i * 5) % ((c + 1) * (c + 1))).collect();
+            let classes: Vec<u32> = (0..rb)
+                .map(|i| ((i * 5) % ((c + 1) * (c + 1))) as u32)
+                .collect();
             let coefs: Vec<f64> = (0..c).map(|_| unit(&mut rng)).collect();
             let table: Vec<f64> = (0..(c + 1) * (c + 1) * c).map(|_| unit(&mut rng)).collect();
             let terms = TokenTerms {
@@ -1728,7 +1730,7 @@ mod tests {
             for i in 0..rb {
                 let x = (f64::from(dots[i]) * (f64::from(row_scales[i]) * scale)) as f32;
                 let x = f64::from(x);
-                let t = &table[classes[i] * c..][..c];
+                let t = &table[classes[i] as usize * c..][..c];
                 let want: f64 = (0..c).map(|j| r[i * c + j] * (x * coefs[j] + t[j])).sum();
                 assert!(
                     (out[i] - want).abs() <= 1e-12 * (1.0 + want.abs()),

@@ -872,6 +872,7 @@ pub fn token_raws_portable(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
     let rows = terms.r.chunks_exact(c.max(1));
     let rows = rows.zip(dots.chunks_exact(m)).zip(terms.classes);
     for (o, ((r, x), &pn)) in out.iter_mut().zip(rows) {
+        let pn = pn as usize;
         let t = &table[pn * c..(pn + 1) * c];
         let mut s = [0.0f64; 4];
         let mut j = 0;
@@ -1087,10 +1088,10 @@ mod tests {
     /// A single query's per-token terms but `r`, for `n` tokens, `c` labels and `m` test
     /// columns: the dots (n × m), the classes all over the table, the coefficients (m × c) and
     /// the table.
-    fn token_terms(n: usize, c: usize, m: usize) -> (Vec<f32>, Vec<usize>, Vec<f64>, Vec<f64>) {
+    fn token_terms(n: usize, c: usize, m: usize) -> (Vec<f32>, Vec<u32>, Vec<f64>, Vec<f64>) {
         let classes_n = (c + 1) * (c + 1);
         let dots = (0..n * m).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
-        let classes = (0..n).map(|i| (i * 7) % classes_n).collect();
+        let classes = (0..n).map(|i| ((i * 7) % classes_n) as u32).collect();
         let coefs = (0..m * c).map(|j| (j as f64 * 0.37).cos()).collect();
         let table = (0..classes_n * c)
             .map(|i| (i as f64 * 0.11).sin())
@@ -1111,7 +1112,7 @@ mod tests {
                     let x = |l: usize| f64::from(dots[i * m + l]);
                     let u = |j: usize| {
                         (0..m).map(|l| x(l) * coefs[l * c + j]).sum::<f64>()
-                            + table[classes[i] * c + j]
+                            + table[classes[i] as usize * c + j]
                     };
                     (0..c).map(|j| r[i * c + j] * u(j)).sum()
                 })
@@ -1172,7 +1173,10 @@ mod tests {
                 })
                 .collect();
             let table_norm = table.chunks_exact(c).map(norm).fold(0.0, f64::max);
-            let row_norm = |i: usize| norm(&table[classes[i] * c..(classes[i] + 1) * c]);
+            let row_norm = |i: usize| {
+                let p = classes[i] as usize;
+                norm(&table[p * c..(p + 1) * c])
+            };
             let table_norms: Vec<f32> = (0..n).map(|i| f32_at_least(row_norm(i))).collect();
             let mut full = vec![f64::NAN; n];
             let terms = |skip| TokenTerms {

@@ -91,6 +91,17 @@ pub(crate) struct Derived {
     /// Per token, `‖r_k‖₂` and `‖r_k‖₂ / ‖∇CL(k,k)‖₂` rounded up to f32
     /// ([`Index::error_norms`]).
     pub error_norms: [OnceLock<Vec<f32>>; 2],
+    /// Per token, its [`pair_class`] ([`Index::pair_classes`]).
+    pub pair_classes: OnceLock<Vec<u32>>,
+}
+
+/// A token's row in the (C+1)² per-(previous, next label) tables of a query: C stands for
+/// "none" ([`NO_LABEL`]).
+#[inline]
+pub(crate) fn pair_class(prev: u32, next: u32, c: usize) -> usize {
+    // NO_LABEL (u32::MAX) is past every label < C: a min, which vectorises, maps it to C.
+    let side = |label: u32| (label as usize).min(c);
+    side(prev) * (c + 1) + side(next)
 }
 
 impl Index {
@@ -117,8 +128,8 @@ impl Index {
 
     /// The memory a single query's full scan streams, column by column, each `N ×` its
     /// bytes per token in token order: the feature rows (and an int8 index's row scales), the
-    /// `r_k` and their norms (f32, derived in memory on first use), and the label,
-    /// previous-label and next-label columns. For measuring what a plain read of exactly these
+    /// `r_k` and their norms (f32, derived in memory on first use), the label column and the
+    /// pair classes (derived likewise). For measuring what a plain read of exactly these
     /// bytes reaches (`benches/index_query.rs`): the ceiling of a query on this index, in the
     /// same pages.
     pub fn scan_columns(&self) -> Vec<&[u8]> {
@@ -132,10 +143,30 @@ impl Index {
             t.errors.bytes(),
             bytemuck::cast_slice(self.error_norms(false)),
             t.labels.bytes(),
-            t.prev_labels.bytes(),
-            t.next_labels.bytes(),
+            bytemuck::cast_slice(self.pair_classes()),
         ]);
         columns
+    }
+
+    /// Per token, the [`pair_class`] of its previous and next labels: what a single query's
+    /// scan reads to find each token's row of the query's transition table. Computed on first
+    /// use, 4 bytes a token: computed per chunk of the scan from the two label columns (8
+    /// bytes a token, read cold), they took 0.9–1.8 ms of thread time of an int8 3-token query
+    /// of ~16 (session 11).
+    pub(crate) fn pair_classes(&self) -> &[u32] {
+        self.derived.pair_classes.get_or_init(|| {
+            let (prev, next) = (
+                self.tokens.prev_labels.as_slice(),
+                self.tokens.next_labels.as_slice(),
+            );
+            let c = self.crf.num_labels();
+            // (C+1)² classes fit in u32 below C = 65535, where the CRF's C × C transitions
+            // alone take 34 GB (and a query's (C+1)² × C table 10⁵ times that); a class that
+            // did not fit would read as past the table, which the kernels refuse.
+            (prev.iter().zip(next))
+                .map(|(&p, &n)| u32::try_from(pair_class(p, n, c)).unwrap_or(u32::MAX))
+                .collect()
+        })
     }
 
     /// Per token, `‖r_k‖₂` — over the token's gradient norm when `per_grad_norm` (0 for a zero

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::crf::Crf;
 use crate::error::{Error, Result};
-use crate::index::Index;
+use crate::index::{pair_class, Index};
 use crate::int_kernels::{f32_at_least, SkipBelow, TokenTerms};
 use crate::kernels::dot_exact;
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
@@ -118,14 +118,6 @@ impl TestSide {
     fn pair_row(&self, pn: usize, c: usize) -> &[f64] {
         &self.pair_table[pn * c..(pn + 1) * c]
     }
-}
-
-/// A token's row in the (C+1)² per-(previous, next label) tables: C stands for "none".
-#[inline]
-pub(crate) fn pair_class(prev: u32, next: u32, c: usize) -> usize {
-    // NO_LABEL (u32::MAX) is past every label < C: a min, which vectorises, maps it to C.
-    let side = |label: u32| (label as usize).min(c);
-    side(prev) * (c + 1) + side(next)
 }
 
 impl TestSide {
@@ -860,11 +852,14 @@ where
     /// Per token of a chunk (its pair `classes`), the norm of its table row when the skip
     /// applies (else nothing): looked up here in one pass rather than gathered 8 tokens at a
     /// time in the skip test (slow on Zen 4, BENCHMARKS.md session 10).
-    fn table_norms(&self, classes: &[usize]) -> Vec<f32> {
+    fn table_norms(&self, classes: &[u32]) -> Vec<f32> {
         let Some(terms) = &self.skip else {
             return Vec::new();
         };
-        classes.iter().map(|&p| terms.class_norms[p]).collect()
+        classes
+            .iter()
+            .map(|&p| terms.class_norms[p as usize])
+            .collect()
     }
 
     /// Scores the chunk's tokens (sequences `seqs`) block by block into `state.tops`.
@@ -880,19 +875,13 @@ where
         let mut w = vec![0.0; ctx.c];
         // Instance granularity: per query, the approximate token shares of each sequence.
         let mut seq_parts = vec![vec![0.0; if ctx.instance() { seqs.len() } else { 0 }]; nq];
-        // The chunk's pair classes in one tight pass over the label columns: read token by
-        // token between the feature rows, they stalled the scoring on cache misses (the
-        // prefetchers follow the feature stream, not two 4-byte columns beside it). Only
-        // token granularity reads them.
+        // The chunk's pair classes (only token granularity reads them).
         let token = !ctx.nearest() && !ctx.instance();
-        let (prev, next) = (&ctx.prev[tokens.clone()], &ctx.next[tokens.clone()]);
-        let classes: Vec<usize> = match token {
-            true => (prev.iter().zip(next))
-                .map(|(&p, &n)| pair_class(p, n, ctx.c))
-                .collect(),
-            false => Vec::new(),
+        let classes = match token {
+            true => &ctx.index.pair_classes()[tokens.clone()],
+            false => &[],
         };
-        let table_norms = self.table_norms(&classes);
+        let table_norms = self.table_norms(classes);
         for start in tokens.clone().step_by(RANK_BLOCK) {
             let end = (start + RANK_BLOCK).min(tokens.end);
             SharedCuts::exchange_all(self.shared, tops);
@@ -945,7 +934,11 @@ where
                             ctx.instance_part(side, k, dk, &mut w);
                         continue;
                     }
-                    let pn = if token { classes[k - tokens.start] } else { 0 }; // unread
+                    let pn = if token {
+                        classes[k - tokens.start] as usize
+                    } else {
+                        0
+                    }; // unread
                     let score = ctx.token_score_in(side, k, pn, dk);
                     // Filters are asked only about the few scores a keeper would take.
                     if tops[q].admits(score) && keep(k) {
