@@ -443,6 +443,13 @@ pub(crate) mod x86 {
         unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) };
     }
 
+    /// `prefetcht0` of the line holding `p`.
+    #[inline(always)]
+    pub fn prefetch_l1(p: *const u8) {
+        // SAFETY: as `prefetch_l2`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+
     /// AVX-512 F + BW + VNNI: all that the `vnni` kernels are compiled for (cached by std).
     pub fn vnni() -> bool {
         is_x86_feature_detected!("avx512f")
@@ -1018,13 +1025,13 @@ pub(crate) mod x86 {
     }
 
     /// Tokens that need scoring, with their dots, waiting in a ring of [`Pending::CAP`]: each
-    /// token's `r` row is asked for when it joins ([`Pending::push`]) and scored with the 7
-    /// that joined after it only once the ring is full, ~56 needed tokens (a few hundred
-    /// tested ones) later — by then the row has come. Scored as they joined (a group of 8 at
-    /// the ring's head, [`raws8`]), the rows of the few tokens a skip lets through were
-    /// misses, one group of 8 at a time: the block scoring of a 3-token query with 17 % of
-    /// its tokens scored took 14.4 ns a token with its `r` rows in memory against 4.1 in L2,
-    /// more than scoring every token (12.9), `benches/row_kernels.rs` (session 11).
+    /// token's `r` row is asked for (into L1) when it joins ([`Pending::push`]) and scored,
+    /// with the 7 that joined after it, once the ring is full: ~24 needed tokens (a hundred or
+    /// more tested ones) later, by when the row has come. Scored in groups of 8 as they
+    /// joined, the rows of the few tokens a skip lets through were misses, a group at a time:
+    /// the block scoring of a 3-token query with 17 % of its tokens scored took 13.6–16.9 ns
+    /// a token with its `r` rows in memory (more than scoring every token, 12.9) against 4.1
+    /// hot; the ring 11.7–13.9 (`benches/row_kernels.rs`, session 11).
     struct Pending<const M: usize> {
         tokens: [usize; PENDING],
         xs: [[f64; M]; PENDING],
@@ -1052,8 +1059,8 @@ pub(crate) mod x86 {
         /// full.
         #[inline]
         fn push(&mut self, token: usize, x: [f64; M], r: *const f64, c: usize) -> bool {
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.cast()) };
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(c.saturating_sub(1)).cast()) };
+            prefetch_l1(r.cast());
+            prefetch_l1(r.wrapping_add(c.saturating_sub(1)).cast());
             let at = (self.head + self.len) % Self::CAP;
             self.tokens[at] = token;
             self.xs[at] = x;
