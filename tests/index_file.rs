@@ -130,8 +130,8 @@ fn save_then_open_gives_bit_identical_scores() {
 }
 
 /// What a scan streams (`Index::scan_columns`, read by the bench's ceiling): per token, the
-/// stored row (and an int8 row's scale), `r_k`, and the label, previous and next label; the
-/// same bytes after saving and opening; `scan_bytes` their total.
+/// stored row (and an int8 row's scale), `r_k`, the label and the pair class of the previous
+/// and next labels; the same bytes after saving and opening; `scan_bytes` their total.
 #[test]
 fn scan_columns_are_the_stored_rows_and_token_columns() {
     let data = data(22, 500, 12);
@@ -153,21 +153,22 @@ fn scan_columns_are_the_stored_rows_and_token_columns() {
         let opened = Index::open(&path, Arc::clone(&data.crf)).unwrap();
         let columns = built.scan_columns();
         let widths: Vec<usize> = columns.iter().map(|col| col.len() / n).collect();
-        let want: Vec<usize> = row_widths.into_iter().chain([8 * c, 4, 4, 4, 4]).collect();
+        let want: Vec<usize> = row_widths.into_iter().chain([8 * c, 4, 4, 4]).collect();
         assert_eq!(widths, want, "{storage:?}: bytes per token of each column");
         assert!(columns.iter().all(|col| col.len() % n == 0));
         assert_eq!(built.scan_bytes(), n * want.iter().sum::<usize>());
         assert_eq!(columns, opened.scan_columns(), "{storage:?}: reopened");
-        let k = columns.len() - 3;
+        let k = columns.len() - 2;
         assert_eq!(as_u32(columns[k]), labels, "{storage:?}: labels");
-        // Each sequence's previous and next labels are its labels shifted, u32::MAX at the ends.
-        let (mut prev, mut next) = (Vec::new(), Vec::new());
+        // Each sequence's previous and next labels are its labels shifted, none (C) at the
+        // ends; a token's pair class is previous · (C + 1) + next.
+        let mut classes = Vec::new();
         for (_, _, y) in &data.seqs {
-            prev.extend(std::iter::once(u32::MAX).chain(y[..y.len() - 1].iter().copied()));
-            next.extend(y[1..].iter().copied().chain(std::iter::once(u32::MAX)));
+            let prev = std::iter::once(c as u32).chain(y[..y.len() - 1].iter().copied());
+            let next = y[1..].iter().copied().chain(std::iter::once(c as u32));
+            classes.extend(prev.zip(next).map(|(p, n)| p * (c as u32 + 1) + n));
         }
-        assert_eq!(as_u32(columns[k + 1]), prev, "{storage:?}: previous labels");
-        assert_eq!(as_u32(columns[k + 2]), next, "{storage:?}: next labels");
+        assert_eq!(as_u32(columns[k + 1]), classes, "{storage:?}: pair classes");
         // Before the labels: the r_k (f64) and their norms rounded up to f32.
         let errors: Vec<f64> = (columns[k - 2].chunks_exact(8))
             .map(|w| f64::from_le_bytes(w.try_into().unwrap()))
