@@ -8,7 +8,8 @@
 //! memory (an `r` row is 72 bytes), scoring every token or, with the skip test, a given share
 //! of them (session 11).
 //!
-//! Bytes per row: f32 3072, f16 1536, int8 768; per row and column, d multiply-adds.
+//! Bytes per row: f32 3072, f16 1536, int8 768; per row and column, d multiply-adds. On a CPU
+//! with AMX, int8 rows also through the tiles (`amx`, session 12).
 //!
 //! Run: `cargo bench --bench row_kernels` (SEGINF_BENCH_TOKENS overrides the row count,
 //! SEGINF_BENCH_COLUMNS the column counts, comma-separated).
@@ -18,6 +19,10 @@ mod common;
 
 // The modules are crate-private: compiled into this binary from their sources, with the lint
 // settings they have in the library (src/lib.rs allows needless_range_loop crate-wide).
+#[path = "../src/amx.rs"]
+#[deny(unsafe_code)]
+#[allow(dead_code, unused_imports)]
+mod amx;
 #[path = "../src/int_kernels.rs"]
 #[deny(unsafe_code)]
 #[allow(dead_code, clippy::needless_range_loop)]
@@ -68,7 +73,8 @@ fn main() {
         let c16: Vec<&[i16]> = cols16[..m].iter().map(|v| v.as_slice()).collect();
         let out = std::cell::RefCell::new(vec![0f32; BLOCK * m]);
         let ints = std::cell::RefCell::new(vec![0i32; BLOCK * m]);
-        let kernels = [
+        let tiles = amx::AmxCols::new(&c16.concat(), m, d);
+        let mut kernels = vec![
             Kernel {
                 name: "f32",
                 bytes: bytemuck::cast_slice(&f32_rows),
@@ -92,6 +98,18 @@ fn main() {
                 }),
             },
         ];
+        // int8 rows through the AMX tiles (whole groups of 64 rows), where the CPU has them.
+        if let Some(tiles) = &tiles {
+            let (i8_rows, ints) = (&i8_rows, &ints);
+            kernels.push(Kernel {
+                name: "int8 tiles",
+                bytes: bytemuck::cast_slice(i8_rows),
+                run: Box::new(move |r: std::ops::Range<usize>, d| {
+                    let rows = &i8_rows[r.start * d..r.end * d];
+                    black_box(amx::dot_rows(rows, d, tiles, &mut ints.borrow_mut()));
+                }),
+            });
+        }
         for k in &kernels {
             let scan = || {
                 for s in (0..rows).step_by(BLOCK) {
@@ -112,7 +130,7 @@ fn main() {
             let (t, read) = turns[TURNS / 2];
             let per_row = |t: f64| t / rows as f64 * 1e9;
             println!(
-                "  {m} column(s), {:>4}: hot {:6.1} ns/row | from memory {:6.1} ns/row, a read \
+                "  {m} column(s), {:>10}: hot {:6.1} ns/row | from memory {:6.1} ns/row, a read \
                  {:6.1} -> {:3.0} % of the read (median of {TURNS} paired turns)",
                 k.name,
                 hot * 1e9,

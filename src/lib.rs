@@ -12,6 +12,8 @@
 extern crate blas_src;
 
 #[deny(unsafe_code)]
+mod amx;
+#[deny(unsafe_code)]
 pub mod corpus;
 #[deny(unsafe_code)] // not `forbid`: ndarray's `s!` macro allows it internally
 pub mod crf;

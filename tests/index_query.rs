@@ -258,6 +258,34 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
     }
 }
 
+/// d = 64: an int8 index's 6-token segments go through the AMX tiles where the CPU has them
+/// (whole groups of 64 rows, the rest through the streaming kernel), which must rank and
+/// prove exactly as the other kernels do.
+#[test]
+fn top_k_is_the_sorted_score_vector_at_a_tile_width() {
+    let mut rng = Rng::new(17);
+    let crf = Arc::new(random_crf(
+        &mut rng,
+        Shape {
+            c: 5,
+            d: 64,
+            bias: true,
+            start: true,
+            end: true,
+            forbid: 0.1,
+        },
+    ));
+    let train = corpus(&mut rng, &crf, 300, 12);
+    // Test sequences long enough for the 6-token segments.
+    let test: Vec<Seq> = (corpus(&mut rng, &crf, 12, 12).into_iter())
+        .filter(|s| s.y.len() >= 6)
+        .take(3)
+        .collect();
+    assert!(test.len() >= 2, "too few long test sequences");
+    let index = Arc::new(build(&crf, &train, Storage::Int8));
+    top_k_matches_scores(&index, &test);
+}
+
 #[test]
 fn top_k_is_the_sorted_score_vector_with_zero_gradients() {
     // Most transitions forbidden: many tokens' labels are forced by their neighbours, so

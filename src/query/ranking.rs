@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView1};
 
+use crate::amx::{self, AmxCols};
 use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
@@ -23,6 +24,9 @@ pub(crate) struct IntColumns<'a> {
     scales: Vec<f64>,
     /// Packed for the GEMM (batches of more than [`FEW`] columns, and any use of a copy).
     packed: Option<PackedCols>,
+    /// Split and packed for the AMX tiles (int8 rows against up to 8 columns, where the CPU
+    /// has them): else the streaming kernels.
+    tiles: Option<AmxCols>,
     /// The f32/f16 index's i16 rows, or `None` for an int8 index's own rows.
     copy: Option<&'a RankingCopy>,
 }
@@ -34,6 +38,13 @@ pub(crate) const FEW: usize = 4;
 /// the row kernels' `MAX_COLUMNS`), which also scores its blocks in the vectorised kernel;
 /// through the batches' GEMM path a 5-token segment took 3–4 times a 4-token one.
 pub(crate) const ONE: usize = 8;
+
+/// From this many columns on, an int8 index's rows go through the AMX tiles where the CPU
+/// has them ([`amx`]). Both cores, 200k rows of d = 768 (session 12, Xeon with AMX): the
+/// streaming VNNI kernel's dots took 11–12 ms of thread time at 3–4 columns against 13–14
+/// through the tiles (whose strided reads stream more slowly than the kernel's), and 15 /
+/// 15–20 ms at 5 / 8 columns against 14–15 (the VNNI kernel's instructions outgrow the read).
+const TILE_COLUMNS: usize = 5;
 
 pub(crate) struct RankingColumns<'a> {
     pub ints: Option<IntColumns<'a>>,
@@ -79,11 +90,16 @@ impl<'a> RankingColumns<'a> {
             errs.push(int_error(delta, norm(col), rho));
         }
         let packed = (l > few || copy.is_some()).then(|| PackedCols::new(&values, l, d));
+        let tiles = match (&packed, &index.features) {
+            (None, FeatureRows::Int8 { .. }) if l >= TILE_COLUMNS => AmxCols::new(&values, l, d),
+            _ => None,
+        };
         RankingColumns {
             ints: Some(IntColumns {
                 values,
                 scales,
                 packed,
+                tiles,
                 copy,
             }),
             errs,
@@ -101,9 +117,12 @@ fn gamma32(d: usize) -> f64 {
 }
 
 /// The largest |value| of an i16 column against int8 rows (|q| ≤ 127) of length `d` such that
-/// every exact sum, and every partial sum on the way, fits in an i32.
+/// every exact sum, and every partial sum on the way, fits in an i32 — and that the AMX tiles
+/// can split into two int8 halves ([`amx::MAX_SPLIT`], below i16's 32 767 by 128: this binds
+/// only for d < 518, where it costs the columns 0.4 % of their precision), so that every
+/// integer kernel computes the same sums for any `d`.
 fn int_column_limit(d: usize) -> i64 {
-    (i64::from(i32::MAX) / (127 * d.max(1) as i64)).min(i64::from(i16::MAX))
+    (i64::from(i32::MAX) / (127 * d.max(1) as i64)).min(i64::from(amx::MAX_SPLIT))
 }
 
 /// `col ≈ scale · u` with `|u| ≤ limit`, and `‖δ‖ = ‖col − scale·u‖`.
@@ -190,8 +209,13 @@ impl IntColumns<'_> {
                 int_kernels::gemm(row_values, d, packed, &mut acc.ints, &mut acc.wide)
             }
             (_, Rows::I8(row_values)) => {
+                // The tiles take whole groups of rows, the streaming kernel the rest.
+                let tiled = (self.tiles.as_ref()).map_or(0, |tiles| {
+                    amx::dot_rows(row_values, d, tiles, &mut acc.ints)
+                });
                 let cols: Vec<&[i16]> = self.values.chunks_exact(d).collect();
-                int_kernels::dot_rows_i8_i16(row_values, d, &cols, &mut acc.ints);
+                let (ints, rest) = (&mut acc.ints[tiled * l..], &row_values[tiled * d..]);
+                int_kernels::dot_rows_i8_i16(rest, d, &cols, ints);
             }
             _ => return, // cannot happen: a copy's columns are always packed
         }
@@ -398,7 +422,54 @@ mod tests {
         for d in [1, 768, 1024, 4096, 100_000] {
             let limit = int_column_limit(d);
             assert!(127 * limit * d as i64 <= i64::from(i32::MAX));
-            assert!(limit <= i64::from(i16::MAX));
+            assert!(limit <= i64::from(amx::MAX_SPLIT) && amx::MAX_SPLIT < i32::from(i16::MAX));
+        }
+    }
+
+    /// Through the AMX tiles (whole groups of 64 rows, the rest streamed) a block's ranking
+    /// dots are bit-identical to the streaming kernel's, for every column count the tiles
+    /// take, rows past whole groups and columns at the quantisation limit. Nothing to compare
+    /// on a CPU without AMX (the streaming kernel serves alone there).
+    #[test]
+    fn tiled_block_dots_equal_the_streaming_kernels() {
+        let (d, rb) = (768, 200);
+        let mut next = uniform(5);
+        let values: Vec<i8> = (0..rb * d)
+            .map(|_| (next() * 127.0).round() as i8)
+            .collect();
+        let scales: Vec<f32> = (0..rb).map(|_| 0.01 + next().abs() as f32).collect();
+        let features = FeatureRows::Int8 {
+            values: Column::Owned(values),
+            scales: Column::Owned(scales),
+        };
+        let limit = int_column_limit(d);
+        for l in TILE_COLUMNS..=amx::MAX_COLUMNS {
+            let (mut cols, mut col_scales) = (Vec::new(), Vec::new());
+            for c in 0..l {
+                let col: Vec<f64> = (0..d).map(|j| if j == c { 1.0 } else { next() }).collect();
+                let (u, scale, _) = quantize(ArrayView1::from(&col), limit);
+                cols.extend(u);
+                col_scales.push(scale);
+            }
+            let Some(tiles) = AmxCols::new(&cols, l, d) else {
+                eprintln!("no AMX here: the streaming kernel serves alone");
+                return;
+            };
+            let with = |tiles: Option<AmxCols>| {
+                let ints = IntColumns {
+                    values: cols.clone(),
+                    scales: col_scales.clone(),
+                    packed: None,
+                    tiles,
+                    copy: None,
+                };
+                let mut out = vec![0.0f32; rb * l];
+                ints.block_dots(&features, 0..rb, d, &mut out, &mut Scratch::default());
+                out
+            };
+            let (tiled, streamed) = (with(Some(tiles)), with(None));
+            assert!(tiled.iter().any(|&v| v != 0.0), "L = {l}: dots computed");
+            assert_eq!(tiled, streamed, "L = {l}");
         }
     }
 }
