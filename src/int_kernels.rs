@@ -63,6 +63,27 @@ pub fn vnni_available() -> bool {
     }
 }
 
+/// Whether the streaming kernels read the rows of one- and two-column scans in pairs (as they
+/// do for 3–8 columns), and a single token's int8 scan computes its dots and scores in two
+/// passes rather than [`dot_score_rows`]' one: on Intel CPUs. Both cores, 200k rows of
+/// d = 768, a Xeon with AVX-512 (session 12): int8 2-token queries' dots took 11.8–12.4 ms
+/// of thread time in pairs against 13.9–14.8 a row at a time, single tokens 11.2–13.2 ms of
+/// scan in two passes against 13.5–14.3 fused, and f16 single tokens' dots 23.2–23.4 ms
+/// through the AVX-512 pair kernel against 30.2–30.8 through the AVX2 row kernel. On AMD
+/// Zen 4 (sessions 9–11) pairs measured no better for two columns and the fused kernel was
+/// the faster single-token scan, so other CPUs keep those.
+pub fn pairs_for_few_columns() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *INTEL.get_or_init(x86::intel)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether both kernels have intrinsic paths on this CPU (AVX-512 VNNI or AVX2): then they
 /// beat decoding int8 rows to f32 for OpenBLAS sgemm or the f32 streaming kernels (the
 /// portable loops do not).
@@ -462,6 +483,16 @@ pub(crate) mod x86 {
         is_x86_feature_detected!("avx2")
     }
 
+    /// Whether CPUID's vendor string is "GenuineIntel".
+    pub fn intel() -> bool {
+        let r = __cpuid(0);
+        let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        vendor == b"GenuineIntel"
+    }
+
     /// A GEMM body: rows, d, rb, the packed columns, out, and scratch for rb rounded up to
     /// its micro-tile's rows × KC widened values.
     type GemmKernel = unsafe fn(Rows, usize, usize, &PackedCols, &mut [i32], &mut [i16]);
@@ -816,17 +847,34 @@ pub(crate) mod x86 {
 
     /// [`super::dot_rows_i8_i16`] with AVX-512 VNNI; `false` without it.
     pub fn dot_rows_vnni(rows: &[i8], d: usize, cols: &[&[i16]], out: &mut [i32]) -> bool {
+        dot_rows_vnni_with(rows, d, cols, out, super::pairs_for_few_columns())
+    }
+
+    /// [`dot_rows_vnni`], one or two columns' rows in pairs when `pairs` (the tests run
+    /// both).
+    pub fn dot_rows_vnni_with(
+        rows: &[i8],
+        d: usize,
+        cols: &[&[i16]],
+        out: &mut [i32],
+        pairs: bool,
+    ) -> bool {
         let kernels: [DotKernel; 8] = [
-            dot_vnni::<1>,
-            dot_vnni::<2>,
-            dot_vnni::<3>,
-            dot_vnni::<4>,
-            dot_vnni::<5>,
-            dot_vnni::<6>,
-            dot_vnni::<7>,
-            dot_vnni::<8>,
+            dot_vnni::<1, false>,
+            dot_vnni::<2, false>,
+            dot_vnni::<3, true>,
+            dot_vnni::<4, true>,
+            dot_vnni::<5, true>,
+            dot_vnni::<6, true>,
+            dot_vnni::<7, true>,
+            dot_vnni::<8, true>,
         ];
-        vnni() && dot_rows_with(kernels, rows, d, cols, out)
+        let in_pairs: [DotKernel; 2] = [dot_vnni::<1, true>, dot_vnni::<2, true>];
+        vnni()
+            && match (pairs, cols.len()) {
+                (true, 1 | 2) => dot_rows_with(in_pairs, rows, d, cols, out),
+                _ => dot_rows_with(kernels, rows, d, cols, out),
+            }
     }
 
     /// [`super::dot_rows_i8_i16`] with AVX2; `false` without it.
@@ -1241,7 +1289,8 @@ pub(crate) mod x86 {
         true
     }
 
-    /// `out[i·ld + n] = row_i · cols[n]` for n < N. One or two columns: one row at a time,
+    /// `out[i·ld + n] = row_i · cols[n]` for n < N. One or two columns (unless `PAIRS`,
+    /// see [`super::pairs_for_few_columns`]): one row at a time,
     /// its lines asked for [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on in a burst per
     /// row. Three or four: two rows side by side sharing each column load ([`rows_dots`], the
     /// odd last row alone), each line of both asked for as the loop reaches it — one core
@@ -1254,7 +1303,7 @@ pub(crate) mod x86 {
     /// 5–7 took 42 / 49 / 57 ns a row against 40 / 47 / 52 in two passes, 8 60–63
     /// (session 11).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn dot_vnni<const N: usize>(
+    unsafe fn dot_vnni<const N: usize, const PAIRS: bool>(
         rows: *const i8,
         rb: usize,
         d: usize,
@@ -1266,7 +1315,7 @@ pub(crate) mod x86 {
         // (both by the caller).
         unsafe {
             let mut i = 0;
-            while (3..=8).contains(&N) && i + 2 <= rb {
+            while PAIRS && (1..=8).contains(&N) && i + 2 <= rb {
                 let p = rows.add(i * d);
                 let mut dots = [[0; 8]; 2];
                 if N >= 5 {
@@ -1305,10 +1354,10 @@ pub(crate) mod x86 {
             }
             while i < rb {
                 let p = rows.add(i * d);
-                if N <= 2 {
+                if !PAIRS {
                     super::prefetch_ahead(p.cast(), d);
                 }
-                let [dots] = rows_dots::<1, N, 2>(p, d, cols, N > 2);
+                let [dots] = rows_dots::<1, N, 2>(p, d, cols, PAIRS);
                 for (n, &dot) in dots.iter().enumerate() {
                     *out.add(i * ld + n) = dot;
                 }
@@ -1541,9 +1590,11 @@ mod tests {
             if x86::gemm_avx2(Rows::I8(rows), d, &packed, &mut out, &mut scratch) {
                 check(&out, "gemm avx2");
             }
-            let mut out = fresh();
-            if x86::dot_rows_vnni(rows, d, &col_refs, &mut out) {
-                check(&out, "dot_rows vnni");
+            for pairs in [false, true] {
+                let mut out = fresh();
+                if x86::dot_rows_vnni_with(rows, d, &col_refs, &mut out, pairs) {
+                    check(&out, &format!("dot_rows vnni, pairs {pairs}"));
+                }
             }
             let mut out = fresh();
             if x86::dot_rows_avx2(rows, d, &col_refs, &mut out) {

@@ -495,9 +495,10 @@ mod x86 {
     }
 
     /// [`super::dot_rows_f16`] for 2–8 columns (a multi-token segment's), each row's halves
-    /// converted once for all of them ([`f16_rows`]); `false` (doing nothing) for other
-    /// column counts, where one column is [`dot_f16`]'s. The caller has checked
-    /// [`available`].
+    /// converted once for all of them ([`f16_rows`]), and for 1 where the AVX-512 kernels
+    /// take one- and two-column scans ([`crate::int_kernels::pairs_for_few_columns`]);
+    /// `false` (doing nothing) for other column counts, where one column is [`dot_f16`]'s.
+    /// The caller has checked [`available`].
     pub fn dot_rows_f16_few(
         values: &[u16],
         rows: std::ops::Range<usize>,
@@ -506,18 +507,20 @@ mod x86 {
         out: &mut [f32],
     ) -> bool {
         let wide = is_x86_feature_detected!("avx512f");
-        dot_rows_f16_few_with(values, rows, d, cols, out, wide)
+        let narrow_too = crate::int_kernels::pairs_for_few_columns();
+        dot_rows_f16_few_with(values, rows, d, cols, out, (wide, narrow_too))
     }
 
     /// [`dot_rows_f16_few`], the AVX-512 kernels for 5–8 columns when `wide` (which the
-    /// caller checked), else AVX2 (the tests run both).
+    /// caller checked), and for 1–2 as well when `narrow_too`, else AVX2 (the tests run all
+    /// three).
     pub fn dot_rows_f16_few_with(
         values: &[u16],
         rows: std::ops::Range<usize>,
         d: usize,
         cols: &[&[f32]],
         out: &mut [f32],
-        wide: bool,
+        (wide, narrow_too): (bool, bool),
     ) -> bool {
         type Kernel = unsafe fn(*const u16, usize, usize, Columns, &mut [f32]);
         // Rows at a time and accumulators per row and column: R·N·U ≤ 12 of the 16 registers.
@@ -533,14 +536,18 @@ mod x86 {
         // With AVX-512 F, 5–8 columns in pairs of rows, 16 halves per step (2·8 accumulators
         // of the 32 registers): one core, hot in L2, 5 columns took 77 ns a row here against
         // 117 one row at a time through AVX2, 8 columns 120 against 176 (a read: ~65 ns).
-        let wide_kernels: [Kernel; 4] = [
+        let wide_kernels: [Kernel; 6] = [
+            f16_rows_avx512::<1>,
+            f16_rows_avx512::<2>,
             f16_rows_avx512::<5>,
             f16_rows_avx512::<6>,
             f16_rows_avx512::<7>,
             f16_rows_avx512::<8>,
         ];
         let l = cols.len();
-        if !(2..=MAX_COLUMNS).contains(&l) {
+        let narrow = wide && narrow_too;
+        let takes = (2..=MAX_COLUMNS).contains(&l) || (narrow && l == 1);
+        if !takes {
             return false;
         }
         let (n, ptrs) = (
@@ -548,7 +555,8 @@ mod x86 {
             checked_columns(values, &rows, d, cols, out, "dot_rows_f16"),
         );
         let kernel = match l {
-            5.. if wide => wide_kernels[l - 5],
+            1 | 2 if narrow => wide_kernels[l - 1],
+            5.. if wide => wide_kernels[l - 3],
             _ => kernels[l - 2],
         };
         // SAFETY: the caller checked avx2/fma/f16c (and avx512f was for the wide kernels);
@@ -965,12 +973,17 @@ mod tests {
                 let (mut fast, mut portable) = (vec![0.0f32; 5 * l], vec![0.0f32; 5 * l]);
                 dot_rows_f16(&rows, 1..6, d, &cols, &mut fast);
                 dot_rows_f16_portable(&rows, 1..6, d, &cols, &mut portable);
-                // The AVX2 kernels for 5–8 columns too, where the CPU would take AVX-512's.
-                let mut avx2 = portable.clone();
+                // The AVX2 kernels for 5–8 columns too, where the CPU would take AVX-512's,
+                // and the AVX-512 ones for 1–2 columns where it would not.
+                let (mut avx2, mut wide) = (portable.clone(), portable.clone());
                 #[cfg(target_arch = "x86_64")]
                 if x86::available() {
                     let bits: &[u16] = bytemuck::cast_slice(&rows);
-                    x86::dot_rows_f16_few_with(bits, 1..6, d, &cols, &mut avx2, false);
+                    x86::dot_rows_f16_few_with(bits, 1..6, d, &cols, &mut avx2, (false, false));
+                    if is_x86_feature_detected!("avx512f") {
+                        let both = (true, true);
+                        x86::dot_rows_f16_few_with(bits, 1..6, d, &cols, &mut wide, both);
+                    }
                 }
                 for (i, k) in (1..6).enumerate() {
                     for (c, col) in cols.iter().enumerate() {
@@ -978,7 +991,8 @@ mod tests {
                             (0..d).map(|j| f64::from(rows[k * d + j].to_f32()) * f64::from(col[j]));
                         let exact: f64 = terms.clone().sum();
                         let bound = gamma * terms.map(f64::abs).sum::<f64>();
-                        for got in [fast[i * l + c], portable[i * l + c], avx2[i * l + c]] {
+                        let paths = [&fast, &portable, &avx2, &wide].map(|p| p[i * l + c]);
+                        for got in paths {
                             assert!(
                                 (f64::from(got) - exact).abs() <= bound,
                                 "d {d}, {l} columns, row {k}, column {c}: {got} vs {exact}"

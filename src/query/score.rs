@@ -897,8 +897,10 @@ where
                     skip: self.skip_below(tops[0].cuts(), start..end, (&table_norms, first)),
                 };
                 // int8 rows against one column: dots and scores in one pass per row (for more
-                // columns the same measured no faster than the two passes).
+                // columns the same measured no faster than the two passes), but on CPUs
+                // where the streaming kernels pair one column's rows (faster there).
                 let fused = m == 1
+                    && !crate::int_kernels::pairs_for_few_columns()
                     && (self.ranking.ints.as_ref()).is_some_and(|ints| {
                         ints.block_scores(&ctx.index.features, (start, &terms), raws)
                     });
