@@ -20,35 +20,36 @@
 //! elsewhere, and callers keep the other kernels. `SEGINF_AMX=off` in the environment turns
 //! the tiles off (for comparisons).
 
-/// Query columns split and packed as the tiles' B operand, 64 features a step.
+/// Query columns split and packed as the tiles' B operand: tiles of 16 tile columns (8 query
+/// columns), 64 features a step.
 pub struct AmxCols {
-    /// One block a step `s`: group `g` (features `64s + 4g .. 64s + 4g + 4`), tile column
-    /// `n` (2l: `hi` of column l, 2l + 1: its `lo`), byte `t` at `64g + 4n + t`; zero past
-    /// 2L columns.
+    /// One block per column tile `t` and step `s` (at `t·steps + s`): group `g` (features
+    /// `64s + 4g .. 64s + 4g + 4`), tile column `n` (query column `8t + n/2`: its `hi` for
+    /// even `n`, `lo` for odd), byte `b` at `64g + 4n + b`; zero past the last column.
     tiles: Vec<Block>,
     l: usize,
     d: usize,
 }
 
-/// 1024 bytes on a cache line's boundary: a tile of 16 rows of 64 bytes, read once a step
-/// for 64 rows (from L1; loads that straddle lines took twice as long).
+/// 1024 bytes on a cache line's boundary: a tile of 16 rows of 64 bytes (loads that
+/// straddle lines took twice as long).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Block([i8; 1024]);
 
-/// The most query columns: two tile columns each, 16 in a tile.
-pub const MAX_COLUMNS: usize = 8;
+/// The query columns of one tile of tile columns (two tile columns each).
+pub const TILE_COLUMNS: usize = 8;
 
 /// The largest `|u|` whose `hi = (u − lo) / 256` fits in int8.
 pub const MAX_SPLIT: i32 = 127 * 256 + 127;
 
 impl AmxCols {
-    /// Packs `cols` (`l` columns of `d`, row-major) when the tiles can run them: AMX is
-    /// available, `1 ≤ l ≤` [`MAX_COLUMNS`], `d` is a positive multiple of 64 (whole steps:
-    /// 768 and the other usual encoder widths) and every `|u| ≤ 32 639`. `None` otherwise
-    /// (also when `cols.len() != l·d`).
+    /// Packs `cols` (`l ≥ 1` columns of `d`, row-major) when the tiles can run them: AMX is
+    /// available, `d` is a positive multiple of 64 (whole steps: 768 and the other usual
+    /// encoder widths) and every `|u| ≤ 32 639`. `None` otherwise (also when
+    /// `cols.len() != l·d`).
     pub fn new(cols: &[i16], l: usize, d: usize) -> Option<AmxCols> {
-        let fits = (1..=MAX_COLUMNS).contains(&l)
+        let fits = l > 0
             && d > 0
             && d.is_multiple_of(64)
             && cols.len() == l * d
@@ -56,16 +57,24 @@ impl AmxCols {
         if !fits || !available() {
             return None;
         }
-        let mut tiles = vec![Block([0; 1024]); d / 64];
+        let steps = d / 64;
+        let mut tiles = vec![Block([0; 1024]); l.div_ceil(TILE_COLUMNS) * steps];
         for (c, col) in cols.chunks_exact(d).enumerate() {
+            let (t, n) = (c / TILE_COLUMNS, 2 * (c % TILE_COLUMNS));
             for (j, &u) in col.iter().enumerate() {
                 let (hi, lo) = split(u);
-                let (block, at) = (&mut tiles[j / 64].0, 64 * (j % 64 / 4) + j % 4);
-                block[at + 4 * (2 * c)] = hi;
-                block[at + 4 * (2 * c + 1)] = lo;
+                let block = &mut tiles[t * steps + j / 64].0;
+                let at = 64 * (j % 64 / 4) + j % 4;
+                block[at + 4 * n] = hi;
+                block[at + 4 * (n + 1)] = lo;
             }
         }
         Some(AmxCols { tiles, l, d })
+    }
+
+    /// The number of tiles of tile columns.
+    fn column_tiles(&self) -> usize {
+        self.l.div_ceil(TILE_COLUMNS)
     }
 }
 
@@ -93,12 +102,85 @@ pub const GROUP: usize = 64;
 /// the leading whole groups of [`GROUP`] rows of `rows` (`rows.len() / d` rows): returns how
 /// many rows that was, which the caller's other kernels follow. 0, doing nothing, when the
 /// tiles cannot run here or the shapes do not match (`out` shorter than rows × L).
+/// Takes up to [`TILE_COLUMNS`] columns (one tile).
 pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
     let rb = rows.len().checked_div(d).unwrap_or(0);
-    if d != cols.d || rows.len() != rb * d || out.len() < rb * cols.l || !available() {
+    let shapes = d == cols.d && rows.len() == rb * d && out.len() >= rb * cols.l;
+    if !shapes || cols.l > TILE_COLUMNS || !available() {
         return 0;
     }
     imp::dot_rows(rows, rb, cols, out)
+}
+
+/// The rows of [`gemm`]: an int8 index's values, or the i16 values of an f32/f16 index's
+/// ranking copy with the bound the copy keeps them within (which must be at most 32 639:
+/// they are split as the columns are, into two int8 planes).
+#[derive(Clone, Copy)]
+pub enum GemmRows<'a> {
+    I8(&'a [i8]),
+    I16(&'a [i16], i64),
+}
+
+/// Reusable memory of [`gemm`]: a group's rows, copied (int8) or split into two int8
+/// planes (i16) on cache lines.
+#[derive(Default)]
+pub struct GemmScratch(Vec<Line>);
+
+/// 64 bytes on a cache line's boundary.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([i8; 64]);
+
+/// `out[i·L + l] = Σ_j rows[i·d + j]·u_l[j]` (exact modulo 2³², as every integer kernel) for
+/// every row of `rows` (`len / d` of them) and all `L` columns: groups of 32 rows against
+/// pairs of column tiles. `false`, doing nothing, when the tiles cannot run here, the shapes
+/// do not match (`out` shorter than rows × L) or the i16 rows' bound is past the split's
+/// range.
+pub fn gemm(
+    rows: GemmRows,
+    d: usize,
+    cols: &AmxCols,
+    out: &mut [i32],
+    scratch: &mut GemmScratch,
+) -> bool {
+    let (len, splits) = match rows {
+        GemmRows::I8(r) => (r.len(), true),
+        GemmRows::I16(r, bound) => (r.len(), (0..=i64::from(MAX_SPLIT)).contains(&bound)),
+    };
+    let rb = len.checked_div(d).unwrap_or(0);
+    let shapes = d == cols.d && len == rb * d && out.len() >= rb * cols.l;
+    if !shapes || !splits || !available() {
+        return false;
+    }
+    imp::gemm(rows, rb, cols, out, &mut scratch.0);
+    true
+}
+
+/// Adds one 16-row tile of sums of a column tile (16 × 16 i32, row-major) into `out` (rows
+/// of `l`, starting at query column `first`) for its first `rows` rows: `256·hi + lo` per
+/// query column, times `scale` (256 for the high plane of i16 rows), wrapping.
+fn combine_into(
+    sums: &[i32; 256],
+    rows: usize,
+    (l, first): (usize, usize),
+    scale: i32,
+    add: bool,
+    out: &mut [i32],
+) {
+    let cols = (l - first).min(TILE_COLUMNS);
+    for (o, s) in out
+        .chunks_exact_mut(l)
+        .zip(sums.chunks_exact(16))
+        .take(rows)
+    {
+        for (c, o) in o[first..first + cols].iter_mut().enumerate() {
+            let v = s[2 * c]
+                .wrapping_mul(256)
+                .wrapping_add(s[2 * c + 1])
+                .wrapping_mul(scale);
+            *o = if add { o.wrapping_add(v) } else { v };
+        }
+    }
 }
 
 /// Writes one 16-row tile of sums (16 × 16 i32, row-major) into `out` for its first `rows`
@@ -121,7 +203,7 @@ mod imp {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{combine, AmxCols};
+    use super::{combine, combine_into, AmxCols, GemmRows, Line};
 
     /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h) and the tile data's
     /// XSAVE feature number.
@@ -130,8 +212,12 @@ mod imp {
 
     /// CPUID.7.0:EDX bits 24 (AMX-TILE) and 25 (AMX-INT8); the OS saves the tile state
     /// (XCR0 bits 17 and 18, read once CPUID.1:ECX.OSXSAVE says XGETBV is there); Linux
-    /// grants it to the process.
+    /// grants it to the process. And AVX-512 F + BW, which every CPU with AMX has and
+    /// [`fill`] is compiled for.
     pub fn request_tiles() -> bool {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            return false;
+        }
         // SAFETY: CPUID exists on every x86_64 CPU; XGETBV only runs when OSXSAVE is set.
         unsafe {
             if __cpuid(0).eax < 7 || __cpuid(1).ecx & (1 << 27) == 0 {
@@ -211,6 +297,168 @@ mod imp {
             asm!("tilerelease", options(nostack, nomem));
         }
         64 * groups
+    }
+
+    /// The body of [`super::gemm`] (shapes and values checked there): per group of 32 rows,
+    /// the rows copied (int8) or split into high and low int8 planes (i16: `u = 256·hi +
+    /// lo`) on cache lines, then every pair of column tiles against them, plane by plane.
+    pub fn gemm(
+        rows: GemmRows,
+        rb: usize,
+        cols: &AmxCols,
+        out: &mut [i32],
+        scratch: &mut Vec<Line>,
+    ) {
+        let (d, l) = (cols.d, cols.l);
+        let (steps, tiles) = (d / 64, cols.column_tiles());
+        let planes = match rows {
+            GemmRows::I8(_) => 1,
+            GemmRows::I16(..) => 2,
+        };
+        let plane_lines = 32 * steps;
+        scratch.resize(planes * plane_lines, Line([0; 64]));
+        let cfg = config();
+        let mut sums = Sums([[0; 256]; 4]);
+        // SAFETY: AMX was granted and the CPU has AVX-512 F and BW (the caller checked
+        // `available`); every tile is 16 rows of 64 bytes as configured; the row loads read
+        // 16 rows of 64 bytes at stride d within a plane of `scratch` (32 rows of d bytes);
+        // the column loads read one `Block` of `cols.tiles` (t < tiles, s < steps); the
+        // stores write 16 rows of 64 bytes into `sums`.
+        unsafe {
+            asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
+            for g in (0..rb).step_by(32) {
+                let n = (rb - g).min(32);
+                fill(rows, (g, n), d, scratch);
+                for plane in 0..planes {
+                    let a = scratch.as_ptr().add(plane * plane_lines).cast::<i8>();
+                    // High plane of i16 rows: its sums count 256 times.
+                    let scale = if planes == 2 && plane == 0 { 256 } else { 1 };
+                    for t in (0..tiles).step_by(2) {
+                        let two = t + 1 < tiles;
+                        tile_pair(a, d, cols, (t, two), &mut sums.0);
+                        for (q, tile) in [(0, t), (1, t + 1)] {
+                            if q == 1 && !two {
+                                continue;
+                            }
+                            let first = super::TILE_COLUMNS * tile;
+                            let add = plane == 1;
+                            let at = &mut out[g * l..];
+                            combine_into(&sums.0[2 * q], n.min(16), (l, first), scale, add, at);
+                            if n > 16 {
+                                let at = &mut out[(g + 16) * l..];
+                                combine_into(
+                                    &sums.0[2 * q + 1],
+                                    n - 16,
+                                    (l, first),
+                                    scale,
+                                    add,
+                                    at,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+
+    /// Rows `g .. g + n` of `rows` (d each) into the planes of `lines` (32 rows of d bytes
+    /// each, zero past the n rows): as they are (int8), or their high and low halves (i16).
+    /// With AVX-512 BW (every CPU with AMX has it) the split vectorises 32 values at a time:
+    /// as SSE2 code it was 40 % of the f16 index's tile GEMM (`perf`, session 12).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn fill(rows: GemmRows, (g, n): (usize, usize), d: usize, lines: &mut [Line]) {
+        let bytes = lines.len() * 64;
+        // SAFETY: `lines` is `bytes` bytes of plain i8 arrays, viewed as one slice.
+        let flat =
+            unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<i8>(), bytes) };
+        let plane = 32 * d;
+        match rows {
+            GemmRows::I8(r) => {
+                flat[..n * d].copy_from_slice(&r[g * d..(g + n) * d]);
+                flat[n * d..plane].fill(0);
+            }
+            GemmRows::I16(r, _) => {
+                let (hi, lo) = flat.split_at_mut(plane);
+                for ((h, l), &u) in hi.iter_mut().zip(lo.iter_mut()).zip(&r[g * d..(g + n) * d]) {
+                    let low = u as i8;
+                    *l = low;
+                    *h = ((i32::from(u) - i32::from(low)) >> 8) as i8;
+                }
+                hi[n * d..].fill(0);
+                lo[n * d..plane].fill(0);
+            }
+        }
+    }
+
+    /// Rows 0–15 and 16–31 of a plane at `a` (stride d) against column tile `t` and, when
+    /// `two`, `t + 1`: sums into `sums` as [rows 0–15 × t, rows 16–31 × t, rows 0–15 × t+1,
+    /// rows 16–31 × t+1].
+    ///
+    /// # Safety
+    /// As [`gemm`]: tiles configured by [`config`], 32 rows of d from `a`, t (and t + 1 when
+    /// `two`) below the column tiles.
+    #[inline(always)]
+    unsafe fn tile_pair(
+        a: *const i8,
+        d: usize,
+        cols: &AmxCols,
+        (t, two): (usize, bool),
+        sums: &mut [[i32; 256]; 4],
+    ) {
+        let steps = d / 64;
+        let b = cols.tiles.as_ptr().cast::<i8>();
+        // SAFETY: by the caller.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for s in 0..steps {
+                asm!(
+                    "tileloadd tmm4, [{b} + {sixty_four}*1]",
+                    "tileloadd tmm6, [{a0} + {d}*1]",
+                    "tileloadd tmm7, [{a1} + {d}*1]",
+                    "tdpbssd tmm0, tmm6, tmm4",
+                    "tdpbssd tmm1, tmm7, tmm4",
+                    b = in(reg) b.add(1024 * (t * steps + s)),
+                    sixty_four = in(reg) 64usize,
+                    a0 = in(reg) a.add(64 * s),
+                    a1 = in(reg) a.add(16 * d + 64 * s),
+                    d = in(reg) d,
+                    options(nostack, readonly),
+                );
+                if two {
+                    asm!(
+                        "tileloadd tmm5, [{b} + {sixty_four}*1]",
+                        "tdpbssd tmm2, tmm6, tmm5",
+                        "tdpbssd tmm3, tmm7, tmm5",
+                        b = in(reg) b.add(1024 * ((t + 1) * steps + s)),
+                        sixty_four = in(reg) 64usize,
+                        options(nostack, readonly),
+                    );
+                }
+            }
+            asm!(
+                "tilestored [{s0} + {sixty_four}*1], tmm0",
+                "tilestored [{s1} + {sixty_four}*1], tmm1",
+                "tilestored [{s2} + {sixty_four}*1], tmm2",
+                "tilestored [{s3} + {sixty_four}*1], tmm3",
+                s0 = in(reg) sums[0].as_mut_ptr(),
+                s1 = in(reg) sums[1].as_mut_ptr(),
+                s2 = in(reg) sums[2].as_mut_ptr(),
+                s3 = in(reg) sums[3].as_mut_ptr(),
+                sixty_four = in(reg) 64usize,
+                options(nostack),
+            );
+        }
     }
 
     /// 16 lines from `p` into L2 (where the rows to come lie: the prefetches never fault).
@@ -311,6 +559,15 @@ mod imp {
     pub fn dot_rows(_: &[i8], _: usize, _: &AmxCols, _: &mut [i32]) -> usize {
         0
     }
+
+    pub fn gemm(
+        _: super::GemmRows,
+        _: usize,
+        _: &AmxCols,
+        _: &mut [i32],
+        _: &mut Vec<super::Line>,
+    ) {
+    }
 }
 
 #[cfg(test)]
@@ -357,7 +614,7 @@ mod tests {
             // The columns' limit as the ranking pass quantises against int8 rows of d, and
             // never above what splits.
             let limit = (i64::from(i32::MAX) / (127 * d as i64)).min(i64::from(MAX_SPLIT));
-            for l in 1..=MAX_COLUMNS {
+            for l in 1..=TILE_COLUMNS {
                 for rb in [0, 1, 63, 64, 65, 127, 128, 200] {
                     let rows: Vec<i8> = (0..rb * d)
                         .map(|j| match j % 7 {
@@ -398,6 +655,82 @@ mod tests {
         }
     }
 
+    /// The GEMM for int8 and i16 rows (split into two planes) against every column count
+    /// that fills tiles differently (one tile, a pair, an odd last tile, partial tiles) and
+    /// row counts around its groups of 32: the exact sums.
+    #[test]
+    fn tile_gemm_gives_the_exact_integer_sums() {
+        if !available() {
+            eprintln!("no AMX here: nothing to compare (the VNNI GEMM serves)");
+            return;
+        }
+        let mut rng = Rng(23);
+        let mut scratch = GemmScratch::default();
+        for d in [64, 768] {
+            // Int8 rows with the int8 limit, i16 rows with the copy's balanced one — and at
+            // the split's range, where the sums stay within i32 for d = 64.
+            let i8_limit = (i64::from(i32::MAX) / (127 * d as i64)).min(i64::from(MAX_SPLIT));
+            let i16_limit = (i64::from(i32::MAX) / d as i64)
+                .isqrt()
+                .min(i64::from(MAX_SPLIT));
+            for l in [1, 7, 8, 9, 16, 17, 24, 33, 300] {
+                for rb in [0, 1, 31, 32, 33, 100] {
+                    for wide in [false, true] {
+                        let (row_lim, col_lim) = if wide {
+                            (i16_limit, i16_limit)
+                        } else {
+                            (127, i8_limit)
+                        };
+                        let vals: Vec<i64> = (0..rb * d)
+                            .map(|j| {
+                                if j % 11 == 0 {
+                                    -row_lim
+                                } else {
+                                    rng.within(row_lim)
+                                }
+                            })
+                            .collect();
+                        let cols: Vec<i16> = (0..l * d)
+                            .map(|j| {
+                                if j % 5 == 0 {
+                                    col_lim as i16
+                                } else {
+                                    rng.within(col_lim) as i16
+                                }
+                            })
+                            .collect();
+                        let packed = AmxCols::new(&cols, l, d).expect("AMX packs these columns");
+                        let (r8, r16): (Vec<i8>, Vec<i16>) = (
+                            vals.iter().map(|&v| v as i8).collect(),
+                            vals.iter().map(|&v| v as i16).collect(),
+                        );
+                        let rows = if wide {
+                            GemmRows::I16(&r16, row_lim)
+                        } else {
+                            GemmRows::I8(&r8)
+                        };
+                        let mut out = vec![0x5eed_5eed; rb * l + 3];
+                        assert!(gemm(rows, d, &packed, &mut out, &mut scratch));
+                        for i in 0..rb {
+                            for c in 0..l {
+                                let exact: i64 = (0..d)
+                                    .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
+                                    .sum();
+                                let what =
+                                    format!("d {d} L {l} rb {rb} i16 {wide} row {i} col {c}");
+                                assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                            }
+                        }
+                        assert!(
+                            out[rb * l..].iter().all(|&v| v == 0x5eed_5eed),
+                            "wrote past rb × L"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn columns_the_tiles_cannot_take_are_refused() {
         assert!(
@@ -408,10 +741,7 @@ mod tests {
             AmxCols::new(&[i16::MAX; 64], 1, 64).is_none(),
             "past the split's range"
         );
-        assert!(
-            AmxCols::new(&[1; 9 * 64], 9, 64).is_none(),
-            "more than 8 columns"
-        );
+        assert!(AmxCols::new(&[1; 64], 0, 64).is_none(), "no columns");
         assert!(
             AmxCols::new(&[1; 63], 1, 64).is_none(),
             "fewer values than l × d"
@@ -431,6 +761,31 @@ mod tests {
             );
             assert_eq!(dot_rows(&rows[..64 * 64], 64, &packed, &mut out), 64);
             assert!(out.iter().all(|&v| v == 64), "64 ones against 64 ones");
+        }
+        if let Some(packed) = AmxCols::new(&[1; 64], 1, 64) {
+            let (mut out, mut scratch) = ([0; 2], GemmScratch::default());
+            let rows = [1i16; 128];
+            let past = GemmRows::I16(&rows, i64::from(MAX_SPLIT) + 1);
+            assert!(
+                !gemm(past, 64, &packed, &mut out, &mut scratch),
+                "rows past the split"
+            );
+            let short = GemmRows::I16(&rows, 1);
+            assert!(
+                !gemm(short, 64, &packed, &mut out[..1], &mut scratch),
+                "out too short"
+            );
+            assert!(gemm(short, 64, &packed, &mut out, &mut scratch));
+            assert_eq!(out, [64, 64], "64 ones against 64 ones");
+        }
+        if let Some(nine) = AmxCols::new(&[1; 9 * 64], 9, 64) {
+            let mut out = [0; 9 * 64];
+            let rows = vec![1; 64 * 64];
+            assert_eq!(
+                dot_rows(&rows, 64, &nine, &mut out),
+                0,
+                "more than one tile"
+            );
         }
     }
 }

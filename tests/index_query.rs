@@ -371,31 +371,36 @@ fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
 
 #[test]
 fn a_batch_equals_its_queries_run_one_by_one() {
-    let mut rng = Rng::new(13);
-    let crf = Arc::new(random_crf(
-        &mut rng,
-        Shape {
-            c: 4,
-            d: 10,
-            bias: true,
-            start: false,
-            end: true,
-            forbid: 0.0,
-        },
-    ));
-    let train = corpus(&mut rng, &crf, 200, 10);
-    let test = corpus(&mut rng, &crf, 10, 10);
-    for storage in [Storage::F32, Storage::F16, Storage::Int8] {
-        let index = Arc::new(build(&crf, &train, storage));
-        batch_matches_single_queries(&index, &test);
-        // f32/f16 batches rank through the index's i16 copy where the CPU has the kernels.
-        let copy = index.ranking_copy_bytes();
-        match storage {
-            Storage::Int8 => assert_eq!(copy, 0),
-            _ if seginf::integer_kernels_available() => {
-                assert_eq!(copy, (2 * 10 + 4) * index.num_tokens())
+    // d = 10, and d = 64: there the GEMM goes through the AMX tiles where the CPU has them
+    // (int8 rows, and the i16 copy's split into two planes).
+    for d in [10, 64] {
+        let mut rng = Rng::new(13);
+        let crf = Arc::new(random_crf(
+            &mut rng,
+            Shape {
+                c: 4,
+                d,
+                bias: true,
+                start: false,
+                end: true,
+                forbid: 0.0,
+            },
+        ));
+        let train = corpus(&mut rng, &crf, 200, 10);
+        let test = corpus(&mut rng, &crf, 10, 10);
+        for storage in [Storage::F32, Storage::F16, Storage::Int8] {
+            let index = Arc::new(build(&crf, &train, storage));
+            batch_matches_single_queries(&index, &test);
+            // f32/f16 batches rank through the index's i16 copy where the CPU has the
+            // kernels.
+            let copy = index.ranking_copy_bytes();
+            match storage {
+                Storage::Int8 => assert_eq!(copy, 0),
+                _ if seginf::integer_kernels_available() => {
+                    assert_eq!(copy, (2 * d + 4) * index.num_tokens())
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 }

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView1};
 
-use crate::amx::{self, AmxCols};
+use crate::amx::{self, AmxCols, GemmRows, GemmScratch};
 use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
@@ -24,8 +24,8 @@ pub(crate) struct IntColumns<'a> {
     scales: Vec<f64>,
     /// Packed for the GEMM (batches of more than [`FEW`] columns, and any use of a copy).
     packed: Option<PackedCols>,
-    /// Split and packed for the AMX tiles (int8 rows against up to 8 columns, where the CPU
-    /// has them): else the streaming kernels.
+    /// Split and packed for the AMX tiles, where the CPU has them: the GEMM's columns, and a
+    /// single query's 5–8 against int8 rows ([`TILES_FROM`]); else the VNNI kernels.
     tiles: Option<AmxCols>,
     /// The f32/f16 index's i16 rows, or `None` for an int8 index's own rows.
     copy: Option<&'a RankingCopy>,
@@ -44,7 +44,7 @@ pub(crate) const ONE: usize = 8;
 /// streaming VNNI kernel's dots took 11–12 ms of thread time at 3–4 columns against 13–14
 /// through the tiles (whose strided reads stream more slowly than the kernel's), and 15 /
 /// 15–20 ms at 5 / 8 columns against 14–15 (the VNNI kernel's instructions outgrow the read).
-const TILE_COLUMNS: usize = 5;
+const TILES_FROM: usize = 5;
 
 pub(crate) struct RankingColumns<'a> {
     pub ints: Option<IntColumns<'a>>,
@@ -90,8 +90,12 @@ impl<'a> RankingColumns<'a> {
             errs.push(int_error(delta, norm(col), rho));
         }
         let packed = (l > few || copy.is_some()).then(|| PackedCols::new(&values, l, d));
+        // The tiles for a GEMM's columns, and for a single query's 5–8 against int8 rows.
         let tiles = match (&packed, &index.features) {
-            (None, FeatureRows::Int8 { .. }) if l >= TILE_COLUMNS => AmxCols::new(&values, l, d),
+            (Some(_), _) => AmxCols::new(&values, l, d),
+            (None, FeatureRows::Int8 { .. }) if (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) => {
+                AmxCols::new(&values, l, d)
+            }
             _ => None,
         };
         RankingColumns {
@@ -206,7 +210,15 @@ impl IntColumns<'_> {
         acc.ints.resize(rb * l, 0);
         match (&self.packed, row_values) {
             (Some(packed), _) if (packed.num_cols(), packed.dim()) == (l, d) => {
-                int_kernels::gemm(row_values, d, packed, &mut acc.ints, &mut acc.wide)
+                let rows = match row_values {
+                    Rows::I8(r) => GemmRows::I8(r),
+                    Rows::I16(r) => GemmRows::I16(r, balanced_limit(d)),
+                };
+                let tiled = (self.tiles.as_ref())
+                    .is_some_and(|tiles| amx::gemm(rows, d, tiles, &mut acc.ints, &mut acc.tiles));
+                if !tiled {
+                    int_kernels::gemm(row_values, d, packed, &mut acc.ints, &mut acc.wide)
+                }
             }
             (_, Rows::I8(row_values)) => {
                 // The tiles take whole groups of rows, the streaming kernel the rest.
@@ -272,6 +284,7 @@ impl IntColumns<'_> {
 pub(crate) struct Scratch {
     ints: Vec<i32>,
     wide: Vec<i16>,
+    tiles: GemmScratch,
     pub decoded: Vec<f32>,
 }
 
@@ -443,7 +456,7 @@ mod tests {
             scales: Column::Owned(scales),
         };
         let limit = int_column_limit(d);
-        for l in TILE_COLUMNS..=amx::MAX_COLUMNS {
+        for l in TILES_FROM..=amx::TILE_COLUMNS {
             let (mut cols, mut col_scales) = (Vec::new(), Vec::new());
             for c in 0..l {
                 let col: Vec<f64> = (0..d).map(|j| if j == c { 1.0 } else { next() }).collect();
