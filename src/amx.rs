@@ -1,19 +1,21 @@
-//! Intel AMX tile kernels for a single query's int8 dots: the exact integer sums
-//! `Σ_j q_kj·u_lj` of int8 index rows with a few i16 query columns, as
-//! [`crate::int_kernels::dot_rows_i8_i16`] computes them, through `tdpbssd` (one instruction
+//! Intel AMX tile kernels for the ranking pass's integer dots: the exact sums
+//! `Σ_j q_kj·u_lj` of int8 index rows (or an f32/f16 index's i16 ranking copy) with i16 query
+//! columns, as [`crate::int_kernels`] computes them, through `tdpbssd` (one instruction
 //! multiplies a 16 × 64 int8 tile of rows by a 64 × 16 int8 tile of columns: 16 384
-//! multiply-adds against 32 for a VNNI `vpdpwssd`).
+//! multiply-adds against 32 for a VNNI `vpdpwssd`). [`dot_rows`] serves a single query's few
+//! columns, [`gemm`] a batch's many.
 //!
 //! AMX multiplies int8 by int8, so each i16 column value is split exactly as
 //! `u = 256·hi + lo` with `hi, lo` in int8 (`lo = u mod 256` in [−128, 127], which needs
-//! `|u| ≤ 32 639` for `hi` to fit): one query column becomes two tile columns (up to 8 query
-//! columns in the tile's 16), and `dot = 256·(q·hi) + q·lo` in wrapping i32 — the exact sum
+//! `|u| ≤ 32 639` for `hi` to fit): one query column becomes two tile columns (8 query
+//! columns in a tile's 16), and `dot = 256·(q·hi) + q·lo` in wrapping i32 — the exact sum
 //! modulo 2³², so bit-identical to the VNNI, AVX2 and portable kernels (the caller keeps the
-//! true sum within i32, see `int_kernels`).
+//! true sum within i32, see `int_kernels`). i16 rows are split the same way into two planes.
 //!
-//! Why: a row's dots with 5–8 columns through VNNI cost 43–60 ns a row on one core against a
-//! ~50 ns read (BENCHMARKS.md, session 12), so long-segment int8 queries were bound by
-//! instructions beside the read; through the tiles a row costs a few ns whatever the columns.
+//! Why (BENCHMARKS.md, session 12): one core, a row's dots with 5 columns took 43 ns through
+//! VNNI against 21 through the tiles (whatever the columns), so long-segment int8 queries
+//! were bound by instructions beside the read; and the batches' GEMM, 60 % of a batch on
+//! VNNI, fell to a few %.
 //!
 //! Only on x86_64 Linux CPUs with AMX-TILE and AMX-INT8, once the kernel grants the process
 //! the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`AmxCols::new`] says `None`
@@ -299,6 +301,24 @@ mod imp {
         64 * groups
     }
 
+    /// Stores four sum tiles (16 rows of 64 bytes each) into `sums[0..4]`, in that order.
+    macro_rules! store_sums {
+        ($sums:expr, $t0:literal, $t1:literal, $t2:literal, $t3:literal) => {
+            asm!(
+                concat!("tilestored [{s0} + {sixty_four}*1], tmm", $t0),
+                concat!("tilestored [{s1} + {sixty_four}*1], tmm", $t1),
+                concat!("tilestored [{s2} + {sixty_four}*1], tmm", $t2),
+                concat!("tilestored [{s3} + {sixty_four}*1], tmm", $t3),
+                s0 = in(reg) $sums[0].as_mut_ptr(),
+                s1 = in(reg) $sums[1].as_mut_ptr(),
+                s2 = in(reg) $sums[2].as_mut_ptr(),
+                s3 = in(reg) $sums[3].as_mut_ptr(),
+                sixty_four = in(reg) 64usize,
+                options(nostack),
+            )
+        };
+    }
+
     /// The body of [`super::gemm`] (shapes and values checked there): per group of 32 rows,
     /// the rows copied (int8) or split into high and low int8 planes (i16: `u = 256·hi +
     /// lo`) on cache lines, then every pair of column tiles against them, plane by plane.
@@ -446,18 +466,7 @@ mod imp {
                     );
                 }
             }
-            asm!(
-                "tilestored [{s0} + {sixty_four}*1], tmm0",
-                "tilestored [{s1} + {sixty_four}*1], tmm1",
-                "tilestored [{s2} + {sixty_four}*1], tmm2",
-                "tilestored [{s3} + {sixty_four}*1], tmm3",
-                s0 = in(reg) sums[0].as_mut_ptr(),
-                s1 = in(reg) sums[1].as_mut_ptr(),
-                s2 = in(reg) sums[2].as_mut_ptr(),
-                s3 = in(reg) sums[3].as_mut_ptr(),
-                sixty_four = in(reg) 64usize,
-                options(nostack),
-            );
+            store_sums!(sums, "0", "1", "2", "3");
         }
     }
 
@@ -499,51 +508,26 @@ mod imp {
                     sixty_four = in(reg) 64usize,
                     options(nostack, readonly),
                 );
-                ask(ahead);
-                asm!(
-                    "tileloadd tmm3, [{a} + {d}*1]",
-                    "tdpbssd tmm0, tmm3, tmm2",
-                    a = in(reg) row(0),
-                    d = in(reg) d,
-                    options(nostack, readonly),
-                );
-                ask(ahead.wrapping_add(1024));
-                asm!(
-                    "tileloadd tmm4, [{a} + {d}*1]",
-                    "tdpbssd tmm1, tmm4, tmm2",
-                    a = in(reg) row(1),
-                    d = in(reg) d,
-                    options(nostack, readonly),
-                );
-                ask(ahead.wrapping_add(2048));
-                asm!(
-                    "tileloadd tmm5, [{a} + {d}*1]",
-                    "tdpbssd tmm6, tmm5, tmm2",
-                    a = in(reg) row(2),
-                    d = in(reg) d,
-                    options(nostack, readonly),
-                );
-                ask(ahead.wrapping_add(3072));
-                asm!(
-                    "tileloadd tmm3, [{a} + {d}*1]",
-                    "tdpbssd tmm7, tmm3, tmm2",
-                    a = in(reg) row(3),
-                    d = in(reg) d,
-                    options(nostack, readonly),
-                );
+                // Quarter q: its rows into tile `$a`, their products into sum tile `$c`,
+                // beside the next 1 KB of rows asked for.
+                macro_rules! quarter {
+                    ($a:literal, $c:literal, $q:literal) => {
+                        ask(ahead.wrapping_add(1024 * $q));
+                        asm!(
+                            concat!("tileloadd tmm", $a, ", [{a} + {d}*1]"),
+                            concat!("tdpbssd tmm", $c, ", tmm", $a, ", tmm2"),
+                            a = in(reg) row($q),
+                            d = in(reg) d,
+                            options(nostack, readonly),
+                        );
+                    };
+                }
+                quarter!("3", "0", 0);
+                quarter!("4", "1", 1);
+                quarter!("5", "6", 2);
+                quarter!("3", "7", 3);
             }
-            asm!(
-                "tilestored [{s0} + {sixty_four}*1], tmm0",
-                "tilestored [{s1} + {sixty_four}*1], tmm1",
-                "tilestored [{s2} + {sixty_four}*1], tmm6",
-                "tilestored [{s3} + {sixty_four}*1], tmm7",
-                s0 = in(reg) sums[0].as_mut_ptr(),
-                s1 = in(reg) sums[1].as_mut_ptr(),
-                s2 = in(reg) sums[2].as_mut_ptr(),
-                s3 = in(reg) sums[3].as_mut_ptr(),
-                sixty_four = in(reg) 64usize,
-                options(nostack),
-            );
+            store_sums!(sums, "0", "1", "6", "7");
         }
     }
 }
@@ -574,23 +558,7 @@ mod imp {
 mod tests {
     use super::*;
 
-    /// A 64-bit LCG.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-
-        /// Uniform in [-m, m].
-        fn within(&mut self, m: i64) -> i64 {
-            (self.next() % (2 * m as u64 + 1)) as i64 - m
-        }
-    }
+    use crate::int_kernels::tests::Rng;
 
     #[test]
     fn split_is_exact_over_the_whole_range() {

@@ -1490,14 +1490,14 @@ pub(crate) mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A 64-bit LCG.
-    struct Rng(u64);
+    /// A 64-bit LCG (also the AMX kernels' tests').
+    pub(crate) struct Rng(pub u64);
 
     impl Rng {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
@@ -1506,7 +1506,7 @@ mod tests {
         }
 
         /// Uniform in [-m, m].
-        fn within(&mut self, m: i64) -> i64 {
+        pub(crate) fn within(&mut self, m: i64) -> i64 {
             (self.next() % (2 * m as u64 + 1)) as i64 - m
         }
 
