@@ -158,9 +158,10 @@ pub fn gemm(
     true
 }
 
-/// Adds one 16-row tile of sums of a column tile (16 × 16 i32, row-major) into `out` (rows
-/// of `l`, starting at query column `first`) for its first `rows` rows: `256·hi + lo` per
-/// query column, times `scale` (256 for the high plane of i16 rows), wrapping.
+/// Writes (or, when `add`, adds) one 16-row tile of sums of a column tile (16 × 16 i32,
+/// row-major) into `out` (rows of `l`, starting at query column `first`) for its first `rows`
+/// rows: `256·hi + lo` per query column, times `scale` (256 for the high plane of i16 rows),
+/// wrapping.
 fn combine_into(
     sums: &[i32; 256],
     rows: usize,
@@ -185,27 +186,13 @@ fn combine_into(
     }
 }
 
-/// Writes one 16-row tile of sums (16 × 16 i32, row-major) into `out` for its first `rows`
-/// rows: `256·hi + lo` per query column.
-fn combine(sums: &[i32; 256], rows: usize, l: usize, out: &mut [i32]) {
-    for (o, s) in out
-        .chunks_exact_mut(l)
-        .zip(sums.chunks_exact(16))
-        .take(rows)
-    {
-        for (c, o) in o.iter_mut().enumerate() {
-            *o = s[2 * c].wrapping_mul(256).wrapping_add(s[2 * c + 1]);
-        }
-    }
-}
-
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[allow(unsafe_code)]
 mod imp {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{combine, combine_into, AmxCols, GemmRows, Line};
+    use super::{combine_into, AmxCols, GemmRows, Line};
 
     /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h) and the tile data's
     /// XSAVE feature number.
@@ -293,7 +280,8 @@ mod imp {
             for g in 0..groups {
                 group(rows.as_ptr().add(64 * g * d), d, cols, &mut sums.0);
                 for (q, sums) in sums.0.iter().enumerate() {
-                    combine(sums, 16, l, &mut out[(64 * g + 16 * q) * l..]);
+                    let at = &mut out[(64 * g + 16 * q) * l..];
+                    combine_into(sums, 16, (l, 0), 1, false, at);
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
