@@ -20,7 +20,8 @@
 //! Only on x86_64 Linux CPUs with AMX-TILE and AMX-INT8, once the kernel grants the process
 //! the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`AmxCols::new`] says `None`
 //! elsewhere, and callers keep the other kernels. `SEGINF_AMX=off` in the environment turns
-//! the tiles off (for comparisons).
+//! the tiles off (for comparisons, or for a host whose alternate signal stacks are too small
+//! for the AMX signal frame: after the grant Linux refuses smaller `sigaltstack`s).
 
 /// Query columns split and packed as the tiles' B operand: tiles of 16 tile columns (8 query
 /// columns), 64 features a step.
