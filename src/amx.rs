@@ -23,6 +23,8 @@
 //! the tiles off (for comparisons, or for a host whose alternate signal stacks are too small
 //! for the AMX signal frame: after the grant Linux refuses smaller `sigaltstack`s).
 
+use crate::int_kernels::Rows;
+
 /// Query columns split and packed as the tiles' B operand: tiles of 16 tile columns (8 query
 /// columns), 64 features a step.
 pub struct AmxCols {
@@ -115,15 +117,6 @@ pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize
     imp::dot_rows(rows, rb, cols, out)
 }
 
-/// The rows of [`gemm`]: an int8 index's values, or the i16 values of an f32/f16 index's
-/// ranking copy with the bound the copy keeps them within (which must be at most 32 639:
-/// they are split as the columns are, into two int8 planes).
-#[derive(Clone, Copy)]
-pub enum GemmRows<'a> {
-    I8(&'a [i8]),
-    I16(&'a [i16], i64),
-}
-
 /// Reusable memory of [`gemm`]: a group's rows, copied (int8) or split into two int8
 /// planes (i16) on cache lines.
 #[derive(Default)]
@@ -136,19 +129,21 @@ struct Line([i8; 64]);
 
 /// `out[i·L + l] = Σ_j rows[i·d + j]·u_l[j]` (exact modulo 2³², as every integer kernel) for
 /// every row of `rows` (`len / d` of them) and all `L` columns: groups of 32 rows against
-/// pairs of column tiles. `false`, doing nothing, when the tiles cannot run here, the shapes
-/// do not match (`out` shorter than rows × L) or the i16 rows' bound is past the split's
-/// range.
+/// pairs of column tiles. The rows are an int8 index's values, or the i16 values of an
+/// f32/f16 index's ranking copy, which the copy keeps within `±i16_bound` (split as the
+/// columns are, into two int8 planes; the bound is not read for int8 rows). `false`, doing
+/// nothing, when the tiles cannot run here, the shapes do not match (`out` shorter than
+/// rows × L) or i16 rows' bound is past the split's range.
 pub fn gemm(
-    rows: GemmRows,
+    (rows, i16_bound): (Rows, i64),
     d: usize,
     cols: &AmxCols,
     out: &mut [i32],
     scratch: &mut GemmScratch,
 ) -> bool {
     let (len, splits) = match rows {
-        GemmRows::I8(r) => (r.len(), true),
-        GemmRows::I16(r, bound) => (r.len(), (0..=i64::from(MAX_SPLIT)).contains(&bound)),
+        Rows::I8(r) => (r.len(), true),
+        Rows::I16(r) => (r.len(), (0..=i64::from(MAX_SPLIT)).contains(&i16_bound)),
     };
     let rb = len.checked_div(d).unwrap_or(0);
     let shapes = d == cols.d && len == rb * d && out.len() >= rb * cols.l;
@@ -193,7 +188,7 @@ mod imp {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{combine_into, AmxCols, GemmRows, Line};
+    use super::{combine_into, AmxCols, Line, Rows};
 
     /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h) and the tile data's
     /// XSAVE feature number.
@@ -241,8 +236,8 @@ mod imp {
         rows: [u8; 16],
     }
 
-    /// Every tile 16 rows of 64 bytes: 0, 1, 6, 7 the sums of a group's four 16-row
-    /// quarters, 2 a step's columns, 3, 4, 5 the quarters' rows in turn.
+    /// Every tile 16 rows of 64 bytes (which tile holds what: [`group`] for a single query,
+    /// [`tile_pair`] for the GEMM).
     fn config() -> Config {
         let mut c = Config {
             palette: 1,
@@ -311,18 +306,12 @@ mod imp {
     /// The body of [`super::gemm`] (shapes and values checked there): per group of 32 rows,
     /// the rows copied (int8) or split into high and low int8 planes (i16: `u = 256·hi +
     /// lo`) on cache lines, then every pair of column tiles against them, plane by plane.
-    pub fn gemm(
-        rows: GemmRows,
-        rb: usize,
-        cols: &AmxCols,
-        out: &mut [i32],
-        scratch: &mut Vec<Line>,
-    ) {
+    pub fn gemm(rows: Rows, rb: usize, cols: &AmxCols, out: &mut [i32], scratch: &mut Vec<Line>) {
         let (d, l) = (cols.d, cols.l);
         let (steps, tiles) = (d / 64, cols.column_tiles());
         let planes = match rows {
-            GemmRows::I8(_) => 1,
-            GemmRows::I16(..) => 2,
+            Rows::I8(_) => 1,
+            Rows::I16(_) => 2,
         };
         let plane_lines = 32 * steps;
         scratch.resize(planes * plane_lines, Line([0; 64]));
@@ -380,18 +369,18 @@ mod imp {
     /// # Safety
     /// The CPU has AVX-512 F and BW.
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn fill(rows: GemmRows, (g, n): (usize, usize), d: usize, lines: &mut [Line]) {
+    unsafe fn fill(rows: Rows, (g, n): (usize, usize), d: usize, lines: &mut [Line]) {
         let bytes = lines.len() * 64;
         // SAFETY: `lines` is `bytes` bytes of plain i8 arrays, viewed as one slice.
         let flat =
             unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<i8>(), bytes) };
         let plane = 32 * d;
         match rows {
-            GemmRows::I8(r) => {
+            Rows::I8(r) => {
                 flat[..n * d].copy_from_slice(&r[g * d..(g + n) * d]);
                 flat[n * d..plane].fill(0);
             }
-            GemmRows::I16(r, _) => {
+            Rows::I16(r) => {
                 let (hi, lo) = flat.split_at_mut(plane);
                 for ((h, l), &u) in hi.iter_mut().zip(lo.iter_mut()).zip(&r[g * d..(g + n) * d]) {
                     let low = u as i8;
@@ -533,14 +522,7 @@ mod imp {
         0
     }
 
-    pub fn gemm(
-        _: super::GemmRows,
-        _: usize,
-        _: &AmxCols,
-        _: &mut [i32],
-        _: &mut Vec<super::Line>,
-    ) {
-    }
+    pub fn gemm(_: super::Rows, _: usize, _: &AmxCols, _: &mut [i32], _: &mut Vec<super::Line>) {}
 }
 
 #[cfg(test)]
@@ -661,10 +643,9 @@ mod tests {
                             vals.iter().map(|&v| v as i8).collect(),
                             vals.iter().map(|&v| v as i16).collect(),
                         );
-                        let rows = if wide {
-                            GemmRows::I16(&r16, row_lim)
-                        } else {
-                            GemmRows::I8(&r8)
+                        let rows = match wide {
+                            true => (Rows::I16(&r16), row_lim),
+                            false => (Rows::I8(&r8), 0),
                         };
                         let mut out = vec![0x5eed_5eed; rb * l + 3];
                         assert!(gemm(rows, d, &packed, &mut out, &mut scratch));
@@ -722,12 +703,12 @@ mod tests {
         if let Some(packed) = AmxCols::new(&[1; 64], 1, 64) {
             let (mut out, mut scratch) = ([0; 2], GemmScratch::default());
             let rows = [1i16; 128];
-            let past = GemmRows::I16(&rows, i64::from(MAX_SPLIT) + 1);
+            let past = (Rows::I16(&rows), i64::from(MAX_SPLIT) + 1);
             assert!(
                 !gemm(past, 64, &packed, &mut out, &mut scratch),
                 "rows past the split"
             );
-            let short = GemmRows::I16(&rows, 1);
+            let short = (Rows::I16(&rows), 1);
             assert!(
                 !gemm(short, 64, &packed, &mut out[..1], &mut scratch),
                 "out too short"

@@ -1289,10 +1289,9 @@ pub(crate) mod x86 {
         true
     }
 
-    /// `out[i·ld + n] = row_i · cols[n]` for n < N. One or two columns (unless `PAIRS`,
-    /// see [`super::pairs_for_few_columns`]): one row at a time,
-    /// its lines asked for [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on in a burst per
-    /// row. Three or four: two rows side by side sharing each column load ([`rows_dots`], the
+    /// `out[i·ld + n] = row_i · cols[n]` for n < N. One or two columns (unless `PAIRS`, see
+    /// [`super::pairs_for_few_columns`]): one row at a time, its lines asked for
+    /// [`PREFETCH_AHEAD`](super::PREFETCH_AHEAD) bytes on in a burst per row. Three or four: two rows side by side sharing each column load ([`rows_dots`], the
     /// odd last row alone), each line of both asked for as the loop reaches it — one core
     /// read 3 columns at 75–77 % of a plain read of the rows one at a time, at 91–103 % in
     /// pairs (hot in L2: 33 → 26 ns a row), and a one-core 3-token query went from 47–52 to

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView1};
 
-use crate::amx::{self, AmxCols, GemmRows, GemmScratch};
+use crate::amx::{self, AmxCols, GemmScratch};
 use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
@@ -91,13 +91,11 @@ impl<'a> RankingColumns<'a> {
         }
         let packed = (l > few || copy.is_some()).then(|| PackedCols::new(&values, l, d));
         // The tiles for a GEMM's columns, and for a single query's 5–8 against int8 rows.
-        let tiles = match (&packed, &index.features) {
-            (Some(_), _) => AmxCols::new(&values, l, d),
-            (None, FeatureRows::Int8 { .. }) if (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) => {
-                AmxCols::new(&values, l, d)
-            }
-            _ => None,
-        };
+        let int8 = matches!(index.features, FeatureRows::Int8 { .. });
+        let streamed = int8 && (TILES_FROM..=amx::TILE_COLUMNS).contains(&l);
+        let tiles = (packed.is_some() || streamed)
+            .then(|| AmxCols::new(&values, l, d))
+            .flatten();
         RankingColumns {
             ints: Some(IntColumns {
                 values,
@@ -210,10 +208,8 @@ impl IntColumns<'_> {
         acc.ints.resize(rb * l, 0);
         match (&self.packed, row_values) {
             (Some(packed), _) if (packed.num_cols(), packed.dim()) == (l, d) => {
-                let rows = match row_values {
-                    Rows::I8(r) => GemmRows::I8(r),
-                    Rows::I16(r) => GemmRows::I16(r, balanced_limit(d)),
-                };
+                // A copy's values lie within ±balanced_limit(d).
+                let rows = (row_values, balanced_limit(d));
                 let tiled = (self.tiles.as_ref())
                     .is_some_and(|tiles| amx::gemm(rows, d, tiles, &mut acc.ints, &mut acc.tiles));
                 if !tiled {
