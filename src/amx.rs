@@ -29,8 +29,9 @@ use crate::int_kernels::Rows;
 /// columns), 64 features a step.
 pub struct AmxCols {
     /// One block per column tile `t` and step `s` (at `t·steps + s`): group `g` (features
-    /// `64s + 4g .. 64s + 4g + 4`), tile column `n` (query column `8t + n/2`: its `hi` for
-    /// even `n`, `lo` for odd), byte `b` at `64g + 4n + b`; zero past the last column.
+    /// `64s + 4g .. 64s + 4g + 4`), tile column `n` (query column `8t + n mod 8`: its `hi`
+    /// for `n < 8`, `lo` from 8 on, so that a row of sums is 8 `hi` then 8 `lo` and the
+    /// combine is two vectors), byte `b` at `64g + 4n + b`; zero past the last column.
     tiles: Vec<Block>,
     l: usize,
     d: usize,
@@ -65,13 +66,13 @@ impl AmxCols {
         let steps = d / 64;
         let mut tiles = vec![Block([0; 1024]); l.div_ceil(TILE_COLUMNS) * steps];
         for (c, col) in cols.chunks_exact(d).enumerate() {
-            let (t, n) = (c / TILE_COLUMNS, 2 * (c % TILE_COLUMNS));
+            let (t, n) = (c / TILE_COLUMNS, c % TILE_COLUMNS);
             for (j, &u) in col.iter().enumerate() {
                 let (hi, lo) = split(u);
                 let block = &mut tiles[t * steps + j / 64].0;
                 let at = 64 * (j % 64 / 4) + j % 4;
                 block[at + 4 * n] = hi;
-                block[at + 4 * (n + 1)] = lo;
+                block[at + 4 * (n + TILE_COLUMNS)] = lo;
             }
         }
         Some(AmxCols { tiles, l, d })
@@ -155,29 +156,35 @@ pub fn gemm(
 }
 
 /// Writes (or, when `add`, adds) one 16-row tile of sums of a column tile (16 × 16 i32,
-/// row-major) into `out` (rows of `l`, starting at query column `first`) for its first `rows`
-/// rows: `256·hi + lo` per query column, times `scale` (256 for the high plane of i16 rows),
-/// wrapping.
+/// row-major: 8 `hi` then 8 `lo` sums) into `out` (rows of `l`, starting at query column
+/// `first`) for its first `rows` rows: `256·hi + lo` per query column, shifted left by
+/// `shift` (8 for the high plane of i16 rows: its sums count 256 times), wrapping. Inlined
+/// into the AVX-512 kernels, where a whole tile's row is two vector instructions' work.
+#[inline(always)]
 fn combine_into(
     sums: &[i32; 256],
     rows: usize,
     (l, first): (usize, usize),
-    scale: i32,
+    shift: u32,
     add: bool,
     out: &mut [i32],
 ) {
     let cols = (l - first).min(TILE_COLUMNS);
+    let combined = |hi: &[i32], lo: &[i32], o: &mut [i32]| {
+        for ((o, &h), &lo) in o.iter_mut().zip(hi).zip(lo) {
+            let v = (h << 8).wrapping_add(lo) << shift;
+            *o = if add { o.wrapping_add(v) } else { v };
+        }
+    };
     for (o, s) in out
         .chunks_exact_mut(l)
         .zip(sums.chunks_exact(16))
         .take(rows)
     {
-        for (c, o) in o[first..first + cols].iter_mut().enumerate() {
-            let v = s[2 * c]
-                .wrapping_mul(256)
-                .wrapping_add(s[2 * c + 1])
-                .wrapping_mul(scale);
-            *o = if add { o.wrapping_add(v) } else { v };
+        let (hi, lo) = s.split_at(TILE_COLUMNS);
+        match <&mut [i32; TILE_COLUMNS]>::try_from(&mut o[first..first + cols]) {
+            Ok(o) => combined(hi, lo, o), // a whole tile: fixed length, one vector
+            Err(_) => combined(hi, lo, &mut o[first..first + cols]),
         }
     }
 }
@@ -262,6 +269,16 @@ mod imp {
     /// The body of [`super::dot_rows`] (shapes checked there): the leading groups of 64 rows,
     /// returning how many rows that was.
     pub fn dot_rows(rows: &[i8], rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
+        // SAFETY: the caller checked `available`, which needs AVX-512 F and BW.
+        unsafe { dot_rows_avx512(rows, rb, cols, out) }
+    }
+
+    /// [`dot_rows`] compiled for AVX-512 (the sums' combine vectorises).
+    ///
+    /// # Safety
+    /// As [`dot_rows`]: AMX granted, AVX-512 F and BW present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn dot_rows_avx512(rows: &[i8], rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
         let (d, l) = (cols.d, cols.l);
         let groups = rb / super::GROUP;
         let cfg = config();
@@ -277,7 +294,7 @@ mod imp {
                 group(rows.as_ptr().add(64 * g * d), d, cols, &mut sums.0);
                 for (q, sums) in sums.0.iter().enumerate() {
                     let at = &mut out[(64 * g + 16 * q) * l..];
-                    combine_into(sums, 16, (l, 0), 1, false, at);
+                    combine_into(sums, 16, (l, 0), 0, false, at);
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
@@ -307,6 +324,22 @@ mod imp {
     /// the rows copied (int8) or split into high and low int8 planes (i16: `u = 256·hi +
     /// lo`) on cache lines, then every pair of column tiles against them, plane by plane.
     pub fn gemm(rows: Rows, rb: usize, cols: &AmxCols, out: &mut [i32], scratch: &mut Vec<Line>) {
+        // SAFETY: the caller checked `available`, which needs AVX-512 F and BW.
+        unsafe { gemm_avx512(rows, rb, cols, out, scratch) }
+    }
+
+    /// [`gemm`] compiled for AVX-512 (the sums' combine vectorises).
+    ///
+    /// # Safety
+    /// As [`gemm`]: AMX granted, AVX-512 F and BW present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn gemm_avx512(
+        rows: Rows,
+        rb: usize,
+        cols: &AmxCols,
+        out: &mut [i32],
+        scratch: &mut Vec<Line>,
+    ) {
         let (d, l) = (cols.d, cols.l);
         let (steps, tiles) = (d / 64, cols.column_tiles());
         let planes = match rows {
@@ -324,16 +357,29 @@ mod imp {
         // stores write 16 rows of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
+            let (base, width) = match rows {
+                Rows::I8(r) => (r.as_ptr().cast::<i8>(), 1),
+                Rows::I16(r) => (r.as_ptr().cast::<i8>(), 2),
+            };
+            let row_bytes = width * d;
+            // Lines of the next group asked for at each step of this group's tile pairs.
+            let per_step = (32 * row_bytes / 64).div_ceil(planes * tiles.div_ceil(2) * steps);
             for g in (0..rb).step_by(32) {
                 let n = (rb - g).min(32);
                 fill(rows, (g, n), d, scratch);
+                let next = (g + 32).min(rb);
+                let mut ahead = Ahead {
+                    at: base.wrapping_add(next * row_bytes),
+                    end: base.wrapping_add((next + 32).min(rb) * row_bytes),
+                    per_step,
+                };
                 for plane in 0..planes {
                     let a = scratch.as_ptr().add(plane * plane_lines).cast::<i8>();
                     // High plane of i16 rows: its sums count 256 times.
-                    let scale = if planes == 2 && plane == 0 { 256 } else { 1 };
+                    let shift = if planes == 2 && plane == 0 { 8 } else { 0 };
                     for t in (0..tiles).step_by(2) {
                         let two = t + 1 < tiles;
-                        tile_pair(a, d, cols, (t, two), &mut sums.0);
+                        tile_pair(a, d, cols, (t, two), &mut sums.0, &mut ahead);
                         for (q, tile) in [(0, t), (1, t + 1)] {
                             if q == 1 && !two {
                                 continue;
@@ -341,14 +387,14 @@ mod imp {
                             let first = super::TILE_COLUMNS * tile;
                             let add = plane == 1;
                             let at = &mut out[g * l..];
-                            combine_into(&sums.0[2 * q], n.min(16), (l, first), scale, add, at);
+                            combine_into(&sums.0[2 * q], n.min(16), (l, first), shift, add, at);
                             if n > 16 {
                                 let at = &mut out[(g + 16) * l..];
                                 combine_into(
                                     &sums.0[2 * q + 1],
                                     n - 16,
                                     (l, first),
-                                    scale,
+                                    shift,
                                     add,
                                     at,
                                 );
@@ -407,6 +453,7 @@ mod imp {
         cols: &AmxCols,
         (t, two): (usize, bool),
         sums: &mut [[i32; 256]; 4],
+        ahead: &mut Ahead,
     ) {
         let steps = d / 64;
         let b = cols.tiles.as_ptr().cast::<i8>();
@@ -420,6 +467,7 @@ mod imp {
                 options(nostack, nomem)
             );
             for s in 0..steps {
+                ahead.step();
                 asm!(
                     "tileloadd tmm4, [{b} + {sixty_four}*1]",
                     "tileloadd tmm6, [{a0} + {d}*1]",
@@ -445,6 +493,29 @@ mod imp {
                 }
             }
             store_sums!(sums, "0", "1", "2", "3");
+        }
+    }
+
+    /// The rows of the next group, asked for into L2 a few lines at each step of the current
+    /// group's tile pairs: read in one burst by [`fill`], the group's rows missed the cache
+    /// on every line (the tile work between bursts leaves the hardware prefetchers idle;
+    /// `perf`: the copy's loads were 40 % of the i16 GEMM).
+    struct Ahead {
+        at: *const i8,
+        end: *const i8,
+        per_step: usize,
+    }
+
+    impl Ahead {
+        #[inline(always)]
+        fn step(&mut self) {
+            for _ in 0..self.per_step {
+                if self.at >= self.end {
+                    return;
+                }
+                crate::int_kernels::x86::prefetch_l2(self.at.cast());
+                self.at = self.at.wrapping_add(64);
+            }
         }
     }
 
