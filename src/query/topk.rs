@@ -40,9 +40,11 @@ type Id = (u64, u32, u64);
 fn push_bounded<T: Ord>(heap: &mut BinaryHeap<T>, item: T, k: usize) {
     if heap.len() < k {
         heap.push(item);
-    } else if heap.peek().is_some_and(|top| item < *top) {
-        heap.pop();
-        heap.push(item);
+    } else if let Some(mut top) = heap.peek_mut() {
+        // Replacing the top in place sifts once, where pop + push sifted twice.
+        if item < *top {
+            *top = item;
+        }
     }
 }
 
