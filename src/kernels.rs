@@ -236,6 +236,8 @@ mod x86 {
     use crate::int_kernels::x86::{lane_mask, token_raws_by};
     use crate::int_kernels::TokenTerms;
 
+    use super::PAIR_GROUP;
+
     /// The most test columns the row kernels take at once (a single segment's tokens).
     pub const MAX_COLUMNS: usize = 8;
 
@@ -428,6 +430,121 @@ mod x86 {
             }
             dots
         }
+    }
+
+    /// [`super::one_column_scores_group`] with AVX-512 F; `None` (doing nothing) without it
+    /// or when the shapes do not hold: 1 to [`PAIR_GROUP`] tokens, the same number of `r`
+    /// (C each), `dots` and `factors`, and every slice as long as C and Q = `low.len()` need.
+    pub fn one_column_scores_group(
+        r: &[&[f64]],
+        dots: &[&[f32]],
+        (coefs_t, table): (&[f64], &[f64]),
+        factors: &[f64],
+        (low, high): (&[f64], &[f64]),
+        out: &mut [f64],
+    ) -> Option<u8> {
+        let (n, q) = (r.len(), low.len());
+        let c = r.first()?.len();
+        let fits = (1..=PAIR_GROUP).contains(&n)
+            && dots.len() == n
+            && factors.len() == n
+            && r.iter().all(|r| r.len() == c)
+            && dots.iter().all(|x| x.len() >= q)
+            && coefs_t.len() >= c * q
+            && table.len() >= c * q
+            && high.len() >= q
+            && out.len() >= n * q;
+        if !fits || !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("fma") {
+            return None;
+        }
+        let args = (r, dots, (coefs_t, table), factors, (low, high), out);
+        // SAFETY: AVX-512 F and FMA were just checked, the slices' lengths above; each
+        // kernel takes at least n tokens (the last repeated up to G).
+        Some(unsafe {
+            match n {
+                1 => pair_group::<1>(args),
+                2 => pair_group::<2>(args),
+                3 | 4 => pair_group::<4>(args),
+                _ => pair_group::<8>(args),
+            }
+        })
+    }
+
+    /// The arguments of [`one_column_scores_group`], as one tuple.
+    type GroupArgs<'a> = (
+        &'a [&'a [f64]],
+        &'a [&'a [f32]],
+        (&'a [f64], &'a [f64]),
+        &'a [f64],
+        (&'a [f64], &'a [f64]),
+        &'a mut [f64],
+    );
+
+    /// The body of [`one_column_scores_group`] for G ≥ n tokens (the last of the n repeated
+    /// to fill G, its scores not stored twice): 8 queries a vector, each token's sum over the
+    /// labels in a register (`o = fma(r_j, fma(x, c_j, t_j), o)` from 0, in label order, as
+    /// the one-token loop), the tail one query at a time with the same FMAs.
+    ///
+    /// # Safety
+    /// AVX-512 F and FMA are present; 1 ≤ n ≤ G and the slices as checked by the caller.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn pair_group<const G: usize>(
+        (r, dots, (coefs_t, table), factors, (low, high), out): GroupArgs,
+    ) -> u8 {
+        let (n, c, q) = (r.len(), r[0].len(), low.len());
+        let at = |g: usize| g.min(n - 1);
+        let (r, dots): ([&[f64]; G], [&[f32]; G]) = (
+            std::array::from_fn(|g| r[at(g)]),
+            std::array::from_fn(|g| dots[at(g)]),
+        );
+        let factors: [f64; G] = std::array::from_fn(|g| factors[at(g)]);
+        let mut flags = [0u8; G];
+        let mut i = 0;
+        // SAFETY: vector loads and stores at i..i + 8 ≤ q of rows of q (coefs_t, table: C of
+        // them; dots: one per token; out: one per token g < n), as the caller checked.
+        unsafe {
+            while i + 8 <= q {
+                let x: [__m512d; G] = std::array::from_fn(|g| {
+                    _mm512_cvtps_pd(_mm256_loadu_ps(dots[g].as_ptr().add(i)))
+                });
+                let mut acc = [_mm512_setzero_pd(); G];
+                for j in 0..c {
+                    let cj = _mm512_loadu_pd(coefs_t.as_ptr().add(j * q + i));
+                    let tj = _mm512_loadu_pd(table.as_ptr().add(j * q + i));
+                    for g in 0..G {
+                        let u = _mm512_fmadd_pd(x[g], cj, tj);
+                        let rj = _mm512_set1_pd(*r[g].get_unchecked(j));
+                        acc[g] = _mm512_fmadd_pd(rj, u, acc[g]);
+                    }
+                }
+                let (lo, hi) = (
+                    _mm512_loadu_pd(low.as_ptr().add(i)),
+                    _mm512_loadu_pd(high.as_ptr().add(i)),
+                );
+                for g in 0..G {
+                    let o = _mm512_mul_pd(acc[g], _mm512_set1_pd(factors[g]));
+                    if g < n {
+                        _mm512_storeu_pd(out.as_mut_ptr().add(g * q + i), o);
+                    }
+                    flags[g] |= _mm512_cmp_pd_mask::<_CMP_LE_OQ>(o, lo)
+                        | _mm512_cmp_pd_mask::<_CMP_GE_OQ>(o, hi);
+                }
+                i += 8;
+            }
+        }
+        let mut outside = (0..n).fold(0u8, |bits, g| bits | (u8::from(flags[g] != 0) << g));
+        for i in i..q {
+            for g in 0..n {
+                let x = f64::from(dots[g][i]);
+                let o = (0..c).fold(0.0, |o, j| {
+                    r[g][j].mul_add(x.mul_add(coefs_t[j * q + i], table[j * q + i]), o)
+                });
+                let o = o * factors[g];
+                out[g * q + i] = o;
+                outside |= u8::from((o <= low[i]) | (o >= high[i])) << g;
+            }
+        }
+        outside
     }
 
     /// [`super::token_raws`] with AVX-512 F; `false` (doing nothing) without it. Panics, as
@@ -854,6 +971,44 @@ pub fn one_column_scores(
     outside
 }
 
+/// The most tokens of one group of [`one_column_scores_group`].
+pub const PAIR_GROUP: usize = 8;
+
+/// [`one_column_scores`] for up to [`PAIR_GROUP`] tokens of one pair class at once (`r`,
+/// `dots` and `factors` per token, `out` their Q scores one after the other); bit `g` of the
+/// result says whether token `g` has a score outside the cuts. The same arithmetic lane by
+/// lane, so the same scores to the bit, but each query's coefficient and table values are
+/// loaded once for the group. One token at a time the loop was bound by those loads (C × Q
+/// × 2 f64, ~43 KB for Q = 300: past L1), not by its FMAs (`perf`, session 13: ~10 cycles a
+/// pair where the FMAs take ~1).
+pub fn one_column_scores_group(
+    r: &[&[f64]],
+    dots: &[&[f32]],
+    (coefs_t, table): (&[f64], &[f64]),
+    factors: &[f64],
+    (low, high): (&[f64], &[f64]),
+    out: &mut [f64],
+) -> u8 {
+    let (n, q) = (r.len().min(PAIR_GROUP), low.len());
+    #[cfg(target_arch = "x86_64")]
+    if let Some(outside) =
+        x86::one_column_scores_group(r, dots, (coefs_t, table), factors, (low, high), out)
+    {
+        return outside;
+    }
+    (0..n).fold(0, |flags, g| {
+        let outside = one_column_scores(
+            r[g],
+            dots[g],
+            (coefs_t, table),
+            factors[g],
+            (low, high),
+            &mut out[g * q..(g + 1) * q],
+        );
+        flags | (u8::from(outside) << g)
+    })
+}
+
 /// A block's raw token scores against one query of M ≥ 1 test columns (DESIGN.md §3, see
 /// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(Σ_l dots[i,l]·coefs[l,j] +
 /// table[classes[i], j])` with `r` rows × C, `dots` rows × M and `table` ((C+1)² × C) the
@@ -1097,6 +1252,84 @@ mod tests {
             cuts,
             &mut out
         ));
+    }
+
+    #[test]
+    fn grouped_scores_are_each_tokens_scores_to_the_bit() {
+        // Every group size (1–8 tokens, the kernels for 1, 2, 4 and 8 padded), Q with and
+        // without a tail past the vector width, against one_column_scores token by token.
+        let c = 7;
+        let wave = |n: usize, a: f64| (0..n).map(move |i| (i as f64 * a).sin());
+        for q in [1, 8, 13, 37] {
+            let coefs_t: Vec<f64> = wave(c * q, 0.37).collect();
+            let table: Vec<f64> = wave(c * q, 0.11).map(|x| x - 0.3).collect();
+            let rs: Vec<Vec<f64>> = (0..8)
+                .map(|g| wave(c, 0.7 + 0.1 * g as f64).collect())
+                .collect();
+            let xs: Vec<Vec<f32>> = (0..8)
+                .map(|g| wave(q, 0.3 + 0.05 * g as f64).map(|x| x as f32).collect())
+                .collect();
+            // Even tokens' scores 2000 times the odd ones': cuts just past the odd tokens'
+            // largest score let only the even ones through.
+            let factors: Vec<f64> = (0..8)
+                .map(|g| if g % 2 == 0 { -20.0 } else { -0.01 })
+                .collect();
+            let mut want = vec![vec![0.0; q]; 8];
+            let mut want_flags = 0u8;
+            let never = (vec![f64::NEG_INFINITY; q], vec![f64::INFINITY; q]);
+            for g in 0..8 {
+                let cuts = (&never.0[..], &never.1[..]);
+                one_column_scores(
+                    &rs[g],
+                    &xs[g],
+                    (&coefs_t, &table),
+                    factors[g],
+                    cuts,
+                    &mut want[g],
+                );
+            }
+            let odd_max = (1..8)
+                .step_by(2)
+                .flat_map(|g| want[g].iter())
+                .fold(0.0f64, |m, s| m.max(s.abs()));
+            let (low, high) = (vec![-1.01 * odd_max; q], vec![1.01 * odd_max; q]);
+            for g in 0..8 {
+                let cuts = (&low[..], &high[..]);
+                let outside = one_column_scores(
+                    &rs[g],
+                    &xs[g],
+                    (&coefs_t, &table),
+                    factors[g],
+                    cuts,
+                    &mut want[g],
+                );
+                want_flags |= u8::from(outside) << g;
+            }
+            assert_eq!(want_flags, 0b0101_0101, "q = {q}");
+            for n in 1..=8 {
+                let r: Vec<&[f64]> = rs[..n].iter().map(Vec::as_slice).collect();
+                let x: Vec<&[f32]> = xs[..n].iter().map(Vec::as_slice).collect();
+                let mut out = vec![f64::NAN; n * q];
+                let flags = one_column_scores_group(
+                    &r,
+                    &x,
+                    (&coefs_t, &table),
+                    &factors[..n],
+                    (&low, &high),
+                    &mut out,
+                );
+                assert_eq!(flags, want_flags & (0xff >> (8 - n)), "n = {n}, q = {q}");
+                for g in 0..n {
+                    for i in 0..q {
+                        assert_eq!(
+                            out[g * q + i].to_bits(),
+                            want[g][i].to_bits(),
+                            "n {n} g {g} i {i}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// A single query's per-token terms but `r`, for `n` tokens, `c` labels and `m` test

@@ -30,7 +30,7 @@ use crate::crf::Crf;
 use crate::error::{Error, Result};
 use crate::index::{pair_class, Index};
 use crate::int_kernels::{f32_at_least, SkipBelow, TokenTerms};
-use crate::kernels::dot_exact;
+use crate::kernels::{dot_exact, PAIR_GROUP};
 use crate::query::options::{Granularity, Hessian, Normalization, QueryOptions};
 use crate::query::ranking::{RankingColumns, Scratch, FEW, ONE};
 use crate::query::topk::{SharedCuts, TopK};
@@ -964,7 +964,9 @@ where
 /// segments), without the block matrices `E` and `V`: for a whole row at once (vectorised),
 /// `raw[k,q] = Σ_j r_k[j]·(dots[k,q]·c_q[j] + table[(p_k, n_k), j, q])` (= `dots·E + V`), and
 /// only scores past a keeper's cuts are offered. `block.1` are rows of the block that starts
-/// at token `block.0`.
+/// at token `block.0`. The kept rows go in order of pair class, [`PAIR_GROUP`] of one class
+/// at a time ([`PairTerms::group_scores`]); the order changes no result (ties break by ids,
+/// and a score is checked against its keeper's cuts of the moment before it is offered).
 fn one_column_pairs<K, O>(
     ctx: &Ctx,
     terms: &PairTerms,
@@ -981,20 +983,37 @@ fn one_column_pairs<K, O>(
     let nq = tops.len();
     SharedCuts::exchange_all(shared, tops);
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
-    let mut scores = vec![0.0; nq];
-    for i in rows.filter(|&i| keep(start + i)) {
-        let k = start + i;
-        let Some(outside) = terms.token_scores(ctx, k, dots.row(i), (&low, &high), &mut scores)
-        else {
-            return; // cannot happen: standard-layout arrays, a class within the table
-        };
-        if !outside {
-            continue; // the common case once every keeper is full
-        }
-        for (q, &score) in scores.iter().enumerate() {
-            if score <= low[q] || score >= high[q] {
-                offer(&mut tops[q], k, score);
-                (low[q], high[q]) = tops[q].cuts();
+    let mut scores = vec![0.0; PAIR_GROUP * nq];
+    let classes = ctx.index.pair_classes();
+    // (class, row) of the kept rows, sorted: runs of one class.
+    let mut order: Vec<(u32, u32)> = rows
+        .filter(|&i| keep(start + i))
+        .map(|i| (classes[start + i], i as u32))
+        .collect();
+    order.sort_unstable();
+    for run in order.chunk_by(|a, b| a.0 == b.0) {
+        for group in run.chunks(PAIR_GROUP) {
+            let mut rows = [0; PAIR_GROUP];
+            for (row, &(_, i)) in rows.iter_mut().zip(group) {
+                *row = i as usize;
+            }
+            let rows = &rows[..group.len()];
+            let Some(outside) =
+                terms.group_scores(ctx, (start, rows), dots, (&low, &high), &mut scores)
+            else {
+                return; // cannot happen: standard-layout arrays, a class within the table
+            };
+            for (g, &i) in rows.iter().enumerate() {
+                if outside & (1 << g) == 0 {
+                    continue; // the common case once every keeper is full
+                }
+                let k = start + i;
+                for (q, &score) in scores[g * nq..(g + 1) * nq].iter().enumerate() {
+                    if score <= low[q] || score >= high[q] {
+                        offer(&mut tops[q], k, score);
+                        (low[q], high[q]) = tops[q].cuts();
+                    }
+                }
             }
         }
     }
@@ -1215,6 +1234,48 @@ impl PairTerms {
     /// [`PairTerms::token_scores`] feeds [`crate::kernels::one_column_scores`].
     pub fn one_column(&self, prep: &Prepared) -> bool {
         !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
+    }
+
+    /// For [`PairTerms::one_column`] queries: the finished scores of up to [`PAIR_GROUP`]
+    /// tokens of one pair class (rows `rows` of the block starting at token `start`, whose
+    /// ranking dots are `dots`, one per query) into `out` (Q per token), and per token (bit
+    /// g) whether any lies outside its query's `(low, high)`
+    /// ([`crate::kernels::one_column_scores_group`], with `coefs_t` and the rows of the class
+    /// in the queries' tables). `None` only for no rows, arrays not in standard layout or a
+    /// class past the table, which cannot happen.
+    pub fn group_scores(
+        &self,
+        ctx: &Ctx,
+        (start, rows): (usize, &[usize]),
+        dots: ArrayView2<f32>,
+        cuts: (&[f64], &[f64]),
+        out: &mut [f64],
+    ) -> Option<u8> {
+        let (c, nq) = (ctx.c, self.num_queries);
+        let k = start + rows.first()?;
+        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
+        let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
+        let l = dots.ncols(); // = nq for these queries
+        let dots = dots.as_slice()?;
+        let mut dot_rows = [&[][..]; PAIR_GROUP];
+        let mut r = [&[][..]; PAIR_GROUP];
+        let mut factors = [0.0; PAIR_GROUP];
+        for (g, &i) in rows.iter().enumerate().take(PAIR_GROUP) {
+            dot_rows[g] = dots.get(i * l..i * l + nq)?;
+            r[g] = ctx.r(start + i);
+            // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's
+            // slack.
+            factors[g] = ctx.finish(1.0, ctx.grad_norm(start + i));
+        }
+        let n = rows.len().min(PAIR_GROUP);
+        Some(crate::kernels::one_column_scores_group(
+            &r[..n],
+            &dot_rows[..n],
+            (self.coefs_t.as_slice()?, table),
+            &factors[..n],
+            cuts,
+            out,
+        ))
     }
 
     /// For [`PairTerms::one_column`] queries: token `k`'s finished scores against every query
