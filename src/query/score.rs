@@ -1231,7 +1231,7 @@ impl PairTerms {
     }
 
     /// Whether the queries are token granularity with one column each, in query order: then
-    /// [`PairTerms::token_scores`] feeds [`crate::kernels::one_column_scores`].
+    /// [`PairTerms::group_scores`] feeds [`crate::kernels::one_column_scores_group`].
     pub fn one_column(&self, prep: &Prepared) -> bool {
         !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
     }
@@ -1273,33 +1273,6 @@ impl PairTerms {
             &dot_rows[..n],
             (self.coefs_t.as_slice()?, table),
             &factors[..n],
-            cuts,
-            out,
-        ))
-    }
-
-    /// For [`PairTerms::one_column`] queries: token `k`'s finished scores against every query
-    /// from its ranking dots (one per query) into `out`, and whether any lies outside its
-    /// query's `(low, high)` ([`crate::kernels::one_column_scores`], with `coefs_t` and the
-    /// rows of the token's pair class in the queries' tables). `None` only for arrays not in
-    /// standard layout or a class past the table, which cannot happen.
-    pub fn token_scores(
-        &self,
-        ctx: &Ctx,
-        k: usize,
-        dots: ArrayView1<f32>,
-        cuts: (&[f64], &[f64]),
-        out: &mut [f64],
-    ) -> Option<bool> {
-        let (c, nq) = (ctx.c, self.num_queries);
-        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
-        let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
-        // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's slack.
-        Some(crate::kernels::one_column_scores(
-            ctx.r(k),
-            dots.to_slice()?.get(..nq)?,
-            (self.coefs_t.as_slice()?, table),
-            ctx.finish(1.0, ctx.grad_norm(k)),
             cuts,
             out,
         ))

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
+use crate::kernels::PAIR_GROUP;
 use crate::query::ranking::{RankingColumns, Scratch, FEW};
 use crate::query::score::{self, exact_dots, gemm_block_dots, Ctx, PairTerms, Prepared};
 use crate::query::{Granularity, QueryOptions, TestSegment};
@@ -207,36 +208,86 @@ pub(crate) fn segment_influence(
     let mut pair_terms = (!terms.one_column(&prep)).then(|| terms.buffers(ROWS));
     let never = (vec![f64::NEG_INFINITY; nq], vec![f64::INFINITY; nq]);
     let mut out = vec![0.0; index.num_tokens()];
+    // The mean of row k's `top` exact scores, from its ranking scores `approx`.
+    let row_mean = |scratch: &mut RowScratch,
+                    k: usize,
+                    approx: &[f64],
+                    decoded: &mut Vec<f32>,
+                    exact: &mut Vec<f64>| {
+        let row = index.features.rows(k, k + 1, d, decoded);
+        let bound = ctx.token_factor(k) * query_factor;
+        scratch.top_mean(approx.iter().copied(), 0..nq, (top, bound), |q| {
+            let side = &prep.sides[q];
+            ctx.token_score(side, k, exact_dots(&prep, side, row, exact))
+        })
+    };
+    let classes = index.pair_classes();
     for_each_block(&ctx, &prep, &ranking, |rows, dots| {
-        if let Some(buf) = pair_terms.as_mut() {
-            terms.block(&ctx, rows.clone(), buf);
-        }
-        let (pair_terms, start) = (pair_terms.as_ref(), rows.start);
+        let start = rows.start;
+        let Some(buf) = pair_terms.as_mut() else {
+            // Up to PAIR_GROUP rows of one pair class per kernel call (see
+            // `PairTerms::group_scores`), the groups in parallel.
+            let mut order: Vec<(u32, u32)> = (0..rows.len())
+                .map(|i| (classes[start + i], i as u32))
+                .collect();
+            order.sort_unstable();
+            let groups: Vec<&[(u32, u32)]> = (order.chunk_by(|a, b| a.0 == b.0))
+                .flat_map(|run| run.chunks(PAIR_GROUP))
+                .collect();
+            let means: Vec<(usize, f64)> = groups
+                .par_iter()
+                .map_init(
+                    || {
+                        (
+                            RowScratch::default(),
+                            vec![0.0; PAIR_GROUP * nq],
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                    },
+                    |(scratch, approx, decoded, exact), group| {
+                        let mut at = [0; PAIR_GROUP];
+                        for (a, &(_, i)) in at.iter_mut().zip(*group) {
+                            *a = i as usize;
+                        }
+                        let at = &at[..group.len()];
+                        let never = (&never.0[..], &never.1[..]);
+                        if terms
+                            .group_scores(&ctx, (start, at), dots, never, approx)
+                            .is_none()
+                        {
+                            return Vec::new(); // cannot happen: standard-layout arrays
+                        }
+                        (at.iter().enumerate())
+                            .map(|(g, &i)| {
+                                let approx = &approx[g * nq..(g + 1) * nq];
+                                (
+                                    start + i,
+                                    row_mean(scratch, start + i, approx, decoded, exact),
+                                )
+                            })
+                            .collect()
+                    },
+                )
+                .flatten()
+                .collect();
+            for (k, mean) in means {
+                out[k] = mean;
+            }
+            return;
+        };
+        terms.block(&ctx, rows.clone(), buf);
+        let buf = &*buf;
         out[rows].par_iter_mut().enumerate().for_each_init(
             || (RowScratch::default(), vec![0.0; nq], Vec::new(), Vec::new()),
             |(scratch, approx, decoded, exact), (i, out)| {
                 let (k, dots) = (start + i, dots.row(i));
                 let grad_norm = ctx.grad_norm(k);
-                match pair_terms {
-                    Some(buf) => {
-                        let (e_k, v) = (buf.e().row(i), buf.v());
-                        for (q, (a, side)) in approx.iter_mut().zip(&prep.sides).enumerate() {
-                            *a = ctx.finish(side.pair_raw(dots, e_k, v[[i, q]]), grad_norm);
-                        }
-                    }
-                    None => {
-                        let never = (&never.0[..], &never.1[..]);
-                        if terms.token_scores(&ctx, k, dots, never, approx).is_none() {
-                            return; // cannot happen: standard-layout arrays
-                        }
-                    }
+                let (e_k, v) = (buf.e().row(i), buf.v());
+                for (q, (a, side)) in approx.iter_mut().zip(&prep.sides).enumerate() {
+                    *a = ctx.finish(side.pair_raw(dots, e_k, v[[i, q]]), grad_norm);
                 }
-                let row = index.features.rows(k, k + 1, d, decoded);
-                let bound = ctx.token_factor(k) * query_factor;
-                *out = scratch.top_mean(approx.iter().copied(), 0..nq, (top, bound), |q| {
-                    let side = &prep.sides[q];
-                    ctx.token_score(side, k, exact_dots(&prep, side, row, exact))
-                });
+                *out = row_mean(scratch, k, approx, decoded, exact);
             },
         );
     });
