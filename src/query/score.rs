@@ -984,39 +984,60 @@ fn one_column_pairs<K, O>(
     SharedCuts::exchange_all(shared, tops);
     let (mut low, mut high): (Vec<f64>, Vec<f64>) = tops.iter().map(TopK::cuts).unzip();
     let mut scores = vec![0.0; PAIR_GROUP * nq];
-    let classes = ctx.index.pair_classes();
-    // (class, row) of the kept rows, sorted: runs of one class.
-    let mut order: Vec<(u32, u32)> = rows
-        .filter(|&i| keep(start + i))
-        .map(|i| (classes[start + i], i as u32))
-        .collect();
-    order.sort_unstable();
-    for run in order.chunk_by(|a, b| a.0 == b.0) {
-        for group in run.chunks(PAIR_GROUP) {
-            let mut rows = [0; PAIR_GROUP];
-            for (row, &(_, i)) in rows.iter_mut().zip(group) {
-                *row = i as usize;
+    let kept = rows.filter(|&i| keep(start + i));
+    for group in class_groups(&ctx.index.pair_classes()[start..], kept) {
+        let Some(outside) =
+            terms.group_scores(ctx, (start, &group), dots, (&low, &high), &mut scores)
+        else {
+            return; // cannot happen: standard-layout arrays, a class within the table
+        };
+        for (g, &i) in group.rows().iter().enumerate() {
+            if outside & (1 << g) == 0 {
+                continue; // the common case once every keeper is full
             }
-            let rows = &rows[..group.len()];
-            let Some(outside) =
-                terms.group_scores(ctx, (start, rows), dots, (&low, &high), &mut scores)
-            else {
-                return; // cannot happen: standard-layout arrays, a class within the table
-            };
-            for (g, &i) in rows.iter().enumerate() {
-                if outside & (1 << g) == 0 {
-                    continue; // the common case once every keeper is full
-                }
-                let k = start + i;
-                for (q, &score) in scores[g * nq..(g + 1) * nq].iter().enumerate() {
-                    if score <= low[q] || score >= high[q] {
-                        offer(&mut tops[q], k, score);
-                        (low[q], high[q]) = tops[q].cuts();
-                    }
+            let k = start + i;
+            for (q, &score) in scores[g * nq..(g + 1) * nq].iter().enumerate() {
+                if score <= low[q] || score >= high[q] {
+                    offer(&mut tops[q], k, score);
+                    (low[q], high[q]) = tops[q].cuts();
                 }
             }
         }
     }
+}
+
+/// Up to [`PAIR_GROUP`] rows of one pair class, for [`PairTerms::group_scores`].
+pub(crate) struct ClassGroup {
+    class: u32,
+    rows: [usize; PAIR_GROUP],
+    len: usize,
+}
+
+impl ClassGroup {
+    pub fn rows(&self) -> &[usize] {
+        &self.rows[..self.len]
+    }
+}
+
+/// `rows` (offsets into `classes`, each token's pair class) in groups of one class, at most
+/// [`PAIR_GROUP`] each: sorted by class, then by row.
+pub(crate) fn class_groups(classes: &[u32], rows: impl Iterator<Item = usize>) -> Vec<ClassGroup> {
+    let mut order: Vec<(u32, usize)> = rows.map(|i| (classes[i], i)).collect();
+    order.sort_unstable();
+    (order.chunk_by(|a, b| a.0 == b.0))
+        .flat_map(|run| run.chunks(PAIR_GROUP))
+        .map(|group| {
+            let mut rows = [0; PAIR_GROUP];
+            for (row, &(_, i)) in rows.iter_mut().zip(group) {
+                *row = i;
+            }
+            ClassGroup {
+                class: group[0].0,
+                rows,
+                len: group.len(),
+            }
+        })
+        .collect()
 }
 
 /// Ranking dots of rows `[start, end)` with every column, into `dots` (rb × L): an OpenBLAS
@@ -1236,38 +1257,36 @@ impl PairTerms {
         !self.instance && (prep.sides.iter().enumerate()).all(|(q, side)| side.cols == (q..q + 1))
     }
 
-    /// For [`PairTerms::one_column`] queries: the finished scores of up to [`PAIR_GROUP`]
-    /// tokens of one pair class (rows `rows` of the block starting at token `start`, whose
-    /// ranking dots are `dots`, one per query) into `out` (Q per token), and per token (bit
-    /// g) whether any lies outside its query's `(low, high)`
-    /// ([`crate::kernels::one_column_scores_group`], with `coefs_t` and the rows of the class
-    /// in the queries' tables). `None` only for no rows, arrays not in standard layout or a
-    /// class past the table, which cannot happen.
+    /// For [`PairTerms::one_column`] queries: the finished scores of a [`ClassGroup`]'s tokens
+    /// (rows of the block starting at token `start`, whose ranking dots are `dots`, one per
+    /// query) into `out` (Q per token), and per token (bit g) whether any lies outside its
+    /// query's `(low, high)` ([`crate::kernels::one_column_scores_group`], with `coefs_t` and
+    /// the rows of the class in the queries' tables). `None` only for arrays not in standard
+    /// layout or a class past the table, which cannot happen.
     pub fn group_scores(
         &self,
         ctx: &Ctx,
-        (start, rows): (usize, &[usize]),
+        (start, group): (usize, &ClassGroup),
         dots: ArrayView2<f32>,
         cuts: (&[f64], &[f64]),
         out: &mut [f64],
     ) -> Option<u8> {
-        let (c, nq) = (ctx.c, self.num_queries);
-        let k = start + rows.first()?;
-        let pn = pair_class(ctx.prev[k], ctx.next[k], c);
+        let (c, nq, rows) = (ctx.c, self.num_queries, group.rows());
+        let pn = group.class as usize;
         let table = self.dense.as_slice()?.get(pn * c * nq..(pn + 1) * c * nq)?;
         let l = dots.ncols(); // = nq for these queries
         let dots = dots.as_slice()?;
         let mut dot_rows = [&[][..]; PAIR_GROUP];
         let mut r = [&[][..]; PAIR_GROUP];
         let mut factors = [0.0; PAIR_GROUP];
-        for (g, &i) in rows.iter().enumerate().take(PAIR_GROUP) {
+        for (g, &i) in rows.iter().enumerate() {
             dot_rows[g] = dots.get(i * l..i * l + nq)?;
             r[g] = ctx.r(start + i);
             // finish(raw, ‖g_k‖) = raw · finish(1, ‖g_k‖) up to an ulp, within the proof's
             // slack.
             factors[g] = ctx.finish(1.0, ctx.grad_norm(start + i));
         }
-        let n = rows.len().min(PAIR_GROUP);
+        let n = rows.len();
         Some(crate::kernels::one_column_scores_group(
             &r[..n],
             &dot_rows[..n],

@@ -227,13 +227,7 @@ pub(crate) fn segment_influence(
         let Some(buf) = pair_terms.as_mut() else {
             // Up to PAIR_GROUP rows of one pair class per kernel call (see
             // `PairTerms::group_scores`), the groups in parallel.
-            let mut order: Vec<(u32, u32)> = (0..rows.len())
-                .map(|i| (classes[start + i], i as u32))
-                .collect();
-            order.sort_unstable();
-            let groups: Vec<&[(u32, u32)]> = (order.chunk_by(|a, b| a.0 == b.0))
-                .flat_map(|run| run.chunks(PAIR_GROUP))
-                .collect();
+            let groups = score::class_groups(&classes[start..], 0..rows.len());
             let means: Vec<(usize, f64)> = groups
                 .par_iter()
                 .map_init(
@@ -246,19 +240,14 @@ pub(crate) fn segment_influence(
                         )
                     },
                     |(scratch, approx, decoded, exact), group| {
-                        let mut at = [0; PAIR_GROUP];
-                        for (a, &(_, i)) in at.iter_mut().zip(*group) {
-                            *a = i as usize;
-                        }
-                        let at = &at[..group.len()];
                         let never = (&never.0[..], &never.1[..]);
                         if terms
-                            .group_scores(&ctx, (start, at), dots, never, approx)
+                            .group_scores(&ctx, (start, group), dots, never, approx)
                             .is_none()
                         {
                             return Vec::new(); // cannot happen: standard-layout arrays
                         }
-                        (at.iter().enumerate())
+                        (group.rows().iter().enumerate())
                             .map(|(g, &i)| {
                                 let approx = &approx[g * nq..(g + 1) * nq];
                                 (
