@@ -637,7 +637,7 @@ void seginf_index_free(seginf_index *index);
 size_t seginf_index_num_tokens(const seginf_index *index);
 
 // Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
-// the first batch that builds it, for int8 indexes, on CPUs without the integer kernels, when
+// the first batch (or, with AMX, f16 entity query of 5–8 tokens) that builds it, for int8 indexes, on CPUs without the integer kernels, when
 // the copy would be too coarse to help or cannot be allocated (the batches then rank with the
 // f32 sgemm), and for NULL.
 size_t seginf_index_ranking_copy_bytes(const seginf_index *index);
@@ -680,12 +680,16 @@ seginf_status seginf_query_set_granularity(seginf_query *query,
 
 // Whether batches of more than 4 test columns (seginf_query_run_batch), single segments of
 // more than 8 tokens, and the segment methods of seginf_rank_training, on an f32 or f16
-// index may rank through the index's i16
+// index — and, on CPUs with Intel AMX, an f16 index's single segments of 5–8 tokens when
+// the feature dimension is a multiple of 64 — may rank through the index's i16
 // copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
 // with AVX-512 VNNI or AVX2 and kept with the index
-// (2·d + 4 bytes per token, see seginf_index_ranking_copy_bytes); the integer GEMM runs at
-// about twice the rate of the f32 sgemm. Results are identical either way: every reported
-// score is computed exactly from the stored rows. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+// (2·d + 4 bytes per token, as much as an f16 index's features; see
+// seginf_index_ranking_copy_bytes); the integer GEMM runs at about twice the rate of the f32
+// sgemm, and the AMX tiles take an f16 entity's 5–8 columns at the speed of reading the
+// copy, where the f16 kernel is bound by its FMAs. Results are identical either way: every
+// reported score is computed exactly from the stored rows. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT.
 seginf_status seginf_query_set_ranking_copy(seginf_query *query,
                                             int32_t enabled);
 

@@ -85,7 +85,7 @@ impl AmxCols {
 }
 
 /// `u = 256·hi + lo` with `lo` in [−128, 127] (`|u| ≤` [`MAX_SPLIT`]).
-fn split(u: i16) -> (i8, i8) {
+pub(crate) fn split(u: i16) -> (i8, i8) {
     let lo = u as i8; // u mod 256, as a signed byte
     let hi = (i32::from(u) - i32::from(lo)) >> 8;
     (hi as i8, lo)
@@ -115,7 +115,20 @@ pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize
     if !shapes || cols.l > TILE_COLUMNS || !available() {
         return 0;
     }
-    imp::dot_rows(rows, rb, cols, out)
+    imp::dot_rows(rows, rb, 1, cols, out)
+}
+
+/// As [`dot_rows`] for rows stored as two int8 planes each (`planes`: per row its `d` high
+/// bytes, then its `d` low ones, `u = 256·hi + lo`, as a [`crate::index::RankingCopy`] keeps
+/// them where the tiles run): the exact sums `Σ_j u_kj·u_lj` modulo 2³², for the leading
+/// whole groups of [`GROUP`] rows (`planes.len() / 2d` rows); returns how many rows that was.
+pub fn dot_rows_planes(planes: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
+    let rb = planes.len().checked_div(2 * d).unwrap_or(0);
+    let shapes = d == cols.d && planes.len() == rb * 2 * d && out.len() >= rb * cols.l;
+    if !shapes || cols.l > TILE_COLUMNS || !available() {
+        return 0;
+    }
+    imp::dot_rows(planes, rb, 2, cols, out)
 }
 
 /// Reusable memory of [`gemm`]: a group's rows, copied (int8) or split into two int8
@@ -151,8 +164,35 @@ pub fn gemm(
     if !shapes || !splits || !available() {
         return false;
     }
-    imp::gemm(rows, rb, cols, out, &mut scratch.0);
+    imp::gemm(Source::Fill(rows), rb, cols, out, &mut scratch.0);
     true
+}
+
+/// As [`gemm`] for rows stored as two int8 planes each (see [`dot_rows_planes`]): a group's
+/// planes are copied to lines as they are (no split). `false`, doing nothing, when the tiles
+/// cannot run here or the shapes do not match.
+pub fn gemm_planes(
+    planes: &[i8],
+    d: usize,
+    cols: &AmxCols,
+    out: &mut [i32],
+    scratch: &mut GemmScratch,
+) -> bool {
+    let rb = planes.len().checked_div(2 * d).unwrap_or(0);
+    let shapes = d == cols.d && planes.len() == rb * 2 * d && out.len() >= rb * cols.l;
+    if !shapes || !available() {
+        return false;
+    }
+    imp::gemm(Source::Planes(planes), rb, cols, out, &mut scratch.0);
+    true
+}
+
+/// Where [`gemm`]'s tiles load a group's rows from.
+enum Source<'a> {
+    /// Split into planes on cache lines first (int8 rows are copied as they are).
+    Fill(Rows<'a>),
+    /// Rows of two planes (`2d` bytes each), copied to lines as they are.
+    Planes(&'a [i8]),
 }
 
 /// Writes (or, when `add`, adds) one 16-row tile of sums of a column tile (16 × 16 i32,
@@ -195,7 +235,7 @@ mod imp {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{combine_into, AmxCols, Line, Rows};
+    use super::{combine_into, AmxCols, Line, Rows, Source};
 
     /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h) and the tile data's
     /// XSAVE feature number.
@@ -266,35 +306,60 @@ mod imp {
     /// How far ahead of the group being multiplied the kernel asks for rows (into L2).
     const AHEAD: usize = 96 << 10;
 
-    /// The body of [`super::dot_rows`] (shapes checked there): the leading groups of 64 rows,
-    /// returning how many rows that was.
-    pub fn dot_rows(rows: &[i8], rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
+    /// The body of [`super::dot_rows`] (`planes` = 1) and [`super::dot_rows_planes`] (2):
+    /// shapes checked there; the leading groups of 64 rows, returning how many rows that was.
+    pub fn dot_rows(
+        rows: &[i8],
+        rb: usize,
+        planes: usize,
+        cols: &AmxCols,
+        out: &mut [i32],
+    ) -> usize {
         // SAFETY: the caller checked `available`, which needs AVX-512 F and BW.
-        unsafe { dot_rows_avx512(rows, rb, cols, out) }
+        unsafe { dot_rows_avx512(rows, rb, planes, cols, out) }
     }
 
-    /// [`dot_rows`] compiled for AVX-512 (the sums' combine vectorises).
+    /// [`dot_rows`] compiled for AVX-512 (the sums' combine vectorises): per group of 64 rows
+    /// (`planes·d` bytes each), each plane against every step's columns, its sums combined
+    /// into `out` (a high plane's counting 256 times, the low plane's added).
     ///
     /// # Safety
     /// As [`dot_rows`]: AMX granted, AVX-512 F and BW present.
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn dot_rows_avx512(rows: &[i8], rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
+    unsafe fn dot_rows_avx512(
+        rows: &[i8],
+        rb: usize,
+        planes: usize,
+        cols: &AmxCols,
+        out: &mut [i32],
+    ) -> usize {
         let (d, l) = (cols.d, cols.l);
         let groups = rb / super::GROUP;
         let cfg = config();
         let mut sums = Sums([[0; 256]; 4]);
         // SAFETY: AMX was granted (the caller checked `available`); every tile is 16 rows
         // of 64 bytes as configured; a group's row loads read 64 rows of d bytes (d a
-        // multiple of 64) from `rows[64g·d..]`, within `rows` for g < rb / 64; the column
-        // loads read one `Block` a step (d / 64 of them); the stores write 16 rows of 64
-        // bytes into `sums`.
+        // multiple of 64) at stride planes·d from `rows[64g·planes·d..]` (plus d for a low
+        // plane), within `rows` for g < rb / 64; the column loads read one `Block` a step
+        // (d / 64 of them); the stores write 16 rows of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
             for g in 0..groups {
-                group(rows.as_ptr().add(64 * g * d), d, cols, &mut sums.0);
-                for (q, sums) in sums.0.iter().enumerate() {
-                    let at = &mut out[(64 * g + 16 * q) * l..];
-                    combine_into(sums, 16, (l, 0), 0, false, at);
+                let region = rows.as_ptr().add(64 * g * planes * d);
+                for plane in 0..planes {
+                    let p = region.add(plane * d);
+                    group(
+                        (p, planes * d),
+                        (region, plane * d / 64),
+                        d,
+                        cols,
+                        &mut sums.0,
+                    );
+                    let shift = if planes == 2 && plane == 0 { 8 } else { 0 };
+                    for (q, sums) in sums.0.iter().enumerate() {
+                        let at = &mut out[(64 * g + 16 * q) * l..];
+                        combine_into(sums, 16, (l, 0), shift, plane == 1, at);
+                    }
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
@@ -323,7 +388,7 @@ mod imp {
     /// The body of [`super::gemm`] (shapes and values checked there): per group of 32 rows,
     /// the rows copied (int8) or split into high and low int8 planes (i16: `u = 256·hi +
     /// lo`) on cache lines, then every pair of column tiles against them, plane by plane.
-    pub fn gemm(rows: Rows, rb: usize, cols: &AmxCols, out: &mut [i32], scratch: &mut Vec<Line>) {
+    pub fn gemm(rows: Source, rb: usize, cols: &AmxCols, out: &mut [i32], scratch: &mut Vec<Line>) {
         // SAFETY: the caller checked `available`, which needs AVX-512 F and BW.
         unsafe { gemm_avx512(rows, rb, cols, out, scratch) }
     }
@@ -334,7 +399,7 @@ mod imp {
     /// As [`gemm`]: AMX granted, AVX-512 F and BW present.
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn gemm_avx512(
-        rows: Rows,
+        rows: Source,
         rb: usize,
         cols: &AmxCols,
         out: &mut [i32],
@@ -343,8 +408,8 @@ mod imp {
         let (d, l) = (cols.d, cols.l);
         let (steps, tiles) = (d / 64, cols.column_tiles());
         let planes = match rows {
-            Rows::I8(_) => 1,
-            Rows::I16(_) => 2,
+            Source::Fill(Rows::I8(_)) => 1,
+            _ => 2,
         };
         let plane_lines = 32 * steps;
         scratch.resize(planes * plane_lines, Line([0; 64]));
@@ -358,15 +423,22 @@ mod imp {
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
             let (base, width) = match rows {
-                Rows::I8(r) => (r.as_ptr().cast::<i8>(), 1),
-                Rows::I16(r) => (r.as_ptr().cast::<i8>(), 2),
+                Source::Fill(Rows::I8(r)) => (r.as_ptr().cast::<i8>(), 1),
+                Source::Fill(Rows::I16(r)) => (r.as_ptr().cast::<i8>(), 2),
+                Source::Planes(p) => (p.as_ptr(), 2),
             };
             let row_bytes = width * d;
             // Lines of the next group asked for at each step of this group's tile pairs.
             let per_step = (32 * row_bytes / 64).div_ceil(planes * tiles.div_ceil(2) * steps);
             for g in (0..rb).step_by(32) {
                 let n = (rb - g).min(32);
-                fill(rows, (g, n), d, scratch);
+                // Planes are copied too: loaded in place (stride 2d) they made an f32 batch of
+                // 300 queries 15–20 % slower than this copy into lines (BENCHMARKS.md,
+                // session 14), which costs a copy's time where `fill` split every value.
+                match rows {
+                    Source::Fill(rows) => fill(rows, (g, n), d, scratch),
+                    Source::Planes(p) => fill_planes(p, (g, n), d, scratch),
+                }
                 let next = (g + 32).min(rb);
                 let mut ahead = Ahead {
                     at: base.wrapping_add(next * row_bytes),
@@ -435,6 +507,24 @@ mod imp {
                 }
                 hi[n * d..].fill(0);
                 lo[n * d..plane].fill(0);
+            }
+        }
+    }
+
+    /// Rows `g .. g + n` of rows stored as planes (2d bytes each) into the planes of `lines`
+    /// as [`fill`] leaves them (zero past the n rows).
+    fn fill_planes(planes: &[i8], (g, n): (usize, usize), d: usize, lines: &mut [Line]) {
+        let per_row = d / 64;
+        let (hi, lo) = lines.split_at_mut(32 * per_row);
+        for (plane, dst) in [hi, lo].into_iter().enumerate() {
+            for (r, row_lines) in dst.chunks_exact_mut(per_row).enumerate() {
+                for (i, line) in row_lines.iter_mut().enumerate() {
+                    let at = 2 * (g + r) * d + plane * d + 64 * i;
+                    line.0 = match r < n {
+                        true => planes[at..at + 64].try_into().unwrap_or([0; 64]),
+                        false => [0; 64],
+                    };
+                }
             }
         }
     }
@@ -527,17 +617,26 @@ mod imp {
         }
     }
 
-    /// 64 rows from `p` (stride `d`, a multiple of 64) against every step's columns, the
-    /// four quarters' sums stored into `sums`. Each step asks for the 4 KB of rows `AHEAD`
-    /// bytes on (a group reads 64·d bytes in d / 64 steps), 16 lines beside each tile load:
-    /// the tile loads read 16 rows 768 bytes apart, which the hardware prefetchers do not
-    /// follow (from memory: ~120 ns a row without asking, 31–37 with, a plain read 31 on one
-    /// core; BENCHMARKS.md session 12).
+    /// 64 rows of d values from `p` (`stride` bytes apart: d, or 2d for one plane of rows
+    /// stored as planes; d a multiple of 64) against every step's columns, the four quarters'
+    /// sums stored into `sums`. Step `s` asks for the 4 KB of the group's `region` at
+    /// `AHEAD + 4096·(first + s)` bytes on (a group reads 64·d bytes in d / 64 steps; rows in
+    /// planes take two calls, the second starting at `first = d / 64`), 16 lines beside each
+    /// tile load: the tile loads read 16 rows 768 bytes apart, which the hardware
+    /// prefetchers do not follow (from memory: ~120 ns a row without asking, 31–37 with, a
+    /// plain read 31 on one core; BENCHMARKS.md session 12).
     ///
     /// # Safety
-    /// As [`dot_rows`]: tiles configured by [`config`], 64 rows of `d` from `p`.
+    /// As [`dot_rows`]: tiles configured by [`config`], 64 rows of d values from `p` at
+    /// `stride`.
     #[inline(always)]
-    unsafe fn group(p: *const i8, d: usize, cols: &AmxCols, sums: &mut [[i32; 256]; 4]) {
+    unsafe fn group(
+        (p, stride): (*const i8, usize),
+        (region, first): (*const i8, usize),
+        d: usize,
+        cols: &AmxCols,
+        sums: &mut [[i32; 256]; 4],
+    ) {
         let b = cols.tiles.as_ptr().cast::<i8>();
         // SAFETY: by the caller.
         unsafe {
@@ -549,8 +648,8 @@ mod imp {
                 options(nostack, nomem)
             );
             for s in 0..d / 64 {
-                let ahead = p.wrapping_add(AHEAD + 4096 * s);
-                let row = |quarter: usize| p.add(16 * quarter * d + 64 * s);
+                let ahead = region.wrapping_add(AHEAD + 4096 * (first + s));
+                let row = |quarter: usize| p.add(16 * quarter * stride + 64 * s);
                 asm!(
                     "tileloadd tmm2, [{b} + {sixty_four}*1]",
                     b = in(reg) b.add(1024 * s),
@@ -563,10 +662,10 @@ mod imp {
                     ($a:literal, $c:literal, $q:literal) => {
                         ask(ahead.wrapping_add(1024 * $q));
                         asm!(
-                            concat!("tileloadd tmm", $a, ", [{a} + {d}*1]"),
+                            concat!("tileloadd tmm", $a, ", [{a} + {stride}*1]"),
                             concat!("tdpbssd tmm", $c, ", tmm", $a, ", tmm2"),
                             a = in(reg) row($q),
-                            d = in(reg) d,
+                            stride = in(reg) stride,
                             options(nostack, readonly),
                         );
                     };
@@ -589,11 +688,11 @@ mod imp {
         false
     }
 
-    pub fn dot_rows(_: &[i8], _: usize, _: &AmxCols, _: &mut [i32]) -> usize {
+    pub fn dot_rows(_: &[i8], _: usize, _: usize, _: &AmxCols, _: &mut [i32]) -> usize {
         0
     }
 
-    pub fn gemm(_: super::Rows, _: usize, _: &AmxCols, _: &mut [i32], _: &mut Vec<super::Line>) {}
+    pub fn gemm(_: super::Source, _: usize, _: &AmxCols, _: &mut [i32], _: &mut Vec<super::Line>) {}
 }
 
 #[cfg(test)]
@@ -611,8 +710,9 @@ mod tests {
     }
 
     /// Every row and column count the kernel splits differently (pairs of 16-row groups, one
-    /// group, a zero-padded last group; full steps and a tail step), against the exact sums in
-    /// i64, with the extreme values in: equal wherever the sum fits in i32, which these do.
+    /// group, a zero-padded last group; full steps and a tail step), int8 rows and i16 rows in
+    /// planes (a ranking copy's), against the exact sums in i64, with the extreme values in:
+    /// equal wherever the sum fits in i32, which these do; nothing written past the groups.
     #[test]
     fn tile_dots_are_the_exact_integer_sums() {
         if !available() {
@@ -621,45 +721,55 @@ mod tests {
         }
         let mut rng = Rng(11);
         for d in [64, 128, 768, 832] {
-            // The columns' limit as the ranking pass quantises against int8 rows of d, and
-            // never above what splits.
-            let limit = (i64::from(i32::MAX) / (127 * d as i64)).min(i64::from(MAX_SPLIT));
-            for l in 1..=TILE_COLUMNS {
-                for rb in [0, 1, 63, 64, 65, 127, 128, 200] {
-                    let rows: Vec<i8> = (0..rb * d)
-                        .map(|j| match j % 7 {
-                            0 => -127,
-                            1 => 127,
-                            _ => rng.within(127) as i8,
-                        })
-                        .collect();
-                    let cols: Vec<i16> = (0..l * d)
-                        .map(|j| match j % 5 {
-                            0 => limit as i16,
-                            1 => -limit as i16,
-                            _ => rng.within(limit) as i16,
-                        })
-                        .collect();
-                    let packed = AmxCols::new(&cols, l, d).expect("AMX packs these columns");
-                    let mut out = vec![0x5eed_5eed; rb * l + 3];
-                    let done = dot_rows(&rows, d, &packed, &mut out);
-                    assert_eq!(done, rb / GROUP * GROUP, "the whole groups");
-                    for i in 0..done {
-                        for c in 0..l {
-                            let exact: i64 = (0..d)
-                                .map(|j| i64::from(rows[i * d + j]) * i64::from(cols[c * d + j]))
-                                .sum();
-                            assert_eq!(
-                                i64::from(out[i * l + c]),
-                                exact,
-                                "d {d} L {l} rb {rb} row {i} col {c}"
-                            );
+            for wide in [false, true] {
+                // Rows' and columns' limits as the ranking pass quantises them: int8 rows and
+                // their columns' limit, or a copy's balanced one; never above what splits.
+                let (row_lim, col_lim) = match wide {
+                    false => (127, i64::from(i32::MAX) / (127 * d as i64)),
+                    true => ((i64::from(i32::MAX) / d as i64).isqrt(), 0),
+                };
+                let col_lim = col_lim.max(row_lim).min(i64::from(MAX_SPLIT));
+                let row_lim = row_lim.min(i64::from(MAX_SPLIT));
+                let value = |rng: &mut Rng, j: usize, lim: i64| match j % 7 {
+                    0 => -lim,
+                    1 => lim,
+                    _ => rng.within(lim),
+                };
+                for l in 1..=TILE_COLUMNS {
+                    for rb in [0, 1, 63, 64, 65, 127, 128, 200] {
+                        let vals: Vec<i64> =
+                            (0..rb * d).map(|j| value(&mut rng, j, row_lim)).collect();
+                        let cols: Vec<i16> = (0..l * d)
+                            .map(|j| value(&mut rng, j + 3, col_lim) as i16)
+                            .collect();
+                        let packed = AmxCols::new(&cols, l, d).expect("AMX packs these columns");
+                        let mut out = vec![0x5eed_5eed; rb * l + 3];
+                        let done = match wide {
+                            false => {
+                                let rows: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
+                                dot_rows(&rows, d, &packed, &mut out)
+                            }
+                            true => {
+                                let rows: Vec<i16> = vals.iter().map(|&v| v as i16).collect();
+                                dot_rows_planes(&planes(&rows, d), d, &packed, &mut out)
+                            }
+                        };
+                        assert_eq!(done, rb / GROUP * GROUP, "the whole groups");
+                        for i in 0..done {
+                            for c in 0..l {
+                                let exact: i64 = (0..d)
+                                    .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
+                                    .sum();
+                                let what =
+                                    format!("d {d} L {l} rb {rb} i16 {wide} row {i} col {c}");
+                                assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                            }
                         }
+                        assert!(
+                            out[done * l..].iter().all(|&v| v == 0x5eed_5eed),
+                            "wrote past the groups' rows"
+                        );
                     }
-                    assert!(
-                        out[done * l..].iter().all(|&v| v == 0x5eed_5eed),
-                        "wrote past the groups' rows"
-                    );
                 }
             }
         }
@@ -720,24 +830,47 @@ mod tests {
                         };
                         let mut out = vec![0x5eed_5eed; rb * l + 3];
                         assert!(gemm(rows, d, &packed, &mut out, &mut scratch));
-                        for i in 0..rb {
-                            for c in 0..l {
-                                let exact: i64 = (0..d)
-                                    .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
-                                    .sum();
-                                let what =
-                                    format!("d {d} L {l} rb {rb} i16 {wide} row {i} col {c}");
-                                assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                        let check = |out: &[i32], how: &str| {
+                            for i in 0..rb {
+                                for c in 0..l {
+                                    let exact: i64 = (0..d)
+                                        .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
+                                        .sum();
+                                    let what = format!(
+                                        "{how}: d {d} L {l} rb {rb} i16 {wide} row {i} col {c}"
+                                    );
+                                    assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                                }
                             }
+                            assert!(
+                                out[rb * l..].iter().all(|&v| v == 0x5eed_5eed),
+                                "{how}: wrote past rb × L"
+                            );
+                        };
+                        check(&out, "rows");
+                        // The same i16 rows stored as planes: loaded in place.
+                        if wide {
+                            let mut out = vec![0x5eed_5eed; rb * l + 3];
+                            let planes = planes(&r16, d);
+                            assert!(gemm_planes(&planes, d, &packed, &mut out, &mut scratch));
+                            check(&out, "planes");
                         }
-                        assert!(
-                            out[rb * l..].iter().all(|&v| v == 0x5eed_5eed),
-                            "wrote past rb × L"
-                        );
                     }
                 }
             }
         }
+    }
+
+    /// i16 rows as a ranking copy stores them for the tiles: per row its high bytes, then
+    /// its low ones.
+    fn planes(rows: &[i16], d: usize) -> Vec<i8> {
+        let mut out = Vec::with_capacity(2 * rows.len());
+        for row in rows.chunks_exact(d) {
+            let (hi, lo): (Vec<i8>, Vec<i8>) = row.iter().map(|&u| split(u)).unzip();
+            out.extend(hi);
+            out.extend(lo);
+        }
+        out
     }
 
     #[test]
@@ -786,6 +919,29 @@ mod tests {
             );
             assert!(gemm(short, 64, &packed, &mut out, &mut scratch));
             assert_eq!(out, [64, 64], "64 ones against 64 ones");
+        }
+        if let Some(packed) = AmxCols::new(&[1; 64], 1, 64) {
+            let mut out = [0; 64];
+            let planes = vec![1i8; 2 * 64 * 64];
+            assert_eq!(
+                dot_rows_planes(&planes, 32, &packed, &mut out),
+                0,
+                "another d"
+            );
+            assert_eq!(
+                dot_rows_planes(&planes[..127 * 64], 64, &packed, &mut out),
+                0,
+                "a partial row"
+            );
+            let mut scratch = GemmScratch::default();
+            let short = &mut out[..63];
+            assert!(
+                !gemm_planes(&planes, 64, &packed, short, &mut scratch),
+                "out too short"
+            );
+            assert_eq!(dot_rows_planes(&planes, 64, &packed, &mut out), 64);
+            // Rows of 257 (hi 1, lo 1) against 64 ones.
+            assert!(out.iter().all(|&v| v == 257 * 64));
         }
         if let Some(nine) = AmxCols::new(&[1; 9 * 64], 9, 64) {
             let mut out = [0; 9 * 64];

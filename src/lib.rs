@@ -55,5 +55,13 @@ pub fn integer_kernels_available() -> bool {
     int_kernels::intrinsics_available()
 }
 
+/// Whether this CPU runs the AMX tile kernels (Intel AMX-INT8, granted by Linux; not with
+/// `SEGINF_AMX=off`): then an int8 index's entity queries of 5–8 tokens, an f16 index's (d a
+/// multiple of 64, through the i16 copy of its rows stored as int8 planes) and the batches'
+/// GEMMs multiply in the tiles.
+pub fn tiles_available() -> bool {
+    amx::available()
+}
+
 /// The crate version, as in Cargo.toml (and the `SEGINF_VERSION_*` macros of the C header).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

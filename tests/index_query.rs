@@ -259,8 +259,9 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
 }
 
 /// d = 64: an int8 index's 6-token segments go through the AMX tiles where the CPU has them
-/// (whole groups of 64 rows, the rest through the streaming kernel), which must rank and
-/// prove exactly as the other kernels do.
+/// (whole groups of 64 rows, the rest through the streaming kernel), and an f16 index's
+/// through the tiles on its i16 copy's planes (the rest through the VNNI GEMM), which must
+/// rank and prove exactly as the other kernels do.
 #[test]
 fn top_k_is_the_sorted_score_vector_at_a_tile_width() {
     let mut rng = Rng::new(17);
@@ -282,8 +283,10 @@ fn top_k_is_the_sorted_score_vector_at_a_tile_width() {
         .take(3)
         .collect();
     assert!(test.len() >= 2, "too few long test sequences");
-    let index = Arc::new(build(&crf, &train, Storage::Int8));
-    top_k_matches_scores(&index, &test);
+    for storage in [Storage::Int8, Storage::F16] {
+        let index = Arc::new(build(&crf, &train, storage));
+        top_k_matches_scores(&index, &test);
+    }
 }
 
 #[test]
@@ -365,8 +368,20 @@ fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
             }
         }
     }
-    // Single segments of up to 8 tokens stream the rows: no ranking copy was built.
-    assert_eq!(index.ranking_copy_bytes(), 0);
+    // Single segments of up to 8 tokens stream the rows: no ranking copy was built — but
+    // for an f16 index's segments of 5 tokens or more where the tiles take them (d a multiple
+    // of 64), which rank through the copy's planes.
+    let d = index.crf().feature_dim();
+    let planes = index.storage() == Storage::F16
+        && d.is_multiple_of(64)
+        && seginf::tiles_available()
+        && test.iter().any(|s| s.y.len() >= 6);
+    let copy = if planes {
+        (2 * d + 4) * index.num_tokens()
+    } else {
+        0
+    };
+    assert_eq!(index.ranking_copy_bytes(), copy);
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub use file::IndexInfo;
 pub use storage::Storage;
 
 pub(crate) use column::Column;
-pub(crate) use ranking_copy::{balanced_limit, RankingCopy};
+pub(crate) use ranking_copy::{balanced_limit, CopyValues, RankingCopy};
 pub(crate) use storage::FeatureRows;
 
 use crate::crf::Crf;
@@ -191,8 +191,9 @@ impl Index {
         })
     }
 
-    /// The i16 copy of the rows for the batches' integer GEMM, built on first use (an f32 or
-    /// f16 index on a CPU with the integer kernels; `None` otherwise).
+    /// The i16 copy of the rows for the batches' integer GEMM (and f16 entity queries' tiles),
+    /// built on first use (an f32 or f16 index on a CPU with the integer kernels; `None`
+    /// otherwise): as int8 planes where the AMX tiles take them.
     pub(crate) fn ranking_copy(&self) -> Option<&RankingCopy> {
         let d = self.crf.feature_dim();
         self.derived
@@ -201,20 +202,26 @@ impl Index {
                 // Past d = 8192 the limit falls below 512 and the columns' own rounding with it
                 // would loosen the ranking bound too much.
                 let limit = balanced_limit(d);
+                // Planes where the AMX tiles take them (whole steps of 64 values).
+                let planes = crate::amx::available()
+                    && d.is_multiple_of(64)
+                    && limit <= i64::from(crate::amx::MAX_SPLIT);
+                let shape = (self.num_tokens(), d);
                 (crate::int_kernels::intrinsics_available() && limit >= 512)
-                    .then(|| RankingCopy::build(&self.features, self.num_tokens(), d, limit))
+                    .then(|| RankingCopy::build(&self.features, shape, limit, planes))
                     .flatten()
             })
             .as_ref()
     }
 
     /// Memory held by the i16 copy of the rows that batches of more than 4 test columns rank
-    /// through on an f32/f16 index (2·d + 4 bytes per token, built by the first such batch on
-    /// a CPU with [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and
-    /// when the copy would be too coarse or cannot be allocated.
+    /// through on an f32/f16 index, and f16 single queries of 5–8 tokens where the CPU has
+    /// the AMX tiles (2·d + 4 bytes per token, built by the first such query on a CPU with
+    /// [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and when the
+    /// copy would be too coarse or cannot be allocated.
     pub fn ranking_copy_bytes(&self) -> usize {
         match self.derived.ranking_copy.get() {
-            Some(Some(copy)) => 2 * copy.values.len() + 4 * copy.scales.len(),
+            Some(Some(copy)) => copy.values.bytes() + 4 * copy.scales.len(),
             _ => 0,
         }
     }

@@ -1,11 +1,15 @@
 //! An i16 copy of an f32 or f16 index's feature rows, for the ranking pass of batches: the
 //! integer GEMM ([`crate::int_kernels::gemm`], `vpdpwssd`) does twice the multiply-adds of an
-//! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows.
+//! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows. On
+//! CPUs with the AMX tiles it is kept as int8 planes, and an f16 index's single queries of
+//! 5–8 tokens rank through it too: the tiles read its rows at the speed of memory, where the
+//! f16 kernel's 8 columns cost more FMAs a row than the read's time (BENCHMARKS.md,
+//! session 14) — at the price of as much memory again as the f16 rows.
 //!
 //! Row `k` is `s_k·q_k` with `|q_kj| ≤ R`, and the copy keeps `ρ = max_k ‖f̂_k − s_k q_k‖ / ‖f̂_k‖`
 //! (f̂_k the row as the index stores it), so that the ranking pass can bound its error
 //! ([`crate::query::ranking`]); the reported scores are still computed from `f̂_k`. Built once
-//! per index, on the first batch that uses it, and kept in memory with the index (2·d bytes per
+//! per index, on the first query that uses it, and kept in memory with the index (2·d bytes per
 //! token); never saved.
 
 use rayon::prelude::*;
@@ -30,9 +34,47 @@ pub(crate) fn balanced_limit(d: usize) -> i64 {
 
 /// The copy's rows (N × d, row-major), their scales and the largest relative error `ρ`.
 pub(crate) struct RankingCopy {
-    pub values: Vec<i16>,
+    pub values: CopyValues,
     pub scales: Vec<f32>,
     pub rho: f64,
+}
+
+/// The copy's values, in the layout its kernels read.
+pub(crate) enum CopyValues {
+    /// N × d, row-major (the VNNI kernels').
+    I16(Vec<i16>),
+    /// Where the AMX tiles run them: per row its d high bytes, then its d low bytes
+    /// (`u = 256·hi + lo`, [`crate::amx::split`]), which the tiles load as they are — a
+    /// batch no longer splits every row it reads, and a single query's tiles read the rows
+    /// straight from memory, as they read an int8 index's.
+    Planes(Vec<i8>),
+}
+
+impl CopyValues {
+    /// Rows `rows` as i16 values (d each) into `out` (replacing its contents).
+    pub fn widen(&self, rows: std::ops::Range<usize>, d: usize, out: &mut Vec<i16>) {
+        out.clear();
+        match self {
+            CopyValues::I16(v) => out.extend_from_slice(&v[rows.start * d..rows.end * d]),
+            CopyValues::Planes(p) => {
+                for row in p[rows.start * 2 * d..rows.end * 2 * d].chunks_exact(2 * d) {
+                    let (hi, lo) = row.split_at(d);
+                    out.extend(
+                        (hi.iter().zip(lo))
+                            .map(|(&h, &l)| (256 * i32::from(h) + i32::from(l)) as i16),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The bytes they take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            CopyValues::I16(v) => 2 * v.len(),
+            CopyValues::Planes(p) => p.len(),
+        }
+    }
 }
 
 impl std::fmt::Debug for RankingCopy {
@@ -45,37 +87,51 @@ impl std::fmt::Debug for RankingCopy {
 }
 
 impl RankingCopy {
-    /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`; `None` for an
-    /// int8 index (its rows are integers already), when `ρ` exceeds [`MAX_RELATIVE_ERROR`], or
-    /// when the memory for it cannot be had.
-    pub fn build(features: &FeatureRows, n: usize, d: usize, limit: i64) -> Option<RankingCopy> {
+    /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`, as int8
+    /// planes when `planes` (for the AMX tiles: `R` within [`crate::amx::MAX_SPLIT`]); `None`
+    /// for an int8 index (its rows are integers already), when `ρ` exceeds
+    /// [`MAX_RELATIVE_ERROR`], or when the memory for it cannot be had.
+    pub fn build(
+        features: &FeatureRows,
+        (n, d): (usize, usize),
+        limit: i64,
+        planes: bool,
+    ) -> Option<RankingCopy> {
         if matches!(features, FeatureRows::Int8 { .. }) || d == 0 {
             return None;
         }
+        if planes && limit > i64::from(crate::amx::MAX_SPLIT) {
+            return None; // cannot happen: the caller checks
+        }
         // A copy that does not fit in memory is no copy: the batch ranks with the f32 sgemm.
-        let (mut values, mut scales) = (Vec::new(), Vec::new());
-        if values.try_reserve_exact(n * d).is_err() || scales.try_reserve_exact(n).is_err() {
+        let mut scales = Vec::new();
+        if scales.try_reserve_exact(n).is_err() {
             return None;
         }
-        values.resize(n * d, 0i16);
         scales.resize(n, 0f32);
-        let rho = values
-            .par_chunks_mut(ROWS_PER_TASK * d)
-            .zip(scales.par_chunks_mut(ROWS_PER_TASK))
-            .enumerate()
-            .map(|(t, (values, scales))| {
-                let start = t * ROWS_PER_TASK;
-                let mut decoded = Vec::new();
-                let rows = features.rows(start, start + scales.len(), d, &mut decoded);
-                (rows.chunks_exact(d).zip(values.chunks_exact_mut(d)))
-                    .zip(scales.iter_mut())
-                    .map(|((row, q), s)| {
-                        *s = quantize_row(row, limit, q);
-                        relative_error(row, q, *s)
-                    })
-                    .fold(0.0, f64::max)
-            })
-            .reduce(|| 0.0, f64::max);
+        let (values, rho) = if planes {
+            let mut v = zeroed::<i8>(n * 2 * d)?;
+            let rho = quantize_rows(
+                features,
+                d,
+                limit,
+                (&mut v, 2 * d),
+                &mut scales,
+                |q, out| {
+                    let (hi, lo) = out.split_at_mut(d);
+                    for ((h, l), &u) in hi.iter_mut().zip(lo.iter_mut()).zip(q) {
+                        (*h, *l) = crate::amx::split(u);
+                    }
+                },
+            );
+            (CopyValues::Planes(v), rho)
+        } else {
+            let mut v = zeroed::<i16>(n * d)?;
+            let rho = quantize_rows(features, d, limit, (&mut v, d), &mut scales, |q, out| {
+                out.copy_from_slice(q)
+            });
+            (CopyValues::I16(v), rho)
+        };
         // ρ is computed in f64 from exact products (an f32 times an i16 fits in 53 bits): a
         // relative margin of 2⁻⁴⁰ covers the sums' roundings.
         let rho = rho * (1.0 + 2f64.powi(-40));
@@ -85,6 +141,45 @@ impl RankingCopy {
             rho,
         })
     }
+}
+
+/// `len` zeros, or `None` when the memory cannot be had.
+fn zeroed<T: Clone + Default>(len: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, T::default());
+    Some(v)
+}
+
+/// Quantises every row (in parallel, [`ROWS_PER_TASK`] at a time) into `values` (`width`
+/// per row, written by `put` from the row's i16 values) and `scales`; returns the largest
+/// relative error.
+fn quantize_rows<T: Send>(
+    features: &FeatureRows,
+    d: usize,
+    limit: i64,
+    (values, width): (&mut [T], usize),
+    scales: &mut [f32],
+    put: impl Fn(&[i16], &mut [T]) + Sync,
+) -> f64 {
+    values
+        .par_chunks_mut(ROWS_PER_TASK * width)
+        .zip(scales.par_chunks_mut(ROWS_PER_TASK))
+        .enumerate()
+        .map(|(t, (values, scales))| {
+            let start = t * ROWS_PER_TASK;
+            let (mut decoded, mut q) = (Vec::new(), vec![0i16; d]);
+            let rows = features.rows(start, start + scales.len(), d, &mut decoded);
+            (rows.chunks_exact(d).zip(values.chunks_exact_mut(width)))
+                .zip(scales.iter_mut())
+                .map(|((row, out), s)| {
+                    *s = quantize_row(row, limit, &mut q);
+                    put(&q, out);
+                    relative_error(row, &q, *s)
+                })
+                .fold(0.0, f64::max)
+        })
+        .reduce(|| 0.0, f64::max)
 }
 
 /// `q = round(row / s)` within `±limit`, with `s = max|row| / limit` (1 for a zero row, or
@@ -146,12 +241,23 @@ mod tests {
                 rows.iter().map(|&x| half::f16::from_f32(x)).collect(),
             )),
         ] {
-            let copy = RankingCopy::build(&features, 50, d, limit).expect("smooth rows");
+            let copy = RankingCopy::build(&features, (50, d), limit, false).expect("smooth rows");
+            // The same values as planes.
+            let planes = RankingCopy::build(&features, (50, d), limit, true).expect("smooth");
+            assert!(matches!(planes.values, CopyValues::Planes(_)));
+            assert_eq!(
+                (planes.scales.clone(), planes.rho),
+                (copy.scales.clone(), copy.rho)
+            );
+            let (mut q, mut from_planes) = (Vec::new(), Vec::new());
+            copy.values.widen(0..50, d, &mut q);
+            planes.values.widen(0..50, d, &mut from_planes);
+            assert_eq!(q, from_planes);
             let mut decoded = Vec::new();
             let stored = features.rows(0, 50, d, &mut decoded);
             let mut largest = 0.0f64;
             for (k, row) in stored.chunks_exact(d).enumerate() {
-                let q = &copy.values[k * d..(k + 1) * d];
+                let q = &q[k * d..(k + 1) * d];
                 assert!(q.iter().all(|&v| i64::from(v).abs() <= limit));
                 let e = relative_error(row, q, copy.scales[k]);
                 assert!(e <= copy.rho);
@@ -170,13 +276,13 @@ mod tests {
             values: Column::Owned(vec![1; d]),
             scales: Column::Owned(vec![1.0]),
         };
-        assert!(RankingCopy::build(&int8, 1, d, balanced_limit(d)).is_none());
+        assert!(RankingCopy::build(&int8, (1, d), balanced_limit(d), false).is_none());
         // A coarse limit (as a huge d would give) on a row of one large and many small
         // values: the small ones round to 0 and ρ ≈ 0.6.
         let mut row = vec![0.1f32; d];
         row[0] = 1.0;
         let features = FeatureRows::F32(Column::Owned(row));
-        assert!(RankingCopy::build(&features, 1, d, 4).is_none());
-        assert!(RankingCopy::build(&features, 1, d, balanced_limit(d)).is_some());
+        assert!(RankingCopy::build(&features, (1, d), 4, false).is_none());
+        assert!(RankingCopy::build(&features, (1, d), balanced_limit(d), false).is_some());
     }
 }

@@ -79,11 +79,13 @@ pub struct QueryOptions {
     /// Skip training items whose doc id is here.
     pub excluded_docs: HashSet<u64>,
     /// Let batches of more than 4 test columns, single segments of more than 8 tokens (and
-    /// the segment methods of noisy-label ranking) on an f32/f16 index rank through the
-    /// index's i16 copy of its rows (integer
-    /// GEMM, about twice the f32 sgemm's rate; built once per index by the first such call
-    /// and kept with it: 2·d + 4 bytes per token, see
-    /// [`crate::Index::ranking_copy_bytes`]). Scores and ranks are exact either way.
+    /// the segment methods of noisy-label ranking) on an f32/f16 index — and, where the CPU
+    /// has the AMX tiles ([`crate::tiles_available`]), an f16 index's single segments of 5–8
+    /// tokens (d a multiple of 64) — rank through the index's i16 copy of its rows (integer
+    /// GEMM, about twice the f32 sgemm's rate; the tiles for an f16 entity's 5–8 columns;
+    /// built once per index by the first such call and kept with it: 2·d + 4 bytes per
+    /// token, see [`crate::Index::ranking_copy_bytes`]). Scores and ranks are exact either
+    /// way.
     pub ranking_copy: bool,
 }
 

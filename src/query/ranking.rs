@@ -13,7 +13,7 @@ use std::ops::Range;
 use ndarray::{Array2, ArrayView1};
 
 use crate::amx::{self, AmxCols, GemmScratch};
-use crate::index::{balanced_limit, FeatureRows, Index, RankingCopy};
+use crate::index::{balanced_limit, CopyValues, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
 /// Columns quantised to i16: `col_l ≈ scales[l] · values[l]`, against int8 rows or the rows of
@@ -70,6 +70,13 @@ impl<'a> RankingColumns<'a> {
             FeatureRows::Int8 { .. } => (int_kernels::intrinsics_available()
                 && int_column_limit(d) >= 2048)
                 .then_some((int_column_limit(d), None, 0.0)),
+            // A single query's 5–8 columns against an f16 index: the copy's planes through
+            // the tiles, as an int8 index's rows (a copy of i16 rows would go through the
+            // GEMM, slower than the f16 kernels).
+            FeatureRows::F16(_) if use_copy && few == ONE && copy_tiles(l, d) => index
+                .ranking_copy()
+                .filter(|copy| matches!(copy.values, CopyValues::Planes(_)))
+                .map(|copy| (balanced_limit(d), Some(copy), copy.rho)),
             _ if l > few && use_copy => index
                 .ranking_copy()
                 .map(|copy| (balanced_limit(d), Some(copy), copy.rho)),
@@ -107,6 +114,12 @@ impl<'a> RankingColumns<'a> {
             errs,
         }
     }
+}
+
+/// Whether a single query's `l` columns of `d` rank through the AMX tiles on an f16 index's
+/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the CPU has the tiles).
+fn copy_tiles(l: usize, d: usize) -> bool {
+    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && d.is_multiple_of(64) && amx::available()
 }
 
 /// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
@@ -193,21 +206,48 @@ impl IntColumns<'_> {
         out: &mut [f32],
         acc: &mut Scratch,
     ) {
-        let (row_values, row_scales) = match (self.copy, features) {
+        let (source, row_scales) = match (self.copy, features) {
             (Some(copy), _) => (
-                Rows::I16(&copy.values[rows.start * d..rows.end * d]),
+                match &copy.values {
+                    CopyValues::I16(v) => Source::Rows(Rows::I16(&v[rows.start * d..rows.end * d])),
+                    CopyValues::Planes(p) => {
+                        Source::Planes(&p[2 * rows.start * d..2 * rows.end * d], copy)
+                    }
+                },
                 &copy.scales[rows.clone()],
             ),
             (None, FeatureRows::Int8 { values, scales }) => (
-                Rows::I8(&values.as_slice()[rows.start * d..rows.end * d]),
+                Source::Rows(Rows::I8(&values.as_slice()[rows.start * d..rows.end * d])),
                 &scales.as_slice()[rows.clone()],
             ),
             _ => return, // cannot happen: IntColumns exist for int8 indexes or with a copy
         };
         let (l, rb) = (self.scales.len(), rows.len());
         acc.ints.resize(rb * l, 0);
-        match (&self.packed, row_values) {
-            (Some(packed), _) if (packed.num_cols(), packed.dim()) == (l, d) => {
+        match (&self.packed, source) {
+            (Some(packed), Source::Planes(planes, copy))
+                if (packed.num_cols(), packed.dim()) == (l, d) =>
+            {
+                // The tiles (a single query's few columns as an int8 index's rows are read,
+                // a batch's through the GEMM), the VNNI GEMM on the rows widened to i16 for
+                // what they leave (a chunk's last rows short of a group of 64, or no tiles).
+                let done = match &self.tiles {
+                    Some(t) if l <= amx::TILE_COLUMNS => {
+                        amx::dot_rows_planes(planes, d, t, &mut acc.ints)
+                    }
+                    Some(t) if amx::gemm_planes(planes, d, t, &mut acc.ints, &mut acc.tiles) => rb,
+                    _ => 0,
+                };
+                if done < rb {
+                    copy.values
+                        .widen(rows.start + done..rows.end, d, &mut acc.widened);
+                    let (rest, ints) = (Rows::I16(&acc.widened), &mut acc.ints[done * l..]);
+                    int_kernels::gemm(rest, d, packed, ints, &mut acc.wide);
+                }
+            }
+            (Some(packed), Source::Rows(row_values))
+                if (packed.num_cols(), packed.dim()) == (l, d) =>
+            {
                 // A copy's values lie within ±balanced_limit(d).
                 let rows = (row_values, balanced_limit(d));
                 let tiled = (self.tiles.as_ref())
@@ -216,7 +256,7 @@ impl IntColumns<'_> {
                     int_kernels::gemm(row_values, d, packed, &mut acc.ints, &mut acc.wide)
                 }
             }
-            (_, Rows::I8(row_values)) => {
+            (_, Source::Rows(Rows::I8(row_values))) => {
                 // The tiles take whole groups of rows, the streaming kernel the rest.
                 let tiled = (self.tiles.as_ref()).map_or(0, |tiles| {
                     amx::dot_rows(row_values, d, tiles, &mut acc.ints)
@@ -274,12 +314,21 @@ impl IntColumns<'_> {
     }
 }
 
+/// Where [`IntColumns::block_dots`] reads a block's rows: int8 or i16 rows, or a ranking
+/// copy's int8 planes (with the copy, which widens the rows the tiles leave).
+enum Source<'a> {
+    Rows(Rows<'a>),
+    Planes(&'a [i8], &'a RankingCopy),
+}
+
 /// Reusable buffers of a ranking pass (one per thread): integer sums and widened rows for
 /// [`IntColumns::block_dots`], decoded f32 rows for the sgemm.
 #[derive(Default)]
 pub(crate) struct Scratch {
     ints: Vec<i32>,
     wide: Vec<i16>,
+    /// A copy's rows in planes, as i16 values.
+    widened: Vec<i16>,
     tiles: GemmScratch,
     pub decoded: Vec<f32>,
 }
@@ -370,8 +419,11 @@ mod tests {
         let mut col: Vec<f64> = (0..d).map(|_| next()).collect();
         col[0] += spikes.1;
         let limit = balanced_limit(d);
-        let copy = RankingCopy::build(&FeatureRows::F32(Column::Owned(row.clone())), 1, d, limit)?;
-        let q: Vec<i64> = copy.values.iter().map(|&v| i64::from(v)).collect();
+        let features = FeatureRows::F32(Column::Owned(row.clone()));
+        let copy = RankingCopy::build(&features, (1, d), limit, false)?;
+        let mut q = Vec::new();
+        copy.values.widen(0..1, d, &mut q);
+        let q: Vec<i64> = q.into_iter().map(i64::from).collect();
         Some(dots(&row, &q, copy.scales[0], &col, limit, copy.rho))
     }
 
