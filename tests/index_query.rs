@@ -287,6 +287,38 @@ fn top_k_is_the_sorted_score_vector_at_a_tile_width() {
         let index = Arc::new(build(&crf, &train, storage));
         top_k_matches_scores(&index, &test);
     }
+    // An f16 query told to keep off the copy ranks with the f16 kernels: the same hits, and
+    // no copy built.
+    let (with, without) = (
+        Arc::new(build(&crf, &train, Storage::F16)),
+        Arc::new(build(&crf, &train, Storage::F16)),
+    );
+    let (mut q_with, mut q_without) = (
+        Query::new(Arc::clone(&with)),
+        Query::new(Arc::clone(&without)),
+    );
+    q_without.options.ranking_copy = false;
+    for s in &test {
+        let seg = TestSegment {
+            features: s.x.view(),
+            labels: &s.y,
+            first: 0,
+            last: 5,
+        };
+        let (a, b) = (
+            q_with.run(&seg, 10).unwrap(),
+            q_without.run(&seg, 10).unwrap(),
+        );
+        let ids = |h: &[seginf::Hit]| {
+            h.iter()
+                .map(|h| (h.score, h.doc_id, h.position))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a.supporting), ids(&b.supporting));
+        assert_eq!(ids(&a.opposing), ids(&b.opposing));
+    }
+    assert_eq!(without.ranking_copy_bytes(), 0);
+    assert_eq!(with.ranking_copy_bytes() > 0, seginf::tiles_available());
 }
 
 #[test]
