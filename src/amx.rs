@@ -110,12 +110,10 @@ pub const GROUP: usize = 64;
 /// tiles cannot run here or the shapes do not match (`out` shorter than rows × L).
 /// Takes up to [`TILE_COLUMNS`] columns (one tile).
 pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
-    let rb = rows.len().checked_div(d).unwrap_or(0);
-    let shapes = d == cols.d && rows.len() == rb * d && out.len() >= rb * cols.l;
-    if !shapes || cols.l > TILE_COLUMNS || !available() {
-        return 0;
+    match row_count(rows.len(), (d, 1), cols, out.len()) {
+        Some(rb) if cols.l <= TILE_COLUMNS && available() => imp::dot_rows(rows, rb, 1, cols, out),
+        _ => 0,
     }
-    imp::dot_rows(rows, rb, 1, cols, out)
 }
 
 /// As [`dot_rows`] for rows stored as two int8 planes each (`planes`: per row its `d` high
@@ -123,12 +121,20 @@ pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize
 /// them where the tiles run): the exact sums `Σ_j u_kj·u_lj` modulo 2³², for the leading
 /// whole groups of [`GROUP`] rows (`planes.len() / 2d` rows); returns how many rows that was.
 pub fn dot_rows_planes(planes: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
-    let rb = planes.len().checked_div(2 * d).unwrap_or(0);
-    let shapes = d == cols.d && planes.len() == rb * 2 * d && out.len() >= rb * cols.l;
-    if !shapes || cols.l > TILE_COLUMNS || !available() {
-        return 0;
+    match row_count(planes.len(), (d, 2), cols, out.len()) {
+        Some(rb) if cols.l <= TILE_COLUMNS && available() => {
+            imp::dot_rows(planes, rb, 2, cols, out)
+        }
+        _ => 0,
     }
-    imp::dot_rows(planes, rb, 2, cols, out)
+}
+
+/// The number of rows in `len` values stored as rows of `planes·d` (d values, in one or two
+/// planes) when they match the columns (`d == cols.d`, whole rows) and `out` holds
+/// `rows × L` sums; `None` otherwise.
+fn row_count(len: usize, (d, planes): (usize, usize), cols: &AmxCols, out: usize) -> Option<usize> {
+    let rb = len.checked_div(planes * d)?;
+    (d == cols.d && len == rb * planes * d && out >= rb * cols.l).then_some(rb)
 }
 
 /// Reusable memory of [`gemm`]: a group's rows, copied (int8) or split into two int8
@@ -159,9 +165,10 @@ pub fn gemm(
         Rows::I8(r) => (r.len(), true),
         Rows::I16(r) => (r.len(), (0..=i64::from(MAX_SPLIT)).contains(&i16_bound)),
     };
-    let rb = len.checked_div(d).unwrap_or(0);
-    let shapes = d == cols.d && len == rb * d && out.len() >= rb * cols.l;
-    if !shapes || !splits || !available() {
+    let Some(rb) = row_count(len, (d, 1), cols, out.len()) else {
+        return false;
+    };
+    if !splits || !available() {
         return false;
     }
     imp::gemm(Source::Fill(rows), rb, cols, out, &mut scratch.0);
@@ -178,9 +185,10 @@ pub fn gemm_planes(
     out: &mut [i32],
     scratch: &mut GemmScratch,
 ) -> bool {
-    let rb = planes.len().checked_div(2 * d).unwrap_or(0);
-    let shapes = d == cols.d && planes.len() == rb * 2 * d && out.len() >= rb * cols.l;
-    if !shapes || !available() {
+    let Some(rb) = row_count(planes.len(), (d, 2), cols, out.len()) else {
+        return false;
+    };
+    if !available() {
         return false;
     }
     imp::gemm(Source::Planes(planes), rb, cols, out, &mut scratch.0);

@@ -202,11 +202,7 @@ impl Index {
                 // Past d = 8192 the limit falls below 512 and the columns' own rounding with it
                 // would loosen the ranking bound too much.
                 let limit = balanced_limit(d);
-                // Planes where the AMX tiles take them (whole steps of 64 values).
-                let planes = crate::amx::available()
-                    && d.is_multiple_of(64)
-                    && limit <= i64::from(crate::amx::MAX_SPLIT);
-                let shape = (self.num_tokens(), d);
+                let (shape, planes) = ((self.num_tokens(), d), RankingCopy::in_planes(d));
                 (crate::int_kernels::intrinsics_available() && limit >= 512)
                     .then(|| RankingCopy::build(&self.features, shape, limit, planes))
                     .flatten()

@@ -87,6 +87,15 @@ impl std::fmt::Debug for RankingCopy {
 }
 
 impl RankingCopy {
+    /// Whether the copy for dimension `d` is kept as int8 planes: where the AMX tiles take
+    /// its rows (the tiles run here, whole steps of 64 values, the copy's limit within the
+    /// split's range).
+    pub fn in_planes(d: usize) -> bool {
+        crate::amx::available()
+            && d.is_multiple_of(64)
+            && balanced_limit(d) <= i64::from(crate::amx::MAX_SPLIT)
+    }
+
     /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`, as int8
     /// planes when `planes` (for the AMX tiles: `R` within [`crate::amx::MAX_SPLIT`]); `None`
     /// for an int8 index (its rows are integers already), when `ρ` exceeds

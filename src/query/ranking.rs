@@ -117,9 +117,10 @@ impl<'a> RankingColumns<'a> {
 }
 
 /// Whether a single query's `l` columns of `d` rank through the AMX tiles on an f16 index's
-/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the CPU has the tiles).
+/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the copy is kept in planes):
+/// asked before the copy is built, so that no copy is built that the query would not use.
 fn copy_tiles(l: usize, d: usize) -> bool {
-    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && d.is_multiple_of(64) && amx::available()
+    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && RankingCopy::in_planes(d)
 }
 
 /// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
