@@ -110,31 +110,79 @@ pub const GROUP: usize = 64;
 /// tiles cannot run here or the shapes do not match (`out` shorter than rows × L).
 /// Takes up to [`TILE_COLUMNS`] columns (one tile).
 pub fn dot_rows(rows: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
-    match row_count(rows.len(), (d, 1), cols, out.len()) {
-        Some(rb) if cols.l <= TILE_COLUMNS && available() => imp::dot_rows(rows, rb, 1, cols, out),
-        _ => 0,
-    }
-}
-
-/// As [`dot_rows`] for rows stored as two int8 planes each (`planes`: per row its `d` high
-/// bytes, then its `d` low ones, `u = 256·hi + lo`, as a [`crate::index::RankingCopy`] keeps
-/// them where the tiles run): the exact sums `Σ_j u_kj·u_lj` modulo 2³², for the leading
-/// whole groups of [`GROUP`] rows (`planes.len() / 2d` rows); returns how many rows that was.
-pub fn dot_rows_planes(planes: &[i8], d: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
-    match row_count(planes.len(), (d, 2), cols, out.len()) {
+    match row_count(rows.len(), d, cols, out.len()) {
         Some(rb) if cols.l <= TILE_COLUMNS && available() => {
-            imp::dot_rows(planes, rb, 2, cols, out)
+            imp::dot_rows(Layout::Rows(rows), rb, cols, out)
         }
         _ => 0,
     }
 }
 
-/// The number of rows in `len` values stored as rows of `planes·d` (d values, in one or two
-/// planes) when they match the columns (`d == cols.d`, whole rows) and `out` holds
-/// `rows × L` sums; `None` otherwise.
-fn row_count(len: usize, (d, planes): (usize, usize), cols: &AmxCols, out: usize) -> Option<usize> {
-    let rb = len.checked_div(planes * d)?;
-    (d == cols.d && len == rb * planes * d && out >= rb * cols.l).then_some(rb)
+/// The layout of rows kept *tiled*, as the tiles load them (a [`crate::index::RankingCopy`]
+/// keeps its rows so where the tiles run): rows in groups of [`GROUP`], a group `planes·GROUP·d`
+/// bytes — per plane (one for int8 values; two for i16 values, the high bytes then the low
+/// ones, `u = 256·hi + lo`), per step of 64 values, per quarter of 16 rows, the quarter's 64
+/// bytes of each row one after another: the 1 KB one tile load takes. [`dot_rows_tiled`] then
+/// reads memory in order, which the hardware prefetchers follow; rows in place, 16 rows a
+/// load at stride `d`, they do not, and two cores read them ~15 % slower (BENCHMARKS.md,
+/// session 15). The last group is padded with zero rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiled {
+    pub d: usize,
+    pub planes: usize,
+}
+
+impl Tiled {
+    /// The bytes of one group.
+    pub fn group_bytes(self) -> usize {
+        self.planes * GROUP * self.d
+    }
+
+    /// The bytes that hold `rows` rows (whole groups).
+    pub fn bytes(self, rows: usize) -> usize {
+        rows.div_ceil(GROUP) * self.group_bytes()
+    }
+
+    /// Where value `j` of plane `plane` of row `row` lies (`d` a multiple of 64).
+    pub fn at(self, row: usize, plane: usize, j: usize) -> usize {
+        let (g, r) = (row / GROUP, row % GROUP);
+        g * self.group_bytes()
+            + plane * GROUP * self.d
+            + (j / 64) * 4096
+            + (r / 16) * 1024
+            + (r % 16) * 64
+            + j % 64
+    }
+}
+
+/// As [`dot_rows`] for rows kept [`Tiled`] (`tiled`: whole groups, from a group's first
+/// row): the exact sums `Σ_j u_kj·u_lj` modulo 2³² of every row's value `u` (`256·hi + lo`
+/// for two planes) with every column, for all `tiled.len() / group_bytes` groups; returns
+/// how many rows that was. 0, doing nothing, when the tiles cannot run here or the shapes
+/// do not match (`d` not the columns', not whole groups, `out` shorter than rows × L, more
+/// than one tile of columns, planes other than 1 or 2).
+pub fn dot_rows_tiled(tiled: &[i8], shape: Tiled, cols: &AmxCols, out: &mut [i32]) -> usize {
+    let groups = tiled.len().checked_div(shape.group_bytes()).unwrap_or(0);
+    let fits = shape.d == cols.d
+        && (1..=2).contains(&shape.planes)
+        && tiled.len() == groups * shape.group_bytes()
+        && out.len() >= groups * GROUP * cols.l;
+    match fits && cols.l <= TILE_COLUMNS && available() {
+        true => imp::dot_rows(
+            Layout::Tiled(tiled, shape.planes),
+            GROUP * groups,
+            cols,
+            out,
+        ),
+        false => 0,
+    }
+}
+
+/// The number of rows in `len` values stored as rows of `d` when they match the columns
+/// (`d == cols.d`, whole rows) and `out` holds `rows × L` sums; `None` otherwise.
+fn row_count(len: usize, d: usize, cols: &AmxCols, out: usize) -> Option<usize> {
+    let rb = len.checked_div(d)?;
+    (d == cols.d && len == rb * d && out >= rb * cols.l).then_some(rb)
 }
 
 /// Reusable memory of [`gemm`]: a group's rows, copied (int8) or split into two int8
@@ -165,7 +213,7 @@ pub fn gemm(
         Rows::I8(r) => (r.len(), true),
         Rows::I16(r) => (r.len(), (0..=i64::from(MAX_SPLIT)).contains(&i16_bound)),
     };
-    let Some(rb) = row_count(len, (d, 1), cols, out.len()) else {
+    let Some(rb) = row_count(len, d, cols, out.len()) else {
         return false;
     };
     if !splits || !available() {
@@ -175,23 +223,32 @@ pub fn gemm(
     true
 }
 
-/// As [`gemm`] for rows stored as two int8 planes each (see [`dot_rows_planes`]): a group's
-/// planes are copied to lines as they are (no split). `false`, doing nothing, when the tiles
-/// cannot run here or the shapes do not match.
-pub fn gemm_planes(
-    planes: &[i8],
-    d: usize,
+/// As [`gemm`] for rows `rows` of rows kept [`Tiled`] (`tiled` from row 0; any range): a
+/// group's rows are gathered to lines as they are (no split). `false`, doing nothing, when
+/// the tiles cannot run here or the shapes do not match.
+pub fn gemm_tiled(
+    (tiled, shape): (&[i8], Tiled),
+    rows: std::ops::Range<usize>,
     cols: &AmxCols,
     out: &mut [i32],
     scratch: &mut GemmScratch,
 ) -> bool {
-    let Some(rb) = row_count(planes.len(), (d, 2), cols, out.len()) else {
-        return false;
-    };
-    if !available() {
+    let fits = shape.d == cols.d
+        && (1..=2).contains(&shape.planes)
+        && rows.start <= rows.end
+        && tiled.len() >= shape.bytes(rows.end)
+        && out.len() >= rows.len() * cols.l;
+    if !fits || !available() {
         return false;
     }
-    imp::gemm(Source::Planes(planes), rb, cols, out, &mut scratch.0);
+    let rb = rows.len();
+    imp::gemm(
+        Source::Tiled(tiled, shape, rows.start),
+        rb,
+        cols,
+        out,
+        &mut scratch.0,
+    );
     true
 }
 
@@ -199,8 +256,17 @@ pub fn gemm_planes(
 enum Source<'a> {
     /// Split into planes on cache lines first (int8 rows are copied as they are).
     Fill(Rows<'a>),
-    /// Rows of two planes (`2d` bytes each), copied to lines as they are.
-    Planes(&'a [i8]),
+    /// Rows kept [`Tiled`], from the given row on, gathered to lines as they are.
+    Tiled(&'a [i8], Tiled, usize),
+}
+
+/// How [`dot_rows`]'s rows lie in memory.
+#[derive(Clone, Copy)]
+enum Layout<'a> {
+    /// int8 rows one after another (`d` bytes each), read in place 16 rows a tile load.
+    Rows(&'a [i8]),
+    /// Rows kept [`Tiled`] in this many planes.
+    Tiled(&'a [i8], usize),
 }
 
 /// Writes (or, when `add`, adds) one 16-row tile of sums of a column tile (16 × 16 i32,
@@ -243,7 +309,7 @@ mod imp {
     use std::arch::asm;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
-    use super::{combine_into, AmxCols, Line, Rows, Source};
+    use super::{combine_into, AmxCols, Layout, Line, Rows, Source, Tiled};
 
     /// `arch_prctl` codes (linux/arch/x86/include/uapi/asm/prctl.h) and the tile data's
     /// XSAVE feature number.
@@ -311,58 +377,64 @@ mod imp {
     #[repr(C, align(64))]
     struct Sums([[i32; 256]; 4]);
 
-    /// How far ahead of the group being multiplied the kernel asks for rows (into L2).
+    /// How far ahead of the group being multiplied the kernel asks for rows (into L2): rows
+    /// read in place, and rows kept tiled.
     const AHEAD: usize = 96 << 10;
+    const TILED_AHEAD: usize = 16 << 10;
 
-    /// The body of [`super::dot_rows`] (`planes` = 1) and [`super::dot_rows_planes`] (2):
-    /// shapes checked there; the leading groups of 64 rows, returning how many rows that was.
-    pub fn dot_rows(
-        rows: &[i8],
-        rb: usize,
-        planes: usize,
-        cols: &AmxCols,
-        out: &mut [i32],
-    ) -> usize {
+    /// The body of [`super::dot_rows`] and [`super::dot_rows_tiled`]: shapes checked there;
+    /// the leading `rb / 64` groups of 64 rows.
+    pub fn dot_rows(rows: Layout, rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
         // SAFETY: the caller checked `available`, which needs AVX-512 F and BW.
-        unsafe { dot_rows_avx512(rows, rb, planes, cols, out) }
+        unsafe { dot_rows_avx512(rows, rb, cols, out) }
     }
 
-    /// [`dot_rows`] compiled for AVX-512 (the sums' combine vectorises): per group of 64 rows
-    /// (`planes·d` bytes each), each plane against every step's columns, its sums combined
-    /// into `out` (a high plane's counting 256 times, the low plane's added).
+    /// [`dot_rows`] compiled for AVX-512 (the sums' combine vectorises): per group of 64 rows,
+    /// each plane against every step's columns, its sums combined into `out` (a high plane's
+    /// counting 256 times, the low plane's added).
     ///
     /// # Safety
     /// As [`dot_rows`]: AMX granted, AVX-512 F and BW present.
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn dot_rows_avx512(
-        rows: &[i8],
-        rb: usize,
-        planes: usize,
-        cols: &AmxCols,
-        out: &mut [i32],
-    ) -> usize {
+    unsafe fn dot_rows_avx512(rows: Layout, rb: usize, cols: &AmxCols, out: &mut [i32]) -> usize {
         let (d, l) = (cols.d, cols.l);
         let groups = rb / super::GROUP;
+        let (base, planes) = match rows {
+            Layout::Rows(r) => (r.as_ptr(), 1),
+            Layout::Tiled(t, planes) => (t.as_ptr(), planes),
+        };
         let cfg = config();
         let mut sums = Sums([[0; 256]; 4]);
         // SAFETY: AMX was granted (the caller checked `available`); every tile is 16 rows
-        // of 64 bytes as configured; a group's row loads read 64 rows of d bytes (d a
-        // multiple of 64) at stride planes·d from `rows[64g·planes·d..]` (plus d for a low
-        // plane), within `rows` for g < rb / 64; the column loads read one `Block` a step
+        // of 64 bytes as configured; a group's loads read its 64·planes·d bytes from
+        // `base + 64g·planes·d` (16 rows at stride d for rows in place, 1 KB blocks for tiled
+        // ones), within the rows for g < rb / 64; the column loads read one `Block` a step
         // (d / 64 of them); the stores write 16 rows of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
             for g in 0..groups {
-                let region = rows.as_ptr().add(64 * g * planes * d);
+                let region = base.add(64 * g * planes * d);
                 for plane in 0..planes {
-                    let p = region.add(plane * d);
-                    group(
-                        (p, planes * d),
-                        (region, plane * d / 64),
-                        d,
-                        cols,
-                        &mut sums.0,
-                    );
+                    let quarters = match rows {
+                        Layout::Rows(_) => Quarters {
+                            p: region,
+                            stride: d,
+                            quarter: 16 * d,
+                            step: 64,
+                            ask: (region.wrapping_add(AHEAD), 1),
+                        },
+                        Layout::Tiled(..) => {
+                            let p = region.add(plane * 64 * d);
+                            Quarters {
+                                p,
+                                stride: 64,
+                                quarter: 1024,
+                                step: 4096,
+                                ask: (p.wrapping_add(TILED_AHEAD), 8),
+                            }
+                        }
+                    };
+                    group(quarters, d, cols, &mut sums.0);
                     let shift = if planes == 2 && plane == 0 { 8 } else { 0 };
                     for (q, sums) in sums.0.iter().enumerate() {
                         let at = &mut out[(64 * g + 16 * q) * l..];
@@ -417,7 +489,8 @@ mod imp {
         let (steps, tiles) = (d / 64, cols.column_tiles());
         let planes = match rows {
             Source::Fill(Rows::I8(_)) => 1,
-            _ => 2,
+            Source::Fill(Rows::I16(_)) => 2,
+            Source::Tiled(_, shape, _) => shape.planes,
         };
         let plane_lines = 32 * steps;
         scratch.resize(planes * plane_lines, Line([0; 64]));
@@ -430,14 +503,22 @@ mod imp {
         // stores write 16 rows of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
-            let (base, width) = match rows {
-                Source::Fill(Rows::I8(r)) => (r.as_ptr().cast::<i8>(), 1),
-                Source::Fill(Rows::I16(r)) => (r.as_ptr().cast::<i8>(), 2),
-                Source::Planes(p) => (p.as_ptr(), 2),
+            // The bytes that hold rows `a..b` (for tiled rows, the groups around them).
+            let bytes_of = |a: usize, b: usize| match rows {
+                Source::Fill(Rows::I8(r)) => (r.as_ptr().cast::<i8>().wrapping_add(a * d), b - a),
+                Source::Fill(Rows::I16(r)) => {
+                    (r.as_ptr().cast::<i8>().wrapping_add(2 * a * d), 2 * (b - a))
+                }
+                Source::Tiled(t, shape, first) => {
+                    let g = (first + a) / super::GROUP * shape.group_bytes();
+                    let len = shape.bytes(first + b) - g;
+                    (t.as_ptr().wrapping_add(g), if a < b { len } else { 0 })
+                }
             };
-            let row_bytes = width * d;
-            // Lines of the next group asked for at each step of this group's tile pairs.
-            let per_step = (32 * row_bytes / 64).div_ceil(planes * tiles.div_ceil(2) * steps);
+            // Every step of a group's tile pairs asks for some lines of the next group's rows;
+            // `asked` is where the asking stopped (tiled rows of two groups share lines).
+            let pair_steps = planes * tiles.div_ceil(2) * steps;
+            let mut asked = std::ptr::null::<i8>();
             for g in (0..rb).step_by(32) {
                 let n = (rb - g).min(32);
                 // Planes are copied too: loaded in place (stride 2d) they made an f32 batch of
@@ -445,13 +526,17 @@ mod imp {
                 // session 14), which costs a copy's time where `fill` split every value.
                 match rows {
                     Source::Fill(rows) => fill(rows, (g, n), d, scratch),
-                    Source::Planes(p) => fill_planes(p, (g, n), d, scratch),
+                    Source::Tiled(t, shape, first) => fill_tiled((t, shape), first + g, n, scratch),
                 }
                 let next = (g + 32).min(rb);
+                let (at, len) = bytes_of(next, (next + 32).min(rb));
+                let end = at.wrapping_add(len);
+                let at = if asked > at && asked < end { asked } else { at };
+                asked = end;
                 let mut ahead = Ahead {
-                    at: base.wrapping_add(next * row_bytes),
-                    end: base.wrapping_add((next + 32).min(rb) * row_bytes),
-                    per_step,
+                    at,
+                    end,
+                    per_step: (end as usize - at as usize).div_ceil(64 * pair_steps),
                 };
                 for plane in 0..planes {
                     let a = scratch.as_ptr().add(plane * plane_lines).cast::<i8>();
@@ -519,17 +604,16 @@ mod imp {
         }
     }
 
-    /// Rows `g .. g + n` of rows stored as planes (2d bytes each) into the planes of `lines`
-    /// as [`fill`] leaves them (zero past the n rows).
-    fn fill_planes(planes: &[i8], (g, n): (usize, usize), d: usize, lines: &mut [Line]) {
-        let per_row = d / 64;
-        let (hi, lo) = lines.split_at_mut(32 * per_row);
-        for (plane, dst) in [hi, lo].into_iter().enumerate() {
+    /// Rows `first .. first + n` of rows kept [`Tiled`] into the planes of `lines` as [`fill`]
+    /// leaves them (zero past the n rows).
+    fn fill_tiled((tiled, shape): (&[i8], Tiled), first: usize, n: usize, lines: &mut [Line]) {
+        let per_row = shape.d / 64;
+        for (plane, dst) in lines.chunks_exact_mut(32 * per_row).enumerate() {
             for (r, row_lines) in dst.chunks_exact_mut(per_row).enumerate() {
                 for (i, line) in row_lines.iter_mut().enumerate() {
-                    let at = 2 * (g + r) * d + plane * d + 64 * i;
+                    let at = shape.at(first + r, plane, 64 * i);
                     line.0 = match r < n {
-                        true => planes[at..at + 64].try_into().unwrap_or([0; 64]),
+                        true => tiled[at..at + 64].try_into().unwrap_or([0; 64]),
                         false => [0; 64],
                     };
                 }
@@ -617,34 +701,39 @@ mod imp {
         }
     }
 
-    /// 16 lines from `p` into L2 (where the rows to come lie: the prefetches never fault).
+    /// Every `every`-th of 16 lines from `p` into L2 (where the rows to come lie: the
+    /// prefetches never fault).
     #[inline(always)]
-    fn ask(p: *const i8) {
-        for line in 0..16 {
+    fn ask(p: *const i8, every: usize) {
+        for line in (0..16).step_by(every) {
             crate::int_kernels::x86::prefetch_l2(p.wrapping_add(64 * line).cast());
         }
     }
 
-    /// 64 rows of d values from `p` (`stride` bytes apart: d, or 2d for one plane of rows
-    /// stored as planes; d a multiple of 64) against every step's columns, the four quarters'
-    /// sums stored into `sums`. Step `s` asks for the 4 KB of the group's `region` at
-    /// `AHEAD + 4096·(first + s)` bytes on (a group reads 64·d bytes in d / 64 steps; rows in
-    /// planes take two calls, the second starting at `first = d / 64`), 16 lines beside each
-    /// tile load: the tile loads read 16 rows 768 bytes apart, which the hardware
-    /// prefetchers do not follow (from memory: ~120 ns a row without asking, 31–37 with, a
-    /// plain read 31 on one core; BENCHMARKS.md session 12).
+    /// Where a group's tiles load from: quarter `q` of step `s` (16 rows of 64 bytes,
+    /// `stride` apart) at `p + q·quarter + s·step`.
+    struct Quarters {
+        p: *const i8,
+        stride: usize,
+        quarter: usize,
+        step: usize,
+        /// Where the rows asked for at step 0 begin, and every how many lines of them.
+        ask: (*const i8, usize),
+    }
+
+    /// 64 rows of d values (d a multiple of 64) against every step's columns, the four
+    /// quarters' sums stored into `sums`. Step `s` asks for 4 KB of the rows ahead from
+    /// `ask + 4096·s`, 1 KB beside each tile load (a group reads 64·d bytes in d / 64 steps):
+    /// rows read in place (16 rows 768 bytes apart a tile load) every line [`AHEAD`] on,
+    /// which the hardware prefetchers do not follow (from memory: ~120 ns a row without
+    /// asking, 31–37 with, a plain read 31 on one core; BENCHMARKS.md session 12); tiled rows,
+    /// read in order, every 8th line [`TILED_AHEAD`] on, which kept two cores' reads ~8 %
+    /// faster than the prefetchers alone (session 15).
     ///
     /// # Safety
-    /// As [`dot_rows`]: tiles configured by [`config`], 64 rows of d values from `p` at
-    /// `stride`.
+    /// As [`dot_rows`]: tiles configured by [`config`], the group's rows where `at` says.
     #[inline(always)]
-    unsafe fn group(
-        (p, stride): (*const i8, usize),
-        (region, first): (*const i8, usize),
-        d: usize,
-        cols: &AmxCols,
-        sums: &mut [[i32; 256]; 4],
-    ) {
+    unsafe fn group(at: Quarters, d: usize, cols: &AmxCols, sums: &mut [[i32; 256]; 4]) {
         let b = cols.tiles.as_ptr().cast::<i8>();
         // SAFETY: by the caller.
         unsafe {
@@ -656,8 +745,8 @@ mod imp {
                 options(nostack, nomem)
             );
             for s in 0..d / 64 {
-                let ahead = region.wrapping_add(AHEAD + 4096 * (first + s));
-                let row = |quarter: usize| p.add(16 * quarter * stride + 64 * s);
+                let (ahead, every) = (at.ask.0.wrapping_add(4096 * s), at.ask.1);
+                let row = |quarter: usize| at.p.add(quarter * at.quarter + s * at.step);
                 asm!(
                     "tileloadd tmm2, [{b} + {sixty_four}*1]",
                     b = in(reg) b.add(1024 * s),
@@ -668,12 +757,12 @@ mod imp {
                 // beside the next 1 KB of rows asked for.
                 macro_rules! quarter {
                     ($a:literal, $c:literal, $q:literal) => {
-                        ask(ahead.wrapping_add(1024 * $q));
+                        ask(ahead.wrapping_add(1024 * $q), every);
                         asm!(
                             concat!("tileloadd tmm", $a, ", [{a} + {stride}*1]"),
                             concat!("tdpbssd tmm", $c, ", tmm", $a, ", tmm2"),
                             a = in(reg) row($q),
-                            stride = in(reg) stride,
+                            stride = in(reg) at.stride,
                             options(nostack, readonly),
                         );
                     };
@@ -696,7 +785,7 @@ mod imp {
         false
     }
 
-    pub fn dot_rows(_: &[i8], _: usize, _: usize, _: &AmxCols, _: &mut [i32]) -> usize {
+    pub fn dot_rows(_: super::Layout, _: usize, _: &AmxCols, _: &mut [i32]) -> usize {
         0
     }
 
@@ -751,32 +840,45 @@ mod tests {
                             .map(|j| value(&mut rng, j + 3, col_lim) as i16)
                             .collect();
                         let packed = AmxCols::new(&cols, l, d).expect("AMX packs these columns");
-                        let mut out = vec![0x5eed_5eed; rb * l + 3];
-                        let done = match wide {
-                            false => {
-                                let rows: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
-                                dot_rows(&rows, d, &packed, &mut out)
-                            }
-                            true => {
-                                let rows: Vec<i16> = vals.iter().map(|&v| v as i16).collect();
-                                dot_rows_planes(&planes(&rows, d), d, &packed, &mut out)
-                            }
+                        // int8 rows in place and tiled, i16 rows tiled in two planes.
+                        let whole = rb / GROUP * GROUP;
+                        let shape = Tiled {
+                            d,
+                            planes: 1 + usize::from(wide),
                         };
-                        assert_eq!(done, rb / GROUP * GROUP, "the whole groups");
-                        for i in 0..done {
-                            for c in 0..l {
-                                let exact: i64 = (0..d)
-                                    .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
-                                    .sum();
-                                let what =
-                                    format!("d {d} L {l} rb {rb} i16 {wide} row {i} col {c}");
-                                assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                        let t = tiled(&vals, shape);
+                        let groups = &t[..shape.bytes(whole)];
+                        let hows: &[&str] = if wide {
+                            &["tiled"]
+                        } else {
+                            &["tiled", "in place"]
+                        };
+                        for &how in hows {
+                            let mut out = vec![0x5eed_5eed; rb * l + 3];
+                            let done = match how {
+                                "tiled" => dot_rows_tiled(groups, shape, &packed, &mut out),
+                                _ => {
+                                    let rows: Vec<i8> = vals.iter().map(|&v| v as i8).collect();
+                                    dot_rows(&rows, d, &packed, &mut out)
+                                }
+                            };
+                            assert_eq!(done, whole, "{how}: the whole groups");
+                            for i in 0..done {
+                                for c in 0..l {
+                                    let exact: i64 = (0..d)
+                                        .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
+                                        .sum();
+                                    let what = format!(
+                                        "{how}: d {d} L {l} rb {rb} i16 {wide} row {i} col {c}"
+                                    );
+                                    assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
+                                }
                             }
+                            assert!(
+                                out[done * l..].iter().all(|&v| v == 0x5eed_5eed),
+                                "{how}: wrote past the groups' rows"
+                            );
                         }
-                        assert!(
-                            out[done * l..].iter().all(|&v| v == 0x5eed_5eed),
-                            "wrote past the groups' rows"
-                        );
                     }
                 }
             }
@@ -856,12 +958,21 @@ mod tests {
                             );
                         };
                         check(&out, "rows");
-                        // The same i16 rows stored as planes: loaded in place.
-                        if wide {
-                            let mut out = vec![0x5eed_5eed; rb * l + 3];
-                            let planes = planes(&r16, d);
-                            assert!(gemm_planes(&planes, d, &packed, &mut out, &mut scratch));
-                            check(&out, "planes");
+                        // The same rows kept tiled (i16 in two planes): all of them, and
+                        // from row 5 on (a first row inside a group).
+                        let shape = Tiled {
+                            d,
+                            planes: 1 + usize::from(wide),
+                        };
+                        let kept = tiled(&vals, shape);
+                        let t = (kept.as_slice(), shape);
+                        let mut out = vec![0x5eed_5eed; rb * l + 3];
+                        assert!(gemm_tiled(t, 0..rb, &packed, &mut out, &mut scratch));
+                        check(&out, "tiled");
+                        if rb > 5 {
+                            let mut from5 = vec![0x5eed_5eed; rb * l + 3];
+                            assert!(gemm_tiled(t, 5..rb, &packed, &mut from5, &mut scratch));
+                            assert_eq!(from5[..(rb - 5) * l], out[5 * l..rb * l], "from row 5");
                         }
                     }
                 }
@@ -869,16 +980,63 @@ mod tests {
         }
     }
 
-    /// i16 rows as a ranking copy stores them for the tiles: per row its high bytes, then
-    /// its low ones.
-    fn planes(rows: &[i16], d: usize) -> Vec<i8> {
-        let mut out = Vec::with_capacity(2 * rows.len());
-        for row in rows.chunks_exact(d) {
-            let (hi, lo): (Vec<i8>, Vec<i8>) = row.iter().map(|&u| split(u)).unzip();
-            out.extend(hi);
-            out.extend(lo);
+    /// Rows of `shape.d` values (int8 for one plane, i16 split for two) kept tiled, placed
+    /// by a layout written out here rather than through [`Tiled::at`]: per group of 64 rows,
+    /// plane, step of 64 values, quarter of 16 rows, row.
+    fn tiled(vals: &[i64], shape: Tiled) -> Vec<i8> {
+        let d = shape.d;
+        let rows = vals.len() / d;
+        let mut out = vec![0; shape.bytes(rows)];
+        let mut at = 0;
+        for g in 0..rows.div_ceil(GROUP) {
+            for plane in 0..shape.planes {
+                for s in 0..d / 64 {
+                    for r in 64 * g..64 * g + 64 {
+                        for j in 64 * s..64 * s + 64 {
+                            let v = vals.get(r * d + j).map_or(0, |&v| v as i16);
+                            let (hi, lo) = split(v);
+                            out[at] = match (shape.planes, plane) {
+                                (2, 0) => hi,
+                                (2, _) => lo,
+                                _ => v as i8,
+                            };
+                            at += 1;
+                        }
+                    }
+                }
+            }
         }
         out
+    }
+
+    #[test]
+    fn tiled_places_every_value_once() {
+        for (d, planes) in [(64, 1), (128, 2), (768, 2)] {
+            let shape = Tiled { d, planes };
+            let rows = 130;
+            let mut seen = vec![false; shape.bytes(rows)];
+            let vals: Vec<i64> = (0..rows * d).map(|i| (i % 251) as i64 - 125).collect();
+            let t = tiled(&vals, shape);
+            for r in 0..rows {
+                for p in 0..planes {
+                    for j in 0..d {
+                        let at = shape.at(r, p, j);
+                        assert!(!std::mem::replace(&mut seen[at], true), "{r} {p} {j} twice");
+                        let v = vals[r * d + j] as i16;
+                        let want = match (planes, p) {
+                            (2, 0) => split(v).0,
+                            (2, _) => split(v).1,
+                            _ => v as i8,
+                        };
+                        assert_eq!(t[at], want, "row {r} plane {p} value {j}");
+                    }
+                }
+            }
+            // What is not a value is the last group's padding.
+            let values = rows * planes * d;
+            assert_eq!(seen.iter().filter(|&&s| s).count(), values);
+            assert_eq!(shape.bytes(rows), 192 * planes * d);
+        }
     }
 
     #[test]
@@ -930,24 +1088,44 @@ mod tests {
         }
         if let Some(packed) = AmxCols::new(&[1; 64], 1, 64) {
             let mut out = [0; 64];
-            let planes = vec![1i8; 2 * 64 * 64];
+            let two = Tiled { d: 64, planes: 2 };
+            let planes = vec![1i8; two.bytes(64)];
+            let other = Tiled { d: 128, planes: 1 };
             assert_eq!(
-                dot_rows_planes(&planes, 32, &packed, &mut out),
+                dot_rows_tiled(&planes, other, &packed, &mut out),
                 0,
                 "another d"
             );
+            let three = Tiled { d: 64, planes: 3 };
+            let rows3 = vec![1i8; three.bytes(64)];
             assert_eq!(
-                dot_rows_planes(&planes[..127 * 64], 64, &packed, &mut out),
+                dot_rows_tiled(&rows3, three, &packed, &mut out),
                 0,
-                "a partial row"
+                "three planes"
+            );
+            let part = &planes[..127 * 64];
+            assert_eq!(
+                dot_rows_tiled(part, two, &packed, &mut out),
+                0,
+                "not whole groups"
+            );
+            assert_eq!(
+                dot_rows_tiled(&planes, two, &packed, &mut out[..63]),
+                0,
+                "out short"
             );
             let mut scratch = GemmScratch::default();
             let short = &mut out[..63];
+            let t = (planes.as_slice(), two);
             assert!(
-                !gemm_planes(&planes, 64, &packed, short, &mut scratch),
+                !gemm_tiled(t, 0..64, &packed, short, &mut scratch),
                 "out too short"
             );
-            assert_eq!(dot_rows_planes(&planes, 64, &packed, &mut out), 64);
+            assert!(
+                !gemm_tiled(t, 0..65, &packed, &mut out, &mut scratch),
+                "rows past"
+            );
+            assert_eq!(dot_rows_tiled(&planes, two, &packed, &mut out), 64);
             // Rows of 257 (hi 1, lo 1) against 64 ones.
             assert!(out.iter().all(|&v| v == 257 * 64));
         }

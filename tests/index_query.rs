@@ -402,18 +402,25 @@ fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
     }
     // Single segments of up to 8 tokens stream the rows: no ranking copy was built — but
     // for an f16 index's segments of 5 tokens or more where the tiles take them (d a multiple
-    // of 64), which rank through the copy's planes.
+    // of 64), which rank through the copy, tiled.
     let d = index.crf().feature_dim();
-    let planes = index.storage() == Storage::F16
+    let tiled = index.storage() == Storage::F16
         && d.is_multiple_of(64)
         && seginf::tiles_available()
         && test.iter().any(|s| s.y.len() >= 6);
-    let copy = if planes {
-        (2 * d + 4) * index.num_tokens()
-    } else {
-        0
-    };
+    let copy = if tiled { copy_bytes(index) } else { 0 };
     assert_eq!(index.ranking_copy_bytes(), copy);
+}
+
+/// The bytes of an f32/f16 index's ranking copy: 2 bytes a value and a 4-byte scale per
+/// token; where the tiles take it (d a multiple of 64), kept tiled, in groups of 64 rows.
+fn copy_bytes(index: &Index) -> usize {
+    let (n, d) = (index.num_tokens(), index.crf().feature_dim());
+    let rows = match d.is_multiple_of(64) && seginf::tiles_available() {
+        true => n.next_multiple_of(64),
+        false => n,
+    };
+    2 * d * rows + 4 * n
 }
 
 #[test]
@@ -444,7 +451,7 @@ fn a_batch_equals_its_queries_run_one_by_one() {
             match storage {
                 Storage::Int8 => assert_eq!(copy, 0),
                 _ if seginf::integer_kernels_available() => {
-                    assert_eq!(copy, (2 * d + 4) * index.num_tokens())
+                    assert_eq!(copy, copy_bytes(&index))
                 }
                 _ => {}
             }

@@ -142,7 +142,8 @@ pub unsafe extern "C" fn seginf_query_set_granularity(
 /// the feature dimension is a multiple of 64 — may rank through the index's i16
 /// copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
 /// with AVX-512 VNNI or AVX2 and kept with the index
-/// (2·d + 4 bytes per token, as much as an f16 index's features; see
+/// (2·d + 4 bytes per token, as much as an f16 index's features; with AMX the rows are
+/// kept in groups of 64, the last padded; see
 /// seginf_index_ranking_copy_bytes); the integer GEMM runs at about twice the rate of the f32
 /// sgemm, and the AMX tiles take an f16 entity's 5–8 columns at the speed of reading the
 /// copy, where the f16 kernel is bound by its FMAs. Results are identical either way: every

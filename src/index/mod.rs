@@ -14,7 +14,7 @@ pub use file::IndexInfo;
 pub use storage::Storage;
 
 pub(crate) use column::Column;
-pub(crate) use ranking_copy::{balanced_limit, CopyValues, RankingCopy};
+pub(crate) use ranking_copy::{balanced_limit, tiled, CopyValues, RankingCopy};
 pub(crate) use storage::FeatureRows;
 
 use crate::crf::Crf;
@@ -193,7 +193,7 @@ impl Index {
 
     /// The i16 copy of the rows for the batches' integer GEMM (and f16 entity queries' tiles),
     /// built on first use (an f32 or f16 index on a CPU with the integer kernels; `None`
-    /// otherwise): as int8 planes where the AMX tiles take them.
+    /// otherwise): tiled, in int8 planes, where the AMX tiles take them.
     pub(crate) fn ranking_copy(&self) -> Option<&RankingCopy> {
         let d = self.crf.feature_dim();
         self.derived
@@ -202,9 +202,9 @@ impl Index {
                 // Past d = 8192 the limit falls below 512 and the columns' own rounding with it
                 // would loosen the ranking bound too much.
                 let limit = balanced_limit(d);
-                let (shape, planes) = ((self.num_tokens(), d), RankingCopy::in_planes(d));
+                let (shape, tiled) = ((self.num_tokens(), d), RankingCopy::kept_tiled(d));
                 (crate::int_kernels::intrinsics_available() && limit >= 512)
-                    .then(|| RankingCopy::build(&self.features, shape, limit, planes))
+                    .then(|| RankingCopy::build(&self.features, shape, limit, tiled))
                     .flatten()
             })
             .as_ref()
@@ -212,7 +212,8 @@ impl Index {
 
     /// Memory held by the i16 copy of the rows that batches of more than 4 test columns rank
     /// through on an f32/f16 index, and f16 single queries of 5–8 tokens where the CPU has
-    /// the AMX tiles (2·d + 4 bytes per token, built by the first such query on a CPU with
+    /// the AMX tiles (2·d + 4 bytes per token, the rows padded to a multiple of 64 where the
+    /// tiles read them; built by the first such query on a CPU with
     /// [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and when the
     /// copy would be too coarse or cannot be allocated.
     pub fn ranking_copy_bytes(&self) -> usize {

@@ -1,7 +1,7 @@
 //! An i16 copy of an f32 or f16 index's feature rows, for the ranking pass of batches: the
 //! integer GEMM ([`crate::int_kernels::gemm`], `vpdpwssd`) does twice the multiply-adds of an
 //! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows. On
-//! CPUs with the AMX tiles it is kept as int8 planes, and an f16 index's single queries of
+//! CPUs with the AMX tiles it is kept as int8 planes, tiled, and an f16 index's single queries of
 //! 5–8 tokens rank through it too: the tiles read its rows at the speed of memory, where the
 //! f16 kernel's 8 columns cost more FMAs a row than the read's time (BENCHMARKS.md,
 //! session 14) — at the price of as much memory again as the f16 rows.
@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 use super::FeatureRows;
+use crate::amx::Tiled;
 
 /// Rows per parallel task of the build.
 const ROWS_PER_TASK: usize = 1024;
@@ -43,11 +44,16 @@ pub(crate) struct RankingCopy {
 pub(crate) enum CopyValues {
     /// N × d, row-major (the VNNI kernels').
     I16(Vec<i16>),
-    /// Where the AMX tiles run them: per row its d high bytes, then its d low bytes
-    /// (`u = 256·hi + lo`, [`crate::amx::split`]), which the tiles load as they are — a
-    /// batch no longer splits every row it reads, and a single query's tiles read the rows
-    /// straight from memory, as they read an int8 index's.
-    Planes(Vec<i8>),
+    /// Where the AMX tiles run them: two planes, the high bytes and the low ones
+    /// (`u = 256·hi + lo`, [`crate::amx::split`]), kept [`Tiled`] (groups of 64 rows in the
+    /// order the tiles load them, the last padded with zero rows): a batch no longer splits
+    /// every row it reads, and a single query's tiles read the rows from memory in order.
+    Tiled(Vec<i8>),
+}
+
+/// The layout of [`CopyValues::Tiled`] for rows of `d`.
+pub(crate) fn tiled(d: usize) -> Tiled {
+    Tiled { d, planes: 2 }
 }
 
 impl CopyValues {
@@ -56,13 +62,16 @@ impl CopyValues {
         out.clear();
         match self {
             CopyValues::I16(v) => out.extend_from_slice(&v[rows.start * d..rows.end * d]),
-            CopyValues::Planes(p) => {
-                for row in p[rows.start * 2 * d..rows.end * 2 * d].chunks_exact(2 * d) {
-                    let (hi, lo) = row.split_at(d);
-                    out.extend(
-                        (hi.iter().zip(lo))
-                            .map(|(&h, &l)| (256 * i32::from(h) + i32::from(l)) as i16),
-                    );
+            CopyValues::Tiled(t) => {
+                let shape = tiled(d);
+                for k in rows {
+                    for j in (0..d).step_by(64) {
+                        let (hi, lo) = (shape.at(k, 0, j), shape.at(k, 1, j));
+                        out.extend(
+                            (t[hi..hi + 64].iter().zip(&t[lo..lo + 64]))
+                                .map(|(&h, &l)| (256 * i32::from(h) + i32::from(l)) as i16),
+                        );
+                    }
                 }
             }
         }
@@ -72,7 +81,7 @@ impl CopyValues {
     pub fn bytes(&self) -> usize {
         match self {
             CopyValues::I16(v) => 2 * v.len(),
-            CopyValues::Planes(p) => p.len(),
+            CopyValues::Tiled(t) => t.len(),
         }
     }
 }
@@ -87,29 +96,30 @@ impl std::fmt::Debug for RankingCopy {
 }
 
 impl RankingCopy {
-    /// Whether the copy for dimension `d` is kept as int8 planes: where the AMX tiles take
-    /// its rows (the tiles run here, whole steps of 64 values, the copy's limit within the
-    /// split's range).
-    pub fn in_planes(d: usize) -> bool {
+    /// Whether the copy for dimension `d` is kept tiled, in int8 planes: where the AMX tiles
+    /// take its rows (the tiles run here, whole steps of 64 values, the copy's limit within
+    /// the split's range).
+    pub fn kept_tiled(d: usize) -> bool {
         crate::amx::available()
             && d.is_multiple_of(64)
             && balanced_limit(d) <= i64::from(crate::amx::MAX_SPLIT)
     }
 
-    /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`, as int8
-    /// planes when `planes` (for the AMX tiles: `R` within [`crate::amx::MAX_SPLIT`]); `None`
+    /// The copy of an f32 or f16 index's `n` rows of `d` values with limit `R`, tiled when
+    /// `tiles` (for the AMX tiles: `R` within [`crate::amx::MAX_SPLIT`], `d` a multiple of
+    /// 64); `None`
     /// for an int8 index (its rows are integers already), when `ρ` exceeds
     /// [`MAX_RELATIVE_ERROR`], or when the memory for it cannot be had.
     pub fn build(
         features: &FeatureRows,
         (n, d): (usize, usize),
         limit: i64,
-        planes: bool,
+        tiles: bool,
     ) -> Option<RankingCopy> {
         if matches!(features, FeatureRows::Int8 { .. }) || d == 0 {
             return None;
         }
-        if planes && limit > i64::from(crate::amx::MAX_SPLIT) {
+        if tiles && (limit > i64::from(crate::amx::MAX_SPLIT) || !d.is_multiple_of(64)) {
             return None; // cannot happen: the caller checks
         }
         // A copy that does not fit in memory is no copy: the batch ranks with the f32 sgemm.
@@ -118,27 +128,23 @@ impl RankingCopy {
             return None;
         }
         scales.resize(n, 0f32);
-        let (values, rho) = if planes {
-            let mut v = zeroed::<i8>(n * 2 * d)?;
-            let rho = quantize_rows(
-                features,
-                d,
-                limit,
-                (&mut v, 2 * d),
-                &mut scales,
-                |q, out| {
-                    let (hi, lo) = out.split_at_mut(d);
-                    for ((h, l), &u) in hi.iter_mut().zip(lo.iter_mut()).zip(q) {
-                        (*h, *l) = crate::amx::split(u);
-                    }
-                },
-            );
-            (CopyValues::Planes(v), rho)
+        let (values, rho) = if tiles {
+            // A task's rows are whole groups (ROWS_PER_TASK is a multiple of 64), so that `at`
+            // counts from the task's first byte.
+            let shape = tiled(d);
+            let mut v = zeroed::<i8>(shape.bytes(n))?;
+            let put = |q: &[i16], task: &mut [i8], i: usize| {
+                for (j, &u) in q.iter().enumerate() {
+                    (task[shape.at(i, 0, j)], task[shape.at(i, 1, j)]) = crate::amx::split(u);
+                }
+            };
+            let rho = quantize_rows(features, d, limit, (&mut v, 2 * d), &mut scales, put);
+            (CopyValues::Tiled(v), rho)
         } else {
             let mut v = zeroed::<i16>(n * d)?;
-            let rho = quantize_rows(features, d, limit, (&mut v, d), &mut scales, |q, out| {
-                out.copy_from_slice(q)
-            });
+            let put =
+                |q: &[i16], task: &mut [i16], i: usize| task[i * d..(i + 1) * d].copy_from_slice(q);
+            let rho = quantize_rows(features, d, limit, (&mut v, d), &mut scales, put);
             (CopyValues::I16(v), rho)
         };
         // ρ is computed in f64 from exact products (an f32 times an i16 fits in 53 bits): a
@@ -161,16 +167,17 @@ fn zeroed<T: Clone + Default>(len: usize) -> Option<Vec<T>> {
 }
 
 /// Quantises every row (in parallel, [`ROWS_PER_TASK`] at a time) into `values` (`width`
-/// per row, written by `put` from the row's i16 values) and `scales`; returns the largest
-/// relative error.
+/// per row: a task's rows take `ROWS_PER_TASK·width` values, where `put` writes row `i` of
+/// the task from its i16 values) and `scales`; returns the largest relative error.
 fn quantize_rows<T: Send>(
     features: &FeatureRows,
     d: usize,
     limit: i64,
     (values, width): (&mut [T], usize),
     scales: &mut [f32],
-    put: impl Fn(&[i16], &mut [T]) + Sync,
+    put: impl Fn(&[i16], &mut [T], usize) + Sync,
 ) -> f64 {
+    const { assert!(ROWS_PER_TASK.is_multiple_of(crate::amx::GROUP)) };
     values
         .par_chunks_mut(ROWS_PER_TASK * width)
         .zip(scales.par_chunks_mut(ROWS_PER_TASK))
@@ -179,11 +186,10 @@ fn quantize_rows<T: Send>(
             let start = t * ROWS_PER_TASK;
             let (mut decoded, mut q) = (Vec::new(), vec![0i16; d]);
             let rows = features.rows(start, start + scales.len(), d, &mut decoded);
-            (rows.chunks_exact(d).zip(values.chunks_exact_mut(width)))
-                .zip(scales.iter_mut())
-                .map(|((row, out), s)| {
+            (rows.chunks_exact(d).zip(scales.iter_mut()).enumerate())
+                .map(|(i, (row, s))| {
                     *s = quantize_row(row, limit, &mut q);
-                    put(&q, out);
+                    put(&q, values, i);
                     relative_error(row, &q, *s)
                 })
                 .fold(0.0, f64::max)
@@ -239,7 +245,7 @@ mod tests {
 
     #[test]
     fn copy_reproduces_rows_within_rho() {
-        let d = 100;
+        let d = 128;
         let rows: Vec<f32> = (0..50 * d)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1 + i / d) as f32)
             .collect();
@@ -251,9 +257,9 @@ mod tests {
             )),
         ] {
             let copy = RankingCopy::build(&features, (50, d), limit, false).expect("smooth rows");
-            // The same values as planes.
+            // The same values tiled (50 rows: one group, padded).
             let planes = RankingCopy::build(&features, (50, d), limit, true).expect("smooth");
-            assert!(matches!(planes.values, CopyValues::Planes(_)));
+            assert!(matches!(&planes.values, CopyValues::Tiled(t) if t.len() == 2 * 64 * d));
             assert_eq!(
                 (planes.scales.clone(), planes.rho),
                 (copy.scales.clone(), copy.rho)
@@ -262,6 +268,8 @@ mod tests {
             copy.values.widen(0..50, d, &mut q);
             planes.values.widen(0..50, d, &mut from_planes);
             assert_eq!(q, from_planes);
+            planes.values.widen(17..33, d, &mut from_planes);
+            assert_eq!(q[17 * d..33 * d], from_planes, "rows 17..33");
             let mut decoded = Vec::new();
             let stored = features.rows(0, 50, d, &mut decoded);
             let mut largest = 0.0f64;

@@ -13,7 +13,7 @@ use std::ops::Range;
 use ndarray::{Array2, ArrayView1};
 
 use crate::amx::{self, AmxCols, GemmScratch};
-use crate::index::{balanced_limit, CopyValues, FeatureRows, Index, RankingCopy};
+use crate::index::{self, balanced_limit, CopyValues, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
 
 /// Columns quantised to i16: `col_l ≈ scales[l] · values[l]`, against int8 rows or the rows of
@@ -70,12 +70,12 @@ impl<'a> RankingColumns<'a> {
             FeatureRows::Int8 { .. } => (int_kernels::intrinsics_available()
                 && int_column_limit(d) >= 2048)
                 .then_some((int_column_limit(d), None, 0.0)),
-            // A single query's 5–8 columns against an f16 index: the copy's planes through
+            // A single query's 5–8 columns against an f16 index: the tiled copy through
             // the tiles, as an int8 index's rows (a copy of i16 rows would go through the
             // GEMM, slower than the f16 kernels).
             FeatureRows::F16(_) if use_copy && few == ONE && copy_tiles(l, d) => index
                 .ranking_copy()
-                .filter(|copy| matches!(copy.values, CopyValues::Planes(_)))
+                .filter(|copy| matches!(copy.values, CopyValues::Tiled(_)))
                 .map(|copy| (balanced_limit(d), Some(copy), copy.rho)),
             _ if l > few && use_copy => index
                 .ranking_copy()
@@ -117,10 +117,10 @@ impl<'a> RankingColumns<'a> {
 }
 
 /// Whether a single query's `l` columns of `d` rank through the AMX tiles on an f16 index's
-/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the copy is kept in planes):
+/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the copy is kept tiled):
 /// asked before the copy is built, so that no copy is built that the query would not use.
 fn copy_tiles(l: usize, d: usize) -> bool {
-    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && RankingCopy::in_planes(d)
+    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && RankingCopy::kept_tiled(d)
 }
 
 /// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
@@ -211,9 +211,7 @@ impl IntColumns<'_> {
             (Some(copy), _) => (
                 match &copy.values {
                     CopyValues::I16(v) => Source::Rows(Rows::I16(&v[rows.start * d..rows.end * d])),
-                    CopyValues::Planes(p) => {
-                        Source::Planes(&p[2 * rows.start * d..2 * rows.end * d], copy)
-                    }
+                    CopyValues::Tiled(t) => Source::Tiled(t, copy),
                 },
                 &copy.scales[rows.clone()],
             ),
@@ -226,24 +224,40 @@ impl IntColumns<'_> {
         let (l, rb) = (self.scales.len(), rows.len());
         acc.ints.resize(rb * l, 0);
         match (&self.packed, source) {
-            (Some(packed), Source::Planes(planes, copy))
+            (Some(packed), Source::Tiled(tiled, copy))
                 if (packed.num_cols(), packed.dim()) == (l, d) =>
             {
-                // The tiles (a single query's few columns as an int8 index's rows are read,
-                // a batch's through the GEMM), the VNNI GEMM on the rows widened to i16 for
-                // what they leave (a chunk's last rows short of a group of 64, or no tiles).
-                let done = match &self.tiles {
+                // The tiles: a single query's few columns on the block's whole groups (read
+                // from memory in order, as they lie), a batch's GEMM on all its rows. The VNNI
+                // GEMM on the rows widened to i16 takes what they leave: the rows before the
+                // block's first whole group and after its last (at a chunk's ends), or all
+                // of them without the tiles.
+                let shape = index::tiled(d);
+                let (head, body) = match &self.tiles {
                     Some(t) if l <= amx::TILE_COLUMNS => {
-                        amx::dot_rows_planes(planes, d, t, &mut acc.ints)
+                        let a = rows.start.next_multiple_of(amx::GROUP).min(rows.end);
+                        let b = (rows.end / amx::GROUP * amx::GROUP).max(a);
+                        let groups = &tiled[shape.bytes(a)..shape.bytes(b)];
+                        let ints = &mut acc.ints[(a - rows.start) * l..];
+                        (a - rows.start, amx::dot_rows_tiled(groups, shape, t, ints))
                     }
-                    Some(t) if amx::gemm_planes(planes, d, t, &mut acc.ints, &mut acc.tiles) => rb,
-                    _ => 0,
+                    Some(t) => {
+                        let (ints, scratch) = (&mut acc.ints, &mut acc.tiles);
+                        match amx::gemm_tiled((tiled, shape), rows.clone(), t, ints, scratch) {
+                            true => (0, rb),
+                            false => (0, 0),
+                        }
+                    }
+                    None => (0, 0),
                 };
-                if done < rb {
-                    copy.values
-                        .widen(rows.start + done..rows.end, d, &mut acc.widened);
-                    let (rest, ints) = (Rows::I16(&acc.widened), &mut acc.ints[done * l..]);
-                    int_kernels::gemm(rest, d, packed, ints, &mut acc.wide);
+                let (start, end) = (rows.start, rows.end);
+                for part in [start..start + head, start + head + body..end] {
+                    if !part.is_empty() {
+                        copy.values.widen(part.clone(), d, &mut acc.widened);
+                        let (rest, ints) = (Rows::I16(&acc.widened), &mut acc.ints);
+                        let ints = &mut ints[(part.start - start) * l..];
+                        int_kernels::gemm(rest, d, packed, ints, &mut acc.wide);
+                    }
                 }
             }
             (Some(packed), Source::Rows(row_values))
@@ -316,10 +330,10 @@ impl IntColumns<'_> {
 }
 
 /// Where [`IntColumns::block_dots`] reads a block's rows: int8 or i16 rows, or a ranking
-/// copy's int8 planes (with the copy, which widens the rows the tiles leave).
+/// copy kept tiled (all its rows, with the copy, which widens the rows the tiles leave).
 enum Source<'a> {
     Rows(Rows<'a>),
-    Planes(&'a [i8], &'a RankingCopy),
+    Tiled(&'a [i8], &'a RankingCopy),
 }
 
 /// Reusable buffers of a ranking pass (one per thread): integer sums and widened rows for
@@ -328,7 +342,7 @@ enum Source<'a> {
 pub(crate) struct Scratch {
     ints: Vec<i32>,
     wide: Vec<i16>,
-    /// A copy's rows in planes, as i16 values.
+    /// A tiled copy's rows, as i16 values.
     widened: Vec<i16>,
     tiles: GemmScratch,
     pub decoded: Vec<f32>,
@@ -532,6 +546,57 @@ mod tests {
             let (tiled, streamed) = (with(Some(tiles)), with(None));
             assert!(tiled.iter().any(|&v| v != 0.0), "L = {l}: dots computed");
             assert_eq!(tiled, streamed, "L = {l}");
+        }
+    }
+
+    /// An f16 index's copy kept tiled gives the dots of the copy kept as i16 rows (the VNNI
+    /// GEMM), bit for bit, over blocks that start and end inside the tiles' groups (the rows
+    /// before the first whole group and after the last widened), a single query's columns
+    /// through the tiles and a batch's through the tile GEMM.
+    #[test]
+    fn a_tiled_copy_gives_the_dots_of_the_i16_copy() {
+        let (d, n) = (768, 200);
+        let mut next = uniform(9);
+        let rows: Vec<half::f16> = (0..n * d).map(|_| half::f16::from_f64(next())).collect();
+        let features = FeatureRows::F16(Column::Owned(rows));
+        let limit = balanced_limit(d);
+        let copy = |tiles| RankingCopy::build(&features, (n, d), limit, tiles).expect("smooth");
+        let (plain, tiled) = (copy(false), copy(true));
+        for l in [TILES_FROM, amx::TILE_COLUMNS, 12] {
+            let (mut cols, mut col_scales) = (Vec::new(), Vec::new());
+            for _ in 0..l {
+                let col: Vec<f64> = (0..d).map(|_| next()).collect();
+                let (u, scale, _) = quantize(ArrayView1::from(&col), limit);
+                cols.extend(u);
+                col_scales.push(scale);
+            }
+            if AmxCols::new(&cols, l, d).is_none() {
+                eprintln!("no AMX here: the copy is not kept tiled");
+                return;
+            }
+            let dots = |copy, tiles, rows: Range<usize>| {
+                let ints = IntColumns {
+                    values: cols.clone(),
+                    scales: col_scales.clone(),
+                    packed: Some(PackedCols::new(&cols, l, d)),
+                    tiles,
+                    copy: Some(copy),
+                };
+                let mut out = vec![0.0f32; rows.len() * l];
+                ints.block_dots(&features, rows, d, &mut out, &mut Scratch::default());
+                out
+            };
+            for rows in [0..n, 5..n, 64..128, 70..130, 3..60, 190..200] {
+                let want = dots(&plain, None, rows.clone());
+                let got = dots(&tiled, AmxCols::new(&cols, l, d), rows.clone());
+                assert!(
+                    want.iter().any(|&v| v != 0.0),
+                    "L = {l} {rows:?}: dots computed"
+                );
+                assert_eq!(got, want, "L = {l}, rows {rows:?}");
+                let widened = dots(&tiled, None, rows.clone());
+                assert_eq!(widened, want, "L = {l}, rows {rows:?}, no tiles");
+            }
         }
     }
 }

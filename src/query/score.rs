@@ -598,6 +598,18 @@ const RESCORE_GROUP: usize = 16;
 /// Rows per block of the ranking pass over a few columns.
 const RANK_BLOCK: usize = 1024;
 
+/// A chunk's `tokens` in blocks of at most [`RANK_BLOCK`], their bounds on multiples of it
+/// (counted from the index's first token): a multiple of the tiles' groups, so that a tiled
+/// ranking copy's groups fill whole blocks but at a chunk's ends.
+fn blocks(tokens: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    const { assert!(RANK_BLOCK.is_multiple_of(crate::amx::GROUP)) };
+    let mut start = tokens.start;
+    std::iter::from_fn(move || {
+        let end = ((start / RANK_BLOCK + 1) * RANK_BLOCK).min(tokens.end);
+        (start < tokens.end).then(|| std::mem::replace(&mut start, end)..end)
+    })
+}
+
 /// Ranking dots of rows `[start, end)` with the few (≤ [`FEW`], or [`ONE`] for a single
 /// query) columns, into `out` (rb × L, row-major): streaming kernels row by row, decoding
 /// f16/int8 in registers (or exact integer sums against i16 columns for int8, see
@@ -882,8 +894,7 @@ where
             false => &[],
         };
         let table_norms = self.table_norms(classes);
-        for start in tokens.clone().step_by(RANK_BLOCK) {
-            let end = (start + RANK_BLOCK).min(tokens.end);
+        for Range { start, end } in blocks(tokens.clone()) {
             SharedCuts::exchange_all(self.shared, tops);
             if let Some(side) = self.one {
                 let (c, first, m) = (ctx.c, start - tokens.start, side.cols.len());
@@ -1497,4 +1508,40 @@ where
     let fallbacks = results.iter().filter(|r| r.1).count();
     let tops = results.into_iter().map(|r| r.0).collect();
     (tops, fallbacks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_a_chunk_on_multiples_of_the_block() {
+        for tokens in [
+            0..0,
+            0..1,
+            5..5,
+            0..1024,
+            3..1024,
+            1000..5000,
+            2048..4097,
+            7..70_000,
+        ] {
+            let all: Vec<Range<usize>> = blocks(tokens.clone()).collect();
+            let mut at = tokens.start;
+            for b in &all {
+                assert_eq!(b.start, at, "{tokens:?}: contiguous");
+                assert!(
+                    b.start < b.end && b.len() <= RANK_BLOCK,
+                    "{tokens:?}: {b:?}"
+                );
+                // Bounds inside the chunk lie on multiples of the block.
+                for bound in [b.start, b.end] {
+                    let inside = bound != tokens.start && bound != tokens.end;
+                    assert!(!inside || bound % RANK_BLOCK == 0, "{tokens:?}: {b:?}");
+                }
+                at = b.end;
+            }
+            assert_eq!(at, tokens.end, "{tokens:?}: all of it");
+        }
+    }
 }
