@@ -10,7 +10,9 @@
 //! `|u| ≤ 32 639` for `hi` to fit): one query column becomes two tile columns (8 query
 //! columns in a tile's 16), and `dot = 256·(q·hi) + q·lo` in wrapping i32 — the exact sum
 //! modulo 2³², so bit-identical to the VNNI, AVX2 and portable kernels (the caller keeps the
-//! true sum within i32, see `int_kernels`). i16 rows are split the same way into two planes.
+//! true sum within i32, see `int_kernels`). i16 rows are split the same way into two planes,
+//! which a ranking copy keeps [`Tiled`] for the tiles (rows in the order the tile loads take
+//! them; [`dot_rows_tiled`], [`gemm_tiled`]).
 //!
 //! Why (BENCHMARKS.md, session 12): one core, a row's dots with 5 columns took 43 ns through
 //! VNNI against 21 through the tiles (whatever the columns), so long-segment int8 queries
@@ -798,6 +800,31 @@ mod tests {
 
     use crate::int_kernels::tests::Rng;
 
+    /// What the kernels' outputs hold before they run: a value no sum here takes.
+    const SENTINEL: i32 = 0x5eed_5eed;
+
+    /// `out` holds the exact sums (in i64) of the first `rows` rows of `vals` (d values each)
+    /// with the `l` columns `cols`, and the sentinel past them.
+    fn assert_exact_sums(
+        out: &[i32],
+        (vals, cols): (&[i64], &[i16]),
+        (rows, l, d): (usize, usize, usize),
+        what: &str,
+    ) {
+        for i in 0..rows {
+            for c in 0..l {
+                let exact: i64 = (0..d)
+                    .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
+                    .sum();
+                assert_eq!(i64::from(out[i * l + c]), exact, "{what}: row {i} col {c}");
+            }
+        }
+        assert!(
+            out[rows * l..].iter().all(|&v| v == SENTINEL),
+            "{what}: wrote past the rows' sums"
+        );
+    }
+
     #[test]
     fn split_is_exact_over_the_whole_range() {
         for u in -(MAX_SPLIT + 1)..=MAX_SPLIT {
@@ -854,7 +881,7 @@ mod tests {
                             &["tiled", "in place"]
                         };
                         for &how in hows {
-                            let mut out = vec![0x5eed_5eed; rb * l + 3];
+                            let mut out = vec![SENTINEL; rb * l + 3];
                             let done = match how {
                                 "tiled" => dot_rows_tiled(groups, shape, &packed, &mut out),
                                 _ => {
@@ -863,21 +890,8 @@ mod tests {
                                 }
                             };
                             assert_eq!(done, whole, "{how}: the whole groups");
-                            for i in 0..done {
-                                for c in 0..l {
-                                    let exact: i64 = (0..d)
-                                        .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
-                                        .sum();
-                                    let what = format!(
-                                        "{how}: d {d} L {l} rb {rb} i16 {wide} row {i} col {c}"
-                                    );
-                                    assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
-                                }
-                            }
-                            assert!(
-                                out[done * l..].iter().all(|&v| v == 0x5eed_5eed),
-                                "{how}: wrote past the groups' rows"
-                            );
+                            let what = format!("{how}: d {d} L {l} rb {rb} i16 {wide}");
+                            assert_exact_sums(&out, (&vals, &cols), (done, l, d), &what);
                         }
                     }
                 }
@@ -938,24 +952,11 @@ mod tests {
                             true => (Rows::I16(&r16), row_lim),
                             false => (Rows::I8(&r8), 0),
                         };
-                        let mut out = vec![0x5eed_5eed; rb * l + 3];
+                        let mut out = vec![SENTINEL; rb * l + 3];
                         assert!(gemm(rows, d, &packed, &mut out, &mut scratch));
                         let check = |out: &[i32], how: &str| {
-                            for i in 0..rb {
-                                for c in 0..l {
-                                    let exact: i64 = (0..d)
-                                        .map(|j| vals[i * d + j] * i64::from(cols[c * d + j]))
-                                        .sum();
-                                    let what = format!(
-                                        "{how}: d {d} L {l} rb {rb} i16 {wide} row {i} col {c}"
-                                    );
-                                    assert_eq!(i64::from(out[i * l + c]), exact, "{what}");
-                                }
-                            }
-                            assert!(
-                                out[rb * l..].iter().all(|&v| v == 0x5eed_5eed),
-                                "{how}: wrote past rb × L"
-                            );
+                            let what = format!("{how}: d {d} L {l} rb {rb} i16 {wide}");
+                            assert_exact_sums(out, (&vals, &cols), (rb, l, d), &what);
                         };
                         check(&out, "rows");
                         // The same rows kept tiled (i16 in two planes): all of them, and
@@ -966,11 +967,11 @@ mod tests {
                         };
                         let kept = tiled(&vals, shape);
                         let t = (kept.as_slice(), shape);
-                        let mut out = vec![0x5eed_5eed; rb * l + 3];
+                        let mut out = vec![SENTINEL; rb * l + 3];
                         assert!(gemm_tiled(t, 0..rb, &packed, &mut out, &mut scratch));
                         check(&out, "tiled");
                         if rb > 5 {
-                            let mut from5 = vec![0x5eed_5eed; rb * l + 3];
+                            let mut from5 = vec![SENTINEL; rb * l + 3];
                             assert!(gemm_tiled(t, 5..rb, &packed, &mut from5, &mut scratch));
                             assert_eq!(from5[..(rb - 5) * l], out[5 * l..rb * l], "from row 5");
                         }

@@ -1,16 +1,17 @@
 //! An i16 copy of an f32 or f16 index's feature rows, for the ranking pass of batches: the
 //! integer GEMM ([`crate::int_kernels::gemm`], `vpdpwssd`) does twice the multiply-adds of an
 //! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows. On
-//! CPUs with the AMX tiles it is kept as int8 planes, tiled, and an f16 index's single queries of
-//! 5–8 tokens rank through it too: the tiles read its rows at the speed of memory, where the
-//! f16 kernel's 8 columns cost more FMAs a row than the read's time (BENCHMARKS.md,
-//! session 14) — at the price of as much memory again as the f16 rows.
+//! CPUs with the AMX tiles it is kept as int8 planes in the order the tiles load them
+//! ([`crate::amx::Tiled`], session 15), and an f16 index's single queries of 5–8 tokens rank
+//! through it too: the tiles read its rows at the speed of memory, where the f16 kernel's 8
+//! columns cost more FMAs a row than the read's time (BENCHMARKS.md, session 14) — at the
+//! price of as much memory again as the f16 rows.
 //!
 //! Row `k` is `s_k·q_k` with `|q_kj| ≤ R`, and the copy keeps `ρ = max_k ‖f̂_k − s_k q_k‖ / ‖f̂_k‖`
 //! (f̂_k the row as the index stores it), so that the ranking pass can bound its error
 //! ([`crate::query::ranking`]); the reported scores are still computed from `f̂_k`. Built once
 //! per index, on the first query that uses it, and kept in memory with the index (2·d bytes per
-//! token); never saved.
+//! token, rows padded to a multiple of 64 when tiled); never saved.
 
 use rayon::prelude::*;
 
@@ -33,7 +34,8 @@ pub(crate) fn balanced_limit(d: usize) -> i64 {
         .min(i64::from(i16::MAX))
 }
 
-/// The copy's rows (N × d, row-major), their scales and the largest relative error `ρ`.
+/// The copy's rows (N × d, in one of [`CopyValues`]' layouts), their scales and the largest
+/// relative error `ρ`.
 pub(crate) struct RankingCopy {
     pub values: CopyValues,
     pub scales: Vec<f32>,
