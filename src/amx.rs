@@ -533,7 +533,8 @@ mod imp {
                 let next = (g + 32).min(rb);
                 let (at, len) = bytes_of(next, (next + 32).min(rb));
                 let end = at.wrapping_add(len);
-                let at = if asked > at && asked < end { asked } else { at };
+                // Past what was asked already (both halves of a tiled group ask for the next).
+                let at = if asked > at { asked.min(end) } else { at };
                 asked = end;
                 let mut ahead = Ahead {
                     at,
