@@ -123,6 +123,9 @@ static void check_version_and_names(void) {
              SEGINF_VERSION_PATCH);
     CHECK("seginf_version() matches SEGINF_VERSION_MAJOR.MINOR.PATCH",
           seginf_version() != NULL && strcmp(seginf_version(), want) == 0);
+    int tiles = seginf_tiles_available();
+    CHECK("seginf_tiles_available() is 0 or 1, the same on the next call",
+          (tiles == 0 || tiles == 1) && seginf_tiles_available() == tiles);
     for (s = 0; s >= -14; s--) {
         const char *name = seginf_status_name(s);
         if (name == NULL || strcmp(name, names[-s]) != 0) {

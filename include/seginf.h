@@ -359,6 +359,16 @@ extern "C" {
 // match.
 const char *seginf_version(void);
 
+// 1 when this process runs the Intel AMX tile kernels (a CPU with AMX-INT8, Linux granting
+// the tile state, SEGINF_AMX not "off"), else 0: then an int8 index's entity queries of 5–8
+// tokens, an f16 index's (feature dimension a multiple of 64) and the batches' integer GEMM
+// multiply in the tiles. Results are identical either way. The first call (or the first query
+// that could use the tiles) asks Linux for the tile state: from then on Linux refuses
+// alternate signal stacks (sigaltstack) too small for the AMX signal frame, and if one that
+// is too small is installed already the request fails and this is 0 (the other kernels
+// serve).
+int seginf_tiles_available(void);
+
 // A short constant name for a status, e.g. "SEGINF_ERR_BAD_SEGMENT" (static; do not free).
 // Unknown values give "SEGINF_UNKNOWN_STATUS".
 const char *seginf_status_name(int32_t status);

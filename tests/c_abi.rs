@@ -904,10 +904,14 @@ impl Sequence {
 /// The model of index_query.c: 4 labels, 5 features, bias, start and end, no -inf anywhere;
 /// `weight_shift` is added to the first weight (IndexQuery.java's "other" model).
 fn index_query_model(weight_shift: f32) -> Crf {
+    index_query_model_of(5, weight_shift)
+}
+
+/// The same formulas for `d` features (IndexQuery.java's wide model: 64).
+fn index_query_model_of(d: usize, weight_shift: f32) -> Crf {
     const C: usize = 4;
-    const D: usize = 5;
-    let mut weights: Vec<f32> = (0..C * D)
-        .map(|k| dyadic(((k / D) * 7 + (k % D) * 3 + 2) % 11, 5, 8.0))
+    let mut weights: Vec<f32> = (0..C * d)
+        .map(|k| dyadic(((k / d) * 7 + (k % d) * 3 + 2) % 11, 5, 8.0))
         .collect();
     weights[0] += weight_shift;
     let transitions: Vec<f32> = (0..C * C)
@@ -918,7 +922,7 @@ fn index_query_model(weight_shift: f32) -> Crf {
     let end: Vec<f32> = (0..C).map(|i| dyadic((3 * i + 2) % 5, 2, 8.0)).collect();
     Crf::from_f32(
         C,
-        D,
+        d,
         &weights,
         Some(&bias),
         &transitions,
@@ -930,12 +934,24 @@ fn index_query_model(weight_shift: f32) -> Crf {
 
 /// The 12 training sequences of index_query.c (docs 100..112, 3 to 7 tokens).
 fn index_query_training() -> Vec<Sequence> {
-    (0..12)
+    index_query_training_of(12, 5, |i| 3 + (3 * i) % 5, 100)
+}
+
+/// `count` training sequences of `d` features by index_query.c's formulas, sequence `i` of
+/// `len(i)` tokens with doc id `first_doc + i` (IndexQuery.java's wide ones: 24 of 64
+/// features, 8 to 12 tokens, docs from 200).
+fn index_query_training_of(
+    count: usize,
+    d: usize,
+    len: fn(usize) -> usize,
+    first_doc: u64,
+) -> Vec<Sequence> {
+    (0..count)
         .map(|i| {
-            let n = 3 + (3 * i) % 5;
+            let n = len(i);
             Sequence {
-                doc_id: 100 + i as u64,
-                features: Array2::from_shape_fn((n, 5), |(t, j)| {
+                doc_id: first_doc + i as u64,
+                features: Array2::from_shape_fn((n, d), |(t, j)| {
                     dyadic((i * 7 + t * 5 + j * 3 + i * t + 1) % 17, 8, 4.0)
                 }),
                 labels: (0..n)
@@ -948,12 +964,17 @@ fn index_query_training() -> Vec<Sequence> {
 
 /// The two test sequences of index_query.c.
 fn index_query_tests() -> Vec<Sequence> {
+    index_query_tests_of(5)
+}
+
+/// The same with `d` features.
+fn index_query_tests_of(d: usize) -> Vec<Sequence> {
     [vec![0, 1, 2, 0, 3, 0], vec![1, 2, 2, 0, 3]]
         .into_iter()
         .enumerate()
         .map(|(s, labels)| Sequence {
             doc_id: s as u64,
-            features: Array2::from_shape_fn((labels.len(), 5), |(t, j)| {
+            features: Array2::from_shape_fn((labels.len(), d), |(t, j)| {
                 dyadic((s * 11 + t * 3 + j * 7 + s * t + 4) % 15, 7, 4.0)
             }),
             labels,
@@ -1285,6 +1306,34 @@ fn java_index_query_prints_what_rust_computes() {
     let other = Arc::new(index_query_model(0.125));
     let e = Index::open(&saved_path, other).unwrap_err();
     p.expect_error("error_model", status_name(&e), &e.to_string());
+
+    // At 64 features, int8 and f16 indexes, a 6-token segment: on a CPU with AMX the JVM ran
+    // the tile kernels (unless its signal stacks kept Linux from granting them: then the
+    // other kernels, and the same hits).
+    let java_tiles = p.rest("wide_tiles");
+    match (seginf::tiles_available(), java_tiles.as_str()) {
+        (_, "0") | (true, "1") => {}
+        other => panic!("wide_tiles: (here, Java) = {other:?}"),
+    }
+    if seginf::tiles_available() && java_tiles == "0" {
+        eprintln!("the JVM ran without the AMX tiles (Linux refused them there)");
+    }
+    let crf = Arc::new(index_query_model_of(64, 0.0));
+    let train = index_query_training_of(24, 64, |i| 8 + i % 5, 200);
+    let test = &index_query_tests_of(64)[0];
+    for (key, storage) in [("wide_int8", Storage::Int8), ("wide_f16", Storage::F16)] {
+        let options = BuildOptions {
+            storage,
+            ..BuildOptions::default()
+        };
+        let mut builder = IndexBuilder::new(Arc::clone(&crf), options);
+        for seq in &train {
+            builder.add_batch(&[seq.training()], None).unwrap();
+        }
+        let index = Arc::new(builder.finish().unwrap());
+        let hits = Query::new(index).run(&test.segment(0, 5), 5).unwrap();
+        expect_hits(&mut p, key, &hits);
+    }
     p.finish();
 }
 

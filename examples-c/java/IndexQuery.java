@@ -4,7 +4,9 @@
  * reopened, then which training tokens support or oppose the labels of a single token and of
  * a 2-token entity, whole training sequences (instance influence), every token's score, and
  * how errors reach Java (a label out of range, an index opened with another model, a features
- * array of the wrong length).
+ * array of the wrong length). Then the same at an encoder's width (64 features, int8 and f16
+ * indexes, a 6-token segment): where the CPU has Intel AMX, the tile kernels run inside the
+ * JVM ("wide_tiles" says whether they do).
  *
  * Output: one result per line, "key value value ...", as index_query.c prints them (doubles
  * by Double.toString, which reads back exactly; positions and labels unsigned, as C's
@@ -15,7 +17,7 @@
 import java.io.File;
 
 public final class IndexQuery {
-    static final int C = 4, D = 5, S = 12;
+    static final int C = 4, D = 5, S = 12, WIDE_D = 64, WIDE_S = 24;
 
     /** (k - offset) / denominator, as index_query.c's dyadic(). */
     static float dyadic(int k, int offset, float denominator) {
@@ -24,11 +26,16 @@ public final class IndexQuery {
 
     /** index_query.c's model; `shift` is added to the first weight (another model). */
     static SegInf.Crf model(float shift) {
-        float[] weights = new float[C * D], transitions = new float[C * C];
+        return model(D, shift);
+    }
+
+    /** The same formulas for `d` features. */
+    static SegInf.Crf model(int d, float shift) {
+        float[] weights = new float[C * d], transitions = new float[C * C];
         float[] bias = new float[C], start = new float[C], end = new float[C];
         for (int i = 0; i < C; i++) {
-            for (int j = 0; j < D; j++) {
-                weights[i * D + j] = dyadic((i * 7 + j * 3 + 2) % 11, 5, 8.0f);
+            for (int j = 0; j < d; j++) {
+                weights[i * d + j] = dyadic((i * 7 + j * 3 + 2) % 11, 5, 8.0f);
             }
             for (int j = 0; j < C; j++) {
                 transitions[i * C + j] = dyadic((i * 5 + j * 3 + 1) % 9, 4, 8.0f);
@@ -38,14 +45,14 @@ public final class IndexQuery {
             end[i] = dyadic((3 * i + 2) % 5, 2, 8.0f);
         }
         weights[0] += shift;
-        return new SegInf.Crf(C, D, weights, bias, transitions, start, end);
+        return new SegInf.Crf(C, d, weights, bias, transitions, start, end);
     }
 
-    static float[] trainFeatures(int i, int n) {
-        float[] x = new float[n * D];
+    static float[] trainFeatures(int i, int n, int d) {
+        float[] x = new float[n * d];
         for (int t = 0; t < n; t++) {
-            for (int j = 0; j < D; j++) {
-                x[t * D + j] = dyadic((i * 7 + t * 5 + j * 3 + i * t + 1) % 17, 8, 4.0f);
+            for (int j = 0; j < d; j++) {
+                x[t * d + j] = dyadic((i * 7 + t * 5 + j * 3 + i * t + 1) % 17, 8, 4.0f);
             }
         }
         return x;
@@ -61,12 +68,12 @@ public final class IndexQuery {
 
     static final int[][] TEST_LABELS = {{0, 1, 2, 0, 3, 0}, {1, 2, 2, 0, 3}};
 
-    static float[] testFeatures(int s) {
+    static float[] testFeatures(int s, int d) {
         int n = TEST_LABELS[s].length;
-        float[] x = new float[n * D];
+        float[] x = new float[n * d];
         for (int t = 0; t < n; t++) {
-            for (int j = 0; j < D; j++) {
-                x[t * D + j] = dyadic((s * 11 + t * 3 + j * 7 + s * t + 4) % 15, 7, 4.0f);
+            for (int j = 0; j < d; j++) {
+                x[t * d + j] = dyadic((s * 11 + t * 3 + j * 7 + s * t + 4) % 15, 7, 4.0f);
             }
         }
         return x;
@@ -92,12 +99,12 @@ public final class IndexQuery {
     public static void main(String[] args) {
         String dir = args.length > 0 ? args[0] : ".";
         String path = new File(dir, "index_query_java.seginf").getPath();
-        float[] t0 = testFeatures(0), t1 = testFeatures(1);
+        float[] t0 = testFeatures(0, D), t1 = testFeatures(1, D);
         try (SegInf.Crf crf = model(0.0f); SegInf.Crf other = model(0.125f)) {
             try (SegInf.IndexBuilder builder = new SegInf.IndexBuilder(crf, SegInf.STORAGE_F32)) {
                 for (int i = 0; i < S; i++) {
                     int n = 3 + (3 * i) % 5;
-                    builder.add(100 + i, trainFeatures(i, n), trainLabels(i, n));
+                    builder.add(100 + i, trainFeatures(i, n, D), trainLabels(i, n));
                 }
                 try (SegInf.Index built = builder.finish()) {
                     System.out.println("tokens_built " + built.numTokens());
@@ -139,6 +146,29 @@ public final class IndexQuery {
                 System.out.println("error_model none " + wrong.numTokens());
             } catch (SegInf.SegInfException e) {
                 System.out.println("error_model " + e.status + " " + e.libraryMessage());
+            }
+        }
+        wide();
+    }
+
+    /** 64 features: 24 training sequences of 8 to 12 tokens, test sequence 0's first 6. */
+    static void wide() {
+        System.out.println("wide_tiles " + (SegInf.tilesAvailable() ? 1 : 0));
+        float[] test = testFeatures(0, WIDE_D);
+        String[] names = {"wide_int8", "wide_f16"};
+        int[] storages = {SegInf.STORAGE_INT8, SegInf.STORAGE_F16};
+        try (SegInf.Crf crf = model(WIDE_D, 0.0f)) {
+            for (int s = 0; s < storages.length; s++) {
+                try (SegInf.IndexBuilder builder = new SegInf.IndexBuilder(crf, storages[s])) {
+                    for (int i = 0; i < WIDE_S; i++) {
+                        int n = 8 + i % 5;
+                        builder.add(200 + i, trainFeatures(i, n, WIDE_D), trainLabels(i, n));
+                    }
+                    try (SegInf.Index index = builder.finish();
+                            SegInf.Query query = new SegInf.Query(index)) {
+                        printHits(names[s], query.run(test, TEST_LABELS[0], 0, 5, 5));
+                    }
+                }
             }
         }
     }

@@ -279,4 +279,10 @@ public final class SegInf {
             int first, int last);
 
     private static native void queryFree(long query);
+
+    /**
+     * Whether this process runs the AMX tile kernels (seginf_tiles_available): results are the
+     * same either way. The first call asks Linux for the tile state (see the header).
+     */
+    public static native boolean tilesAvailable();
 }

@@ -410,3 +410,11 @@ JNIEXPORT void JNICALL Java_SegInf_queryFree(JNIEnv *env, jclass cls, jlong quer
     (void)cls;
     seginf_query_free(HANDLE(seginf_query, query));
 }
+
+/* ---- the CPU's kernels ----------------------------------------------------------------- */
+
+JNIEXPORT jboolean JNICALL Java_SegInf_tilesAvailable(JNIEnv *env, jclass cls) {
+    (void)env;
+    (void)cls;
+    return seginf_tiles_available() ? JNI_TRUE : JNI_FALSE;
+}

@@ -1,7 +1,7 @@
 //! Status codes, the panic guard, the thread-local last error, and pointer checks.
 
 use std::cell::RefCell;
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ndarray::ArrayView2;
@@ -256,6 +256,19 @@ pub(crate) fn total_length(lengths: &[usize]) -> FfiResult<usize> {
 #[no_mangle]
 pub extern "C" fn seginf_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// 1 when this process runs the Intel AMX tile kernels (a CPU with AMX-INT8, Linux granting
+/// the tile state, SEGINF_AMX not "off"), else 0: then an int8 index's entity queries of 5–8
+/// tokens, an f16 index's (feature dimension a multiple of 64) and the batches' integer GEMM
+/// multiply in the tiles. Results are identical either way. The first call (or the first query
+/// that could use the tiles) asks Linux for the tile state: from then on Linux refuses
+/// alternate signal stacks (sigaltstack) too small for the AMX signal frame, and if one that
+/// is too small is installed already the request fails and this is 0 (the other kernels
+/// serve).
+#[no_mangle]
+pub extern "C" fn seginf_tiles_available() -> c_int {
+    c_int::from(crate::tiles_available())
 }
 
 /// A short constant name for a status, e.g. "SEGINF_ERR_BAD_SEGMENT" (static; do not free).
