@@ -13,7 +13,8 @@
 //! - `examples-c/java/`: a JNI binding (`SegInf.java` + `seginf_jni.c`, which uses only the
 //!   header) and `IndexQuery.java`, built with the JDK on the PATH and run under
 //!   `-Xcheck:jni`; what it prints (hits, scores, the errors that reach Java) is recomputed
-//!   here as for the C programs.
+//!   here as for the C programs. Its 64-feature queries run the AMX tiles inside the JVM
+//!   where the CPU has them; run again with `SEGINF_AMX=off` it prints the same.
 //! - `null_args.c`, `index_null_args.c` and `train_null_args.c` feed every entry point bad input
 //!   and check the exact status, the message and that outputs stay untouched; between them they
 //!   call every exported function.
@@ -1223,6 +1224,12 @@ fn jdk_home() -> PathBuf {
 /// Builds the JNI glue against the shared library, compiles the Java sources and runs
 /// `IndexQuery` under `-Xcheck:jni` (not under the sanitizers: the JVM does not load them).
 fn build_and_run_java(name: &str) -> Ran {
+    let dir = build_java(name);
+    run_java(name, dir, &[])
+}
+
+/// The JNI glue and the Java classes built into `name`'s scratch directory (returned).
+fn build_java(name: &str) -> PathBuf {
     let dir = scratch_dir(name);
     let (jdk, lib, src) = (jdk_home(), library_dir(), example("java"));
     run_checked(
@@ -1250,8 +1257,14 @@ fn build_and_run_java(name: &str) -> Ran {
             .arg(src.join("IndexQuery.java")),
         "javac",
     );
-    let output = Command::new(jdk.join("bin").join("java"))
+    dir
+}
+
+/// Runs `IndexQuery` built in `dir` under `-Xcheck:jni`, with `envs` added to its environment.
+fn run_java(name: &str, dir: PathBuf, envs: &[(&str, &str)]) -> Ran {
+    let output = Command::new(jdk_home().join("bin").join("java"))
         .env("LD_LIBRARY_PATH", library_dir()) // as in build_and_run
+        .envs(envs.iter().copied())
         .arg("-Xcheck:jni")
         .arg(format!("-Djava.library.path={}", dir.display()))
         .arg("-cp")
@@ -1266,6 +1279,32 @@ fn build_and_run_java(name: &str) -> Ran {
     // warnings or a fatal error.
     ran.expect_no_report(name, "JNI check report", &["WARNING", "FATAL"]);
     ran
+}
+
+/// `SEGINF_AMX=off` keeps a process off the tiles, and the results stay the same: the Java
+/// example run with it prints `wide_tiles 0` and every other line as it does without.
+#[test]
+fn java_index_query_prints_the_same_without_the_tiles() {
+    let name = "index_query_java_amx_off";
+    let dir = build_java(name);
+    let with = run_java(name, dir.clone(), &[]).expect_success();
+    let without = run_java(name, dir, &[("SEGINF_AMX", "off")]).expect_success();
+    let (tiles, rest): (Vec<&str>, Vec<&str>) =
+        without.lines().partition(|l| l.starts_with("wide_tiles "));
+    assert_eq!(
+        tiles,
+        ["wide_tiles 0"],
+        "SEGINF_AMX=off keeps the JVM off the tiles"
+    );
+    let with_rest: Vec<&str> = with
+        .lines()
+        .filter(|l| !l.starts_with("wide_tiles "))
+        .collect();
+    assert!(rest.iter().any(|l| l.starts_with("wide_int8_supporting ")));
+    assert_eq!(
+        rest, with_rest,
+        "the same hits and scores without the tiles"
+    );
 }
 
 #[test]
