@@ -35,6 +35,15 @@ def version() -> str:
     return _lib.get().seginf_version().decode()
 
 
+def tiles_available() -> bool:
+    """``seginf_tiles_available()``: whether this process runs the Intel AMX tile kernels
+    (results are the same either way; the first call asks Linux for the tile state, see the
+    header; ``SEGINF_AMX=off`` in the environment keeps a process off them)."""
+    from . import _lib
+
+    return bool(_lib.get().seginf_tiles_available())
+
+
 def library_path():
     """The path of the loaded libseginf (loading it on first use)."""
     from . import _lib
@@ -70,5 +79,6 @@ __all__ = [
     "constraint_mask",
     "exact_influence",
     "library_path",
+    "tiles_available",
     "version",
 ]

@@ -21,6 +21,7 @@ from ctypes import (
     c_char_p,
     c_double,
     c_float,
+    c_int,
     c_int32,
     c_size_t,
     c_uint8,
@@ -69,6 +70,7 @@ _N = c_size_t
 # name: (restype, argtypes), in the order of include/seginf.h.
 _PROTOTYPES = {
     "seginf_version": (c_char_p, []),
+    "seginf_tiles_available": (c_int, []),
     "seginf_status_name": (c_char_p, [_I]),
     "seginf_last_error_message": (_S, [c_char_p, _N, _SZ]),
     "seginf_crf_new": (_S, [_N, _N, _F32, _F32, _F32, _F32, _F32, _HP]),

@@ -2,7 +2,11 @@
 lookup, and passing NumPy buffers through without copies."""
 
 import ctypes
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +152,17 @@ def test_pyproject_version_matches_the_header():
     assert re.search(r'^version = "(.*)"$', text, re.MULTILINE).group(1) == ".".join(
         map(str, seginf.HEADER_VERSION)
     )
+
+
+def test_seginf_amx_off_keeps_a_process_off_the_tiles():
+    code = "import seginf; print(seginf.tiles_available())"
+    env = dict(os.environ, SEGINF_AMX="off", PYTHONPATH=str(REPO / "python"))
+    env.setdefault("SEGINF_LIB", str(seginf.library_path()))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    # Without the switch: never on a CPU without AMX-INT8.
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "amx_int8" not in flags.split():
+        assert not seginf.tiles_available()
