@@ -145,6 +145,12 @@ impl Tiled {
         rows.div_ceil(GROUP) * self.group_bytes()
     }
 
+    /// Whether the kernels take rows of this shape against `cols`: their `d`, one or two
+    /// planes.
+    fn fits(self, cols: &AmxCols) -> bool {
+        self.d == cols.d && (1..=2).contains(&self.planes)
+    }
+
     /// Where value `j` of plane `plane` of row `row` lies (`d` a multiple of 64).
     pub fn at(self, row: usize, plane: usize, j: usize) -> usize {
         let (g, r) = (row / GROUP, row % GROUP);
@@ -165,8 +171,7 @@ impl Tiled {
 /// than one tile of columns, planes other than 1 or 2).
 pub fn dot_rows_tiled(tiled: &[i8], shape: Tiled, cols: &AmxCols, out: &mut [i32]) -> usize {
     let groups = tiled.len().checked_div(shape.group_bytes()).unwrap_or(0);
-    let fits = shape.d == cols.d
-        && (1..=2).contains(&shape.planes)
+    let fits = shape.fits(cols)
         && tiled.len() == groups * shape.group_bytes()
         && out.len() >= groups * GROUP * cols.l;
     match fits && cols.l <= TILE_COLUMNS && available() {
@@ -235,8 +240,7 @@ pub fn gemm_tiled(
     out: &mut [i32],
     scratch: &mut GemmScratch,
 ) -> bool {
-    let fits = shape.d == cols.d
-        && (1..=2).contains(&shape.planes)
+    let fits = shape.fits(cols)
         && rows.start <= rows.end
         && tiled.len() >= shape.bytes(rows.end)
         && out.len() >= rows.len() * cols.l;
@@ -996,12 +1000,7 @@ mod tests {
                     for r in 64 * g..64 * g + 64 {
                         for j in 64 * s..64 * s + 64 {
                             let v = vals.get(r * d + j).map_or(0, |&v| v as i16);
-                            let (hi, lo) = split(v);
-                            out[at] = match (shape.planes, plane) {
-                                (2, 0) => hi,
-                                (2, _) => lo,
-                                _ => v as i8,
-                            };
+                            out[at] = plane_byte(v, shape.planes, plane);
                             at += 1;
                         }
                     }
@@ -1009,6 +1008,16 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The byte of value `v` in plane `plane` of rows kept in `planes` planes: `v` itself for
+    /// one (int8), its high or low half (`v = 256·hi + lo`) for two.
+    fn plane_byte(v: i16, planes: usize, plane: usize) -> i8 {
+        match (planes, plane) {
+            (2, 0) => split(v).0,
+            (2, _) => split(v).1,
+            _ => v as i8,
+        }
     }
 
     #[test]
@@ -1024,12 +1033,7 @@ mod tests {
                     for j in 0..d {
                         let at = shape.at(r, p, j);
                         assert!(!std::mem::replace(&mut seen[at], true), "{r} {p} {j} twice");
-                        let v = vals[r * d + j] as i16;
-                        let want = match (planes, p) {
-                            (2, 0) => split(v).0,
-                            (2, _) => split(v).1,
-                            _ => v as i8,
-                        };
+                        let want = plane_byte(vals[r * d + j] as i16, planes, p);
                         assert_eq!(t[at], want, "row {r} plane {p} value {j}");
                     }
                 }

@@ -260,7 +260,7 @@ fn top_k_is_the_sorted_score_vector_with_filters() {
 
 /// d = 64: an int8 index's 6-token segments go through the AMX tiles where the CPU has them
 /// (whole groups of 64 rows, the rest through the streaming kernel), and an f16 index's
-/// through the tiles on its i16 copy's planes (the rest through the VNNI GEMM), which must
+/// through the tiles on its i16 copy, kept tiled (the rest through the VNNI GEMM), which must
 /// rank and prove exactly as the other kernels do.
 #[test]
 fn top_k_is_the_sorted_score_vector_at_a_tile_width() {

@@ -136,8 +136,12 @@ impl RankingCopy {
             let shape = tiled(d);
             let mut v = zeroed::<i8>(shape.bytes(n))?;
             let put = |q: &[i16], task: &mut [i8], i: usize| {
-                for (j, &u) in q.iter().enumerate() {
-                    (task[shape.at(i, 0, j)], task[shape.at(i, 1, j)]) = crate::amx::split(u);
+                // 64 values of a row lie together in each plane (as `widen` reads them).
+                for (j, q) in (0..d).step_by(64).zip(q.chunks_exact(64)) {
+                    let (hi, lo) = (shape.at(i, 0, j), shape.at(i, 1, j));
+                    for (k, &u) in q.iter().enumerate() {
+                        (task[hi + k], task[lo + k]) = crate::amx::split(u);
+                    }
                 }
             };
             let rho = quantize_rows(features, d, limit, (&mut v, 2 * d), &mut scales, put);

@@ -84,8 +84,8 @@ pub struct QueryOptions {
     /// tokens (d a multiple of 64) — rank through the index's i16 copy of its rows (integer
     /// GEMM, about twice the f32 sgemm's rate; the tiles for an f16 entity's 5–8 columns;
     /// built once per index by the first such call and kept with it: 2·d + 4 bytes per
-    /// token, rows padded to a multiple of 64 where the tiles read it, see [`crate::Index::ranking_copy_bytes`]). Scores and ranks are exact either
-    /// way.
+    /// token, rows padded to a multiple of 64 where the tiles read it, see
+    /// [`crate::Index::ranking_copy_bytes`]). Scores and ranks are exact either way.
     pub ranking_copy: bool,
 }
 
