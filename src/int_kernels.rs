@@ -989,6 +989,9 @@ pub(crate) mod x86 {
                 let at = out.as_mut_ptr().wrapping_add(i);
                 // SAFETY: the norms of tokens i..i + 8 (checked by the caller).
                 let needed = skip.map_or(0xff, |skip| unsafe { needs_scores(&skip, i, &xs) });
+                if skip.is_none() {
+                    ask_for_r_rows(terms.r, (i + R_AHEAD) * c, 8 * c);
+                }
                 if needed == 0xff {
                     let (r, t) = (|l| rows(i + l).0, |l| rows(i + l).1);
                     // SAFETY: out[i..i + 8] lies in out; the rows as above.
@@ -1090,6 +1093,25 @@ pub(crate) mod x86 {
 
     /// [`Pending::CAP`].
     const PENDING: usize = 32;
+
+    /// How many tokens ahead [`raws_grouped`] asks for the `r` rows when it scores every
+    /// token: the hardware prefetchers alone left the rows (72 bytes a token at C = 9) to
+    /// arrive as misses. Block scoring at 8 columns with the rows in memory took 14.0 → 10.4
+    /// ns a token (hot: 7.6–8.0 either way), at 5 columns 12.3–12.6 → 9.1–9.5; 128 and 256
+    /// tokens ahead were no better (`benches/row_kernels.rs`, session 16). int8 queries of
+    /// 5 / 8 tokens went from 83–88 % of the read ceiling to 86–94 % (four alternating
+    /// rounds).
+    const R_AHEAD: usize = 64;
+
+    /// Asks for `r[from..from + len]` into L1, a prefetch per line (one past the buffer reads
+    /// nothing and cannot fault).
+    #[inline]
+    fn ask_for_r_rows(r: &[f64], from: usize, len: usize) {
+        let start = r.as_ptr().wrapping_add(from).cast::<u8>();
+        for offset in (0..len * 8).step_by(64) {
+            prefetch_l1(start.wrapping_add(offset));
+        }
+    }
 
     impl<const M: usize> Pending<M> {
         const CAP: usize = PENDING;
