@@ -1214,8 +1214,10 @@ pub(crate) mod x86 {
         r: [*const f64; 8],
         t: [*const f64; 8],
     ) -> __m512d {
-        let acc = std::array::from_fn(|l| {
-            let mut acc = _mm512_setzero_pd();
+        // A loop rather than `array::from_fn`: LLVM left that closure out of line, a call per
+        // token with its sums returned through memory.
+        let mut acc = [_mm512_setzero_pd(); 8];
+        for (l, acc) in acc.iter_mut().enumerate() {
             for j in 0..CH {
                 // SAFETY: lanes [8j, min(8j + 8, C)) of token l's rows (by the caller).
                 let (rv, mut u) = unsafe {
@@ -1227,10 +1229,9 @@ pub(crate) mod x86 {
                 for (x, coefs) in xs[l].iter().zip(&regs.coefs) {
                     u = _mm512_fmadd_pd(_mm512_set1_pd(*x), coefs[j], u);
                 }
-                acc = _mm512_fmadd_pd(rv, u, acc);
+                *acc = _mm512_fmadd_pd(rv, u, *acc);
             }
-            acc
-        });
+        }
         hsum8(acc)
     }
 
