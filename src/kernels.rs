@@ -566,6 +566,65 @@ mod x86 {
         true
     }
 
+    /// [`super::token_raws_scaled`] with AVX-512 F (see there).
+    pub fn token_raws_scaled_avx512(
+        terms: &TokenTerms,
+        scaled: (&[i32], &[f32], &[f64]),
+        out: &mut [f64],
+    ) -> bool {
+        type Raws = unsafe fn(&TokenTerms, (&[i32], &[f32], &[f64]), &mut [f64]);
+        let kernels: [Raws; MAX_COLUMNS] = [
+            raws_scaled::<1>,
+            raws_scaled::<2>,
+            raws_scaled::<3>,
+            raws_scaled::<4>,
+            raws_scaled::<5>,
+            raws_scaled::<6>,
+            raws_scaled::<7>,
+            raws_scaled::<8>,
+        ];
+        let (ints, row_scales, col_scales) = scaled;
+        let m = terms.columns;
+        if !(1..=MAX_COLUMNS).contains(&m)
+            || col_scales.len() != m
+            || !is_x86_feature_detected!("avx512f")
+        {
+            return false;
+        }
+        let n = (ints.len() / m).min(row_scales.len()).min(out.len());
+        let out = &mut out[..n];
+        terms.check(out.len(), "token_raws_scaled");
+        // SAFETY: avx512f was just checked; `check` covered every row read, and `ints` and
+        // `row_scales` hold the n tokens' values, `col_scales` M.
+        unsafe { kernels[m - 1](terms, scaled, out) };
+        true
+    }
+
+    /// [`token_raws_scaled_avx512`] for M columns.
+    ///
+    /// # Safety
+    /// AVX-512 F is present; the terms (M columns) cover `out.len()` tokens, whose M integer
+    /// dots `ints` holds, and whose scales `row_scales`; `col_scales` holds M.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn raws_scaled<const M: usize>(
+        terms: &TokenTerms,
+        (ints, row_scales, col_scales): (&[i32], &[f32], &[f64]),
+        out: &mut [f64],
+    ) {
+        // SAFETY: by the caller.
+        unsafe {
+            token_raws_by::<M>(terms, out, |i| {
+                let s_k = *row_scales.get_unchecked(i);
+                let mut x = [0.0; M];
+                for (l, x) in x.iter_mut().enumerate() {
+                    let dot = *ints.get_unchecked(i * M + l);
+                    *x = f64::from(super::scaled_dot(dot, s_k, *col_scales.get_unchecked(l)));
+                }
+                x
+            })
+        };
+    }
+
     /// [`token_raws_avx512`] for M columns.
     ///
     /// # Safety
@@ -1009,6 +1068,32 @@ pub fn one_column_scores_group(
     })
 }
 
+/// An integer ranking dot in f32: `dot·(s_k·s_l)` for row scale `s_k` and column scale
+/// `s_l`, as every integer path computes it (the proof bounds this value's error).
+#[inline(always)]
+pub fn scaled_dot(dot: i32, s_k: f32, s_l: f64) -> f32 {
+    (f64::from(dot) * (f64::from(s_k) * s_l)) as f32
+}
+
+/// [`token_raws`] on the dots `scaled_dot(ints[i·M + l], row_scales[i], col_scales[l])`
+/// (M = `terms.columns`), computed as they are read: the integer paths' dots without the
+/// pass that scales them into an f32 block first (the same values to the bit). `false`
+/// (doing nothing) without AVX-512 F, for more than [`x86::MAX_COLUMNS`] columns or
+/// `col_scales` of another length; the caller then scales and calls [`token_raws`].
+pub fn token_raws_scaled(
+    terms: &TokenTerms,
+    (ints, row_scales, col_scales): (&[i32], &[f32], &[f64]),
+    out: &mut [f64],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return x86::token_raws_scaled_avx512(terms, (ints, row_scales, col_scales), out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (terms, ints, row_scales, col_scales, out);
+        false
+    }
+}
+
 /// A block's raw token scores against one query of M ≥ 1 test columns (DESIGN.md §3, see
 /// `query::score::Ctx::token_score`): `out[i] = Σ_j r[i,j]·(Σ_l dots[i,l]·coefs[l,j] +
 /// table[classes[i], j])` with `r` rows × C, `dots` rows × M and `table` ((C+1)² × C) the
@@ -1381,6 +1466,79 @@ mod tests {
                         (got - want[i]).abs() <= 1e-12 * (1.0 + want[i].abs()),
                         "C = {c}, {m} columns, token {i}: {got} vs {}",
                         want[i]
+                    );
+                }
+            }
+        }
+    }
+
+    fn avx512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The scores from integer dots scaled as they are read equal, to the bit, the scores of
+    /// the same dots scaled first ([`scaled_dot`]) — over 1–8 columns and label counts
+    /// around the 8-wide registers; 9 columns and scales of another length are refused.
+    #[test]
+    fn scaled_token_raws_are_the_raws_of_the_scaled_dots() {
+        use crate::int_kernels::SkipBelow;
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (c, m) in [1, 8, 9, 16, 17]
+            .into_iter()
+            .flat_map(|c| (1..=9).map(move |m| (c, m)))
+        {
+            let n = 45;
+            let r: Vec<f64> = (0..n * c).map(|i| (i as f64 * 0.61).sin()).collect();
+            let (_, classes, coefs, table) = token_terms(n, c, m);
+            let ints: Vec<i32> = (0..n * m)
+                .map(|i| (i as i32 * 7919) % 200_003 - 100_000)
+                .collect();
+            let row_scales: Vec<f32> = (0..n).map(|i| 1e-4 * (1.0 + i as f32 * 0.37)).collect();
+            let col_scales: Vec<f64> = (0..m).map(|l| 3e-3 / (1.0 + l as f64)).collect();
+            let dots: Vec<f32> = (0..n * m)
+                .map(|i| scaled_dot(ints[i], row_scales[i / m], col_scales[i % m]))
+                .collect();
+            // Without the skip test, and with one that leaves some tokens out (its terms need
+            // not bound anything here: both paths must apply it alike; the kernels test it for
+            // C ≤ 16).
+            let (norms, table_norms, coef_norms) = (vec![0.5f32; n], vec![1.0f32; n], vec![1.0; m]);
+            let coef_gram: Vec<f64> = (0..m * m)
+                .map(|i| f64::from(u8::from(i % (m + 1) == 0)))
+                .collect();
+            let skip = SkipBelow {
+                norms: &norms,
+                coef_norms: &coef_norms,
+                coef_gram: &coef_gram,
+                table_norms: &table_norms,
+                below: 0.6,
+            };
+            for skip in [None, Some(skip)] {
+                let terms = TokenTerms {
+                    r: &r,
+                    classes: &classes,
+                    coefs: &coefs,
+                    columns: m,
+                    table: &table,
+                    skip,
+                };
+                let (mut want, mut got) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+                token_raws(&terms, &dots, &mut want);
+                let scaled = (&ints[..], &row_scales[..], &col_scales[..]);
+                let ran = token_raws_scaled(&terms, scaled, &mut got);
+                assert_eq!(ran, m <= 8 && avx512(), "C = {c}, {m} columns");
+                if ran {
+                    assert_eq!(bits(&got), bits(&want), "C = {c}, {m} columns");
+                    let short = (&ints[..], &row_scales[..], &col_scales[1..]);
+                    assert!(!token_raws_scaled(&terms, short, &mut got), "M - 1 scales");
+                }
+                if skip.is_some() && m <= 8 && c <= 16 {
+                    let kept = want.iter().filter(|&&w| w != 0.0).count();
+                    assert!(
+                        kept > 0 && kept < n,
+                        "C = {c}, {m} columns: {kept} of {n} kept"
                     );
                 }
             }

@@ -15,6 +15,7 @@ use ndarray::{Array2, ArrayView1};
 use crate::amx::{self, AmxCols, GemmScratch};
 use crate::index::{self, balanced_limit, CopyValues, FeatureRows, Index, RankingCopy};
 use crate::int_kernels::{self, PackedCols, Rows, TokenTerms};
+use crate::kernels::scaled_dot;
 
 /// Columns quantised to i16: `col_l ≈ scales[l] · values[l]`, against int8 rows or the rows of
 /// a [`RankingCopy`].
@@ -171,13 +172,6 @@ fn int_error(delta: f64, col_norm: f64, rho: f64) -> f64 {
     ((1.0 + rho) * delta + rho * col_norm) * (1.0 + 2f64.powi(-20)) + 2f64.powi(-21) * col_norm
 }
 
-/// An integer ranking dot in f32: `dot·(s_k·s_l)` for row scale `s_k` and column scale
-/// `s_l`, as every integer path computes it (the proof bounds this value's error).
-#[inline]
-fn scaled_dot(dot: i32, s_k: f32, s_l: f64) -> f32 {
-    (f64::from(dot) * (f64::from(s_k) * s_l)) as f32
-}
-
 /// [`scaled_dot`] over rows of `L` dots (`out` and `ints` row-major, L per row): the few
 /// columns of a single query in arrays of L, which the compiler unrolls (`perf`, one-core
 /// int8 3-token query: the general loop ~0.8 ms of its 12 ms, this one ~0.5 ms).
@@ -207,6 +201,26 @@ impl IntColumns<'_> {
         out: &mut [f32],
         acc: &mut Scratch,
     ) {
+        if let Some((ints, row_scales)) = self.block_ints(features, rows, d, acc) {
+            self.scale(ints, row_scales, out);
+        }
+    }
+
+    /// The columns' scales (`s_l` of [`scaled_dot`]).
+    pub fn scales(&self) -> &[f64] {
+        &self.scales
+    }
+
+    /// The exact integer dots of [`IntColumns::block_dots`] (rows × L, row-major, in `acc`)
+    /// before their scaling, and the rows' scales (`s_k`); `None` (nothing computed) in the
+    /// cases that cannot happen.
+    pub fn block_ints<'s, 'a>(
+        &'s self,
+        features: &'s FeatureRows,
+        rows: Range<usize>,
+        d: usize,
+        acc: &'a mut Scratch,
+    ) -> Option<(&'a [i32], &'s [f32])> {
         let (source, row_scales) = match (self.copy, features) {
             (Some(copy), _) => (
                 match &copy.values {
@@ -219,7 +233,7 @@ impl IntColumns<'_> {
                 Source::Rows(Rows::I8(&values.as_slice()[rows.start * d..rows.end * d])),
                 &scales.as_slice()[rows.clone()],
             ),
-            _ => return, // cannot happen: IntColumns exist for int8 indexes or with a copy
+            _ => return None, // cannot happen: IntColumns exist for int8 indexes or with a copy
         };
         let (l, rb) = (self.scales.len(), rows.len());
         acc.ints.resize(rb * l, 0);
@@ -280,17 +294,23 @@ impl IntColumns<'_> {
                 let (ints, rest) = (&mut acc.ints[tiled * l..], &row_values[tiled * d..]);
                 int_kernels::dot_rows_i8_i16(rest, d, &cols, ints);
             }
-            _ => return, // cannot happen: a copy's columns are always packed
+            _ => return None, // cannot happen: a copy's columns are always packed
         }
+        Some((&acc.ints, row_scales))
+    }
+
+    /// `out` = [`scaled_dot`] of each of `ints` (rows × L) with its row's and column's scale.
+    pub fn scale(&self, ints: &[i32], row_scales: &[f32], out: &mut [f32]) {
+        let l = self.scales.len();
         match l {
-            1 => scale_dots::<1>(out, &acc.ints, row_scales, &self.scales),
-            2 => scale_dots::<2>(out, &acc.ints, row_scales, &self.scales),
-            3 => scale_dots::<3>(out, &acc.ints, row_scales, &self.scales),
-            4 => scale_dots::<4>(out, &acc.ints, row_scales, &self.scales),
+            1 => scale_dots::<1>(out, ints, row_scales, &self.scales),
+            2 => scale_dots::<2>(out, ints, row_scales, &self.scales),
+            3 => scale_dots::<3>(out, ints, row_scales, &self.scales),
+            4 => scale_dots::<4>(out, ints, row_scales, &self.scales),
             _ => {
                 for ((o, a), &s_k) in out
                     .chunks_exact_mut(l)
-                    .zip(acc.ints.chunks_exact(l))
+                    .zip(ints.chunks_exact(l))
                     .zip(row_scales)
                 {
                     for ((o, &a), &s_l) in o.iter_mut().zip(a).zip(&self.scales) {

@@ -916,8 +916,34 @@ where
                         ints.block_scores(&ctx.index.features, (start, &terms), raws)
                     });
                 if !fused {
-                    few_block_dots(ctx.index, prep, self.ranking, start..end, scratch, dots);
-                    crate::kernels::token_raws(&terms, &dots[..(end - start) * m], raws);
+                    let dots = &mut dots[..(end - start) * m];
+                    match &self.ranking.ints {
+                        // The integer dots scaled as the scoring reads them (no pass that
+                        // writes them scaled first: 2 % of an int8 8-token query, one core).
+                        Some(ints) => {
+                            let features = &ctx.index.features;
+                            let block = start..end;
+                            if let Some((v, s_k)) = ints.block_ints(features, block, ctx.d, scratch)
+                            {
+                                let scaled = (v, s_k, ints.scales());
+                                if !crate::kernels::token_raws_scaled(&terms, scaled, raws) {
+                                    ints.scale(v, s_k, dots);
+                                    crate::kernels::token_raws(&terms, dots, raws);
+                                }
+                            }
+                        }
+                        None => {
+                            few_block_dots(
+                                ctx.index,
+                                prep,
+                                self.ranking,
+                                start..end,
+                                scratch,
+                                dots,
+                            );
+                            crate::kernels::token_raws(&terms, dots, raws);
+                        }
+                    }
                 }
                 ctx.finish_block(start, raws);
                 // Groups of 8 scores tested at once (branch-free): most lie between the cuts.
