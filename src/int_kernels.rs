@@ -985,7 +985,11 @@ pub(crate) mod x86 {
         let mut i = 0;
         if CH > 0 {
             while i + 8 <= out.len() {
-                let xs: [[f64; M]; 8] = std::array::from_fn(|l| x_of(i + l));
+                // A loop: through `array::from_fn` the dots' closure stayed out of line.
+                let mut xs = [[0.0; M]; 8];
+                for (l, x) in xs.iter_mut().enumerate() {
+                    *x = x_of(i + l);
+                }
                 let at = out.as_mut_ptr().wrapping_add(i);
                 // SAFETY: the norms of tokens i..i + 8 (checked by the caller).
                 let needed = skip.map_or(0xff, |skip| unsafe { needs_scores(&skip, i, &xs) });
