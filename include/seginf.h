@@ -361,7 +361,7 @@ const char *seginf_version(void);
 
 // 1 when this process runs the Intel AMX tile kernels (a CPU with AMX-INT8, Linux granting
 // the tile state, SEGINF_AMX not "off"), else 0: then an int8 index's entity queries of 5–8
-// tokens, an f16 index's (feature dimension a multiple of 64) and the batches' integer GEMM
+// tokens, an f16 index's of 4–8 (feature dimension a multiple of 64) and the batches' integer GEMM
 // multiply in the tiles. Results are identical either way. The first call (or the first query
 // that could use the tiles) asks Linux for the tile state: from then on Linux refuses
 // alternate signal stacks (sigaltstack) too small for the AMX signal frame, and if one that
@@ -647,7 +647,7 @@ void seginf_index_free(seginf_index *index);
 size_t seginf_index_num_tokens(const seginf_index *index);
 
 // Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
-// the first batch (or, with AMX, f16 entity query of 5–8 tokens) that builds it, for int8
+// the first batch (or, with AMX, f16 entity query of 4–8 tokens) that builds it, for int8
 // indexes, on CPUs without the integer kernels, when the copy would be too coarse to help or
 // cannot be allocated (the batches then rank with the f32 sgemm), and for NULL.
 size_t seginf_index_ranking_copy_bytes(const seginf_index *index);
@@ -690,14 +690,14 @@ seginf_status seginf_query_set_granularity(seginf_query *query,
 
 // Whether batches of more than 4 test columns (seginf_query_run_batch), single segments of
 // more than 8 tokens, and the segment methods of seginf_rank_training, on an f32 or f16
-// index — and, on CPUs with Intel AMX, an f16 index's single segments of 5–8 tokens when
+// index — and, on CPUs with Intel AMX, an f16 index's single segments of 4–8 tokens when
 // the feature dimension is a multiple of 64 — may rank through the index's i16
 // copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
 // with AVX-512 VNNI or AVX2 and kept with the index
 // (2·d + 4 bytes per token, as much as an f16 index's features; with AMX the rows are
 // kept in groups of 64, the last padded; see
 // seginf_index_ranking_copy_bytes); the integer GEMM runs at about twice the rate of the f32
-// sgemm, and the AMX tiles take an f16 entity's 5–8 columns at the speed of reading the
+// sgemm, and the AMX tiles take an f16 entity's 4–8 columns at the speed of reading the
 // copy, where the f16 kernel is bound by its FMAs. Results are identical either way: every
 // reported score is computed exactly from the stored rows. Errors: NULL_ARGUMENT,
 // INVALID_ARGUMENT.

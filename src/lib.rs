@@ -56,7 +56,7 @@ pub fn integer_kernels_available() -> bool {
 }
 
 /// Whether this CPU runs the AMX tile kernels (Intel AMX-INT8, granted by Linux; not with
-/// `SEGINF_AMX=off`): then an int8 index's entity queries of 5–8 tokens, an f16 index's (d a
+/// `SEGINF_AMX=off`): then an int8 index's entity queries of 5–8 tokens, an f16 index's of 4–8 (d a
 /// multiple of 64, through the i16 copy of its rows kept as int8 planes in the tiles' order)
 /// and the batches' GEMMs multiply in the tiles.
 pub fn tiles_available() -> bool {

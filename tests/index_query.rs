@@ -319,6 +319,18 @@ fn top_k_is_the_sorted_score_vector_at_a_tile_width() {
     }
     assert_eq!(without.ranking_copy_bytes(), 0);
     assert_eq!(with.ranking_copy_bytes() > 0, seginf::tiles_available());
+    // The copy serves an f16 index's entities from 4 tokens on, not 3.
+    for (tokens, copied) in [(3, false), (4, seginf::tiles_available())] {
+        let index = Arc::new(build(&crf, &train, Storage::F16));
+        let seg = TestSegment {
+            features: test[0].x.view(),
+            labels: &test[0].y,
+            first: 0,
+            last: tokens - 1,
+        };
+        Query::new(Arc::clone(&index)).run(&seg, 10).unwrap();
+        assert_eq!(index.ranking_copy_bytes() > 0, copied, "{tokens} tokens");
+    }
 }
 
 #[test]
@@ -351,10 +363,11 @@ fn top_k_is_the_sorted_score_vector_with_zero_gradients() {
 
 fn top_k_matches_scores(index: &Arc<Index>, test: &[Seq]) {
     let mut query = Query::new(Arc::clone(index));
-    // One test token, and segments of up to 3 and 6 (several test columns: the skip's bound
-    // on ‖Σ_l x_l·c_l‖ through their Gram matrix; the row kernels for 5–8 columns).
+    // One test token, and segments of up to 3, 4 and 6 (several test columns: the skip's
+    // bound on ‖Σ_l x_l·c_l‖ through their Gram matrix; an f16 index's copy from 4 columns on
+    // where the tiles run; the row kernels for 5–8 columns).
     let segments = test.iter().flat_map(|s| {
-        [0, 2, 5].map(|extra| TestSegment {
+        [0, 2, 3, 5].map(|extra| TestSegment {
             features: s.x.view(),
             labels: &s.y,
             first: 0,

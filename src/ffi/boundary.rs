@@ -260,7 +260,7 @@ pub extern "C" fn seginf_version() -> *const c_char {
 
 /// 1 when this process runs the Intel AMX tile kernels (a CPU with AMX-INT8, Linux granting
 /// the tile state, SEGINF_AMX not "off"), else 0: then an int8 index's entity queries of 5–8
-/// tokens, an f16 index's (feature dimension a multiple of 64) and the batches' integer GEMM
+/// tokens, an f16 index's of 4–8 (feature dimension a multiple of 64) and the batches' integer GEMM
 /// multiply in the tiles. Results are identical either way. The first call (or the first query
 /// that could use the tiles) asks Linux for the tile state: from then on Linux refuses
 /// alternate signal stacks (sigaltstack) too small for the AMX signal frame, and if one that

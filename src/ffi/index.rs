@@ -346,7 +346,7 @@ pub unsafe extern "C" fn seginf_index_num_tokens(index: *const seginf_index) -> 
 }
 
 /// Bytes held by the index's i16 ranking copy (see seginf_query_set_ranking_copy): 0 before
-/// the first batch (or, with AMX, f16 entity query of 5–8 tokens) that builds it, for int8
+/// the first batch (or, with AMX, f16 entity query of 4–8 tokens) that builds it, for int8
 /// indexes, on CPUs without the integer kernels, when the copy would be too coarse to help or
 /// cannot be allocated (the batches then rank with the f32 sgemm), and for NULL.
 #[no_mangle]

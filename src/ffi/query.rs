@@ -138,14 +138,14 @@ pub unsafe extern "C" fn seginf_query_set_granularity(
 
 /// Whether batches of more than 4 test columns (seginf_query_run_batch), single segments of
 /// more than 8 tokens, and the segment methods of seginf_rank_training, on an f32 or f16
-/// index — and, on CPUs with Intel AMX, an f16 index's single segments of 5–8 tokens when
+/// index — and, on CPUs with Intel AMX, an f16 index's single segments of 4–8 tokens when
 /// the feature dimension is a multiple of 64 — may rank through the index's i16
 /// copy of its rows: 1 (the default) or 0. The copy is built by the first such call on a CPU
 /// with AVX-512 VNNI or AVX2 and kept with the index
 /// (2·d + 4 bytes per token, as much as an f16 index's features; with AMX the rows are
 /// kept in groups of 64, the last padded; see
 /// seginf_index_ranking_copy_bytes); the integer GEMM runs at about twice the rate of the f32
-/// sgemm, and the AMX tiles take an f16 entity's 5–8 columns at the speed of reading the
+/// sgemm, and the AMX tiles take an f16 entity's 4–8 columns at the speed of reading the
 /// copy, where the f16 kernel is bound by its FMAs. Results are identical either way: every
 /// reported score is computed exactly from the stored rows. Errors: NULL_ARGUMENT,
 /// INVALID_ARGUMENT.

@@ -211,7 +211,7 @@ impl Index {
     }
 
     /// Memory held by the i16 copy of the rows that batches of more than 4 test columns rank
-    /// through on an f32/f16 index, and f16 single queries of 5–8 tokens where the CPU has
+    /// through on an f32/f16 index, and f16 single queries of 4–8 tokens where the CPU has
     /// the AMX tiles (2·d + 4 bytes per token, the rows padded to a multiple of 64 where the
     /// tiles read them; built by the first such query on a CPU with
     /// [`crate::integer_kernels_available`]); 0 before that, for int8 indexes, and when the

@@ -2,7 +2,7 @@
 //! integer GEMM ([`crate::int_kernels::gemm`], `vpdpwssd`) does twice the multiply-adds of an
 //! f32 FMA per instruction, and batches are bound by multiply-adds, not by reading rows. On
 //! CPUs with the AMX tiles it is kept as int8 planes in the order the tiles load them
-//! ([`crate::amx::Tiled`], session 15), and an f16 index's single queries of 5–8 tokens rank
+//! ([`crate::amx::Tiled`], session 15), and an f16 index's single queries of 4–8 tokens rank
 //! through it too: the tiles read its rows at the speed of memory, where the f16 kernel's 8
 //! columns cost more FMAs a row than the read's time (BENCHMARKS.md, session 14) — at the
 //! price of as much memory again as the f16 rows.

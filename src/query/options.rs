@@ -80,9 +80,9 @@ pub struct QueryOptions {
     pub excluded_docs: HashSet<u64>,
     /// Let batches of more than 4 test columns, single segments of more than 8 tokens (and
     /// the segment methods of noisy-label ranking) on an f32/f16 index — and, where the CPU
-    /// has the AMX tiles ([`crate::tiles_available`]), an f16 index's single segments of 5–8
+    /// has the AMX tiles ([`crate::tiles_available`]), an f16 index's single segments of 4–8
     /// tokens (d a multiple of 64) — rank through the index's i16 copy of its rows (integer
-    /// GEMM, about twice the f32 sgemm's rate; the tiles for an f16 entity's 5–8 columns;
+    /// GEMM, about twice the f32 sgemm's rate; the tiles for an f16 entity's 4–8 columns;
     /// built once per index by the first such call and kept with it: 2·d + 4 bytes per
     /// token, rows padded to a multiple of 64 where the tiles read it, see
     /// [`crate::Index::ranking_copy_bytes`]). Scores and ranks are exact either way.

@@ -71,7 +71,7 @@ impl<'a> RankingColumns<'a> {
             FeatureRows::Int8 { .. } => (int_kernels::intrinsics_available()
                 && int_column_limit(d) >= 2048)
                 .then_some((int_column_limit(d), None, 0.0)),
-            // A single query's 5–8 columns against an f16 index: the tiled copy through
+            // A single query's 4–8 columns against an f16 index: the tiled copy through
             // the tiles, as an int8 index's rows (a copy of i16 rows would go through the
             // GEMM, slower than the f16 kernels).
             FeatureRows::F16(_) if use_copy && few == ONE && copy_tiles(l, d) => index
@@ -117,11 +117,17 @@ impl<'a> RankingColumns<'a> {
     }
 }
 
+/// From this many columns on, a single query on an f16 index ranks through the copy's tiles
+/// (where the CPU has them): both cores, 200k rows of d = 768 (session 16, three alternating
+/// rounds), a 4-token entity took 14.6–16.3 ms through the f16 kernels and 14.4–14.6 through
+/// the copy; 3 tokens 14.2–15.1 against 14.3–14.5, where the copy's memory buys nothing.
+const COPY_FROM: usize = 4;
+
 /// Whether a single query's `l` columns of `d` rank through the AMX tiles on an f16 index's
-/// copy ([`TILES_FROM`] to [`amx::TILE_COLUMNS`] columns, where the copy is kept tiled):
+/// copy ([`COPY_FROM`] to [`amx::TILE_COLUMNS`] columns, where the copy is kept tiled):
 /// asked before the copy is built, so that no copy is built that the query would not use.
 fn copy_tiles(l: usize, d: usize) -> bool {
-    (TILES_FROM..=amx::TILE_COLUMNS).contains(&l) && RankingCopy::kept_tiled(d)
+    (COPY_FROM..=amx::TILE_COLUMNS).contains(&l) && RankingCopy::kept_tiled(d)
 }
 
 /// `γ_n = n·u / (1 − n·u)` for f32 (u = 2⁻²⁴), with n = d + 4 to cover the products, the sums,
