@@ -1196,7 +1196,7 @@ pub(crate) mod x86 {
         #[target_feature(enable = "avx512f")]
         #[inline]
         fn new(coefs: &[f64], c: usize) -> Self {
-            // From 5 columns on (where every token is scored): block scoring at 8 columns
+            // From 5 columns on (where it saves the most): block scoring at 8 columns
             // 5.8–6.1 → 3.8–4.3 ns a token hot; at 3 columns the skip test's gathered groups
             // measured slower with it (3.5 → 3.8–3.9 at 30 % scored; `benches/row_kernels.rs`).
             let alone = CH >= 2 && c == 8 * (CH - 1) + 1 && M >= 5;

@@ -811,7 +811,12 @@ fn one_segment<'p>(ctx: &Ctx, prep: &'p Prepared) -> Option<&'p TestSide> {
 /// 2.5 / 3.4 / 8.4 / 14.6 ns a token at 3 / 4 / 5 / 8 columns against 7.8 / 8.5 / 8.9 / 11.6
 /// to score every token, so from 5 columns on (where a quarter to a third of the tokens pass
 /// it on the bench) scoring every token is faster, hot and with the `r` rows in memory.
-const SKIP_COLUMNS: usize = 4;
+/// Session 16 made scoring every token cheaper (3.8–4.3 ns a token at 3–4 columns): at 4
+/// columns the test with 17 / 30 % of the tokens passing took 4.1–4.2 / 4.8–5.0 ns against
+/// 4.3 for all, and a 4-token query scoring every token measured 5–6 % faster (f16 through
+/// the copy 14.9–15.5 → 13.8–14.4 ms, int8 7.5–7.8 → 7.0–7.4, three alternating rounds); at 3
+/// columns the test still wins (3.1–3.2 ns at 17 % against 3.8–4.2).
+const SKIP_COLUMNS: usize = 3;
 
 /// The terms of [`SkipBelow`] that stay the same for a whole query.
 struct SkipTerms<'a> {
