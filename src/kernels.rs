@@ -547,82 +547,97 @@ mod x86 {
         outside
     }
 
-    /// [`super::token_raws`] with AVX-512 F; `false` (doing nothing) without it. Panics, as
-    /// the portable loop would, when a class or a row lies past its slice.
-    pub fn token_raws_avx512(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) -> bool {
-        type Raws = unsafe fn(&TokenTerms, &[f32], &mut [f64]);
-        let kernels: [Raws; MAX_COLUMNS] = [
-            raws::<1>, raws::<2>, raws::<3>, raws::<4>, raws::<5>, raws::<6>, raws::<7>, raws::<8>,
+    /// A block's test-column dots as the block scoring reads them, M a token: f32 dots
+    /// (`[f32]`, token-major), or integer dots scaled as they are read ([`ScaledDots`]).
+    pub trait BlockDots: Copy {
+        /// How many tokens' dots it holds at `m` columns; `None` when it cannot serve `m`.
+        fn tokens(self, m: usize) -> Option<usize>;
+
+        /// Token `i`'s M dots.
+        ///
+        /// # Safety
+        /// `i < self.tokens(M)`.
+        unsafe fn get<const M: usize>(self, i: usize) -> [f64; M];
+    }
+
+    impl BlockDots for &[f32] {
+        fn tokens(self, m: usize) -> Option<usize> {
+            Some(self.len() / m)
+        }
+
+        #[inline(always)]
+        unsafe fn get<const M: usize>(self, i: usize) -> [f64; M] {
+            let mut x = [0.0; M];
+            for (l, x) in x.iter_mut().enumerate() {
+                // SAFETY: token i < len / M (by the caller).
+                *x = f64::from(unsafe { *self.get_unchecked(i * M + l) });
+            }
+            x
+        }
+    }
+
+    /// Integer dots `ints` (token-major, M a token) with their rows' and columns' scales,
+    /// read as [`super::scaled_dot`]s.
+    #[derive(Clone, Copy)]
+    pub struct ScaledDots<'a> {
+        pub ints: &'a [i32],
+        pub row_scales: &'a [f32],
+        pub col_scales: &'a [f64],
+    }
+
+    impl BlockDots for ScaledDots<'_> {
+        fn tokens(self, m: usize) -> Option<usize> {
+            (self.col_scales.len() == m).then(|| (self.ints.len() / m).min(self.row_scales.len()))
+        }
+
+        #[inline(always)]
+        unsafe fn get<const M: usize>(self, i: usize) -> [f64; M] {
+            // SAFETY (every read): token i < tokens(M), so its scale and its M dots lie in
+            // the slices, and M column scales (by the caller).
+            let s_k = unsafe { *self.row_scales.get_unchecked(i) };
+            let mut x = [0.0; M];
+            for (l, x) in x.iter_mut().enumerate() {
+                let (dot, s_l) = unsafe {
+                    (
+                        *self.ints.get_unchecked(i * M + l),
+                        *self.col_scales.get_unchecked(l),
+                    )
+                };
+                *x = f64::from(super::scaled_dot(dot, s_k, s_l));
+            }
+            x
+        }
+    }
+
+    /// [`super::token_raws`] (and [`super::token_raws_scaled`]) with AVX-512 F; `false`
+    /// (doing nothing) without it, for more than [`MAX_COLUMNS`] columns, or dots that cannot
+    /// serve the terms' columns. Panics, as the portable loop would, when a class or a row
+    /// lies past its slice.
+    pub fn token_raws_avx512<D: BlockDots>(terms: &TokenTerms, dots: D, out: &mut [f64]) -> bool {
+        let kernels: [unsafe fn(&TokenTerms, D, &mut [f64]); MAX_COLUMNS] = [
+            raws::<1, D>,
+            raws::<2, D>,
+            raws::<3, D>,
+            raws::<4, D>,
+            raws::<5, D>,
+            raws::<6, D>,
+            raws::<7, D>,
+            raws::<8, D>,
         ];
         let m = terms.columns;
         if !(1..=MAX_COLUMNS).contains(&m) || !is_x86_feature_detected!("avx512f") {
             return false;
         }
-        let n = (dots.len() / m).min(out.len());
+        let Some(n) = dots.tokens(m) else {
+            return false;
+        };
+        let n = n.min(out.len());
         let out = &mut out[..n];
         terms.check(out.len(), "token_raws");
-        // SAFETY: avx512f was just checked; `check` covered every row read.
+        // SAFETY: avx512f was just checked; `check` covered every row read, and `dots` holds
+        // the out.len() ≤ n tokens' dots.
         unsafe { kernels[m - 1](terms, dots, out) };
         true
-    }
-
-    /// [`super::token_raws_scaled`] with AVX-512 F (see there).
-    pub fn token_raws_scaled_avx512(
-        terms: &TokenTerms,
-        scaled: (&[i32], &[f32], &[f64]),
-        out: &mut [f64],
-    ) -> bool {
-        type Raws = unsafe fn(&TokenTerms, (&[i32], &[f32], &[f64]), &mut [f64]);
-        let kernels: [Raws; MAX_COLUMNS] = [
-            raws_scaled::<1>,
-            raws_scaled::<2>,
-            raws_scaled::<3>,
-            raws_scaled::<4>,
-            raws_scaled::<5>,
-            raws_scaled::<6>,
-            raws_scaled::<7>,
-            raws_scaled::<8>,
-        ];
-        let (ints, row_scales, col_scales) = scaled;
-        let m = terms.columns;
-        if !(1..=MAX_COLUMNS).contains(&m)
-            || col_scales.len() != m
-            || !is_x86_feature_detected!("avx512f")
-        {
-            return false;
-        }
-        let n = (ints.len() / m).min(row_scales.len()).min(out.len());
-        let out = &mut out[..n];
-        terms.check(out.len(), "token_raws_scaled");
-        // SAFETY: avx512f was just checked; `check` covered every row read, and `ints` and
-        // `row_scales` hold the n tokens' values, `col_scales` M.
-        unsafe { kernels[m - 1](terms, scaled, out) };
-        true
-    }
-
-    /// [`token_raws_scaled_avx512`] for M columns.
-    ///
-    /// # Safety
-    /// AVX-512 F is present; the terms (M columns) cover `out.len()` tokens, whose M integer
-    /// dots `ints` holds, and whose scales `row_scales`; `col_scales` holds M.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn raws_scaled<const M: usize>(
-        terms: &TokenTerms,
-        (ints, row_scales, col_scales): (&[i32], &[f32], &[f64]),
-        out: &mut [f64],
-    ) {
-        // SAFETY: by the caller.
-        unsafe {
-            token_raws_by::<M>(terms, out, |i| {
-                let s_k = *row_scales.get_unchecked(i);
-                let mut x = [0.0; M];
-                for (l, x) in x.iter_mut().enumerate() {
-                    let dot = *ints.get_unchecked(i * M + l);
-                    *x = f64::from(super::scaled_dot(dot, s_k, *col_scales.get_unchecked(l)));
-                }
-                x
-            })
-        };
     }
 
     /// [`token_raws_avx512`] for M columns.
@@ -631,13 +646,9 @@ mod x86 {
     /// AVX-512 F is present; the terms (M columns) cover `out.len()` tokens, whose M dots
     /// each `dots` holds.
     #[target_feature(enable = "avx512f")]
-    unsafe fn raws<const M: usize>(terms: &TokenTerms, dots: &[f32], out: &mut [f64]) {
+    unsafe fn raws<const M: usize, D: BlockDots>(terms: &TokenTerms, dots: D, out: &mut [f64]) {
         // SAFETY: by the caller.
-        unsafe {
-            token_raws_by::<M>(terms, out, |i| {
-                std::array::from_fn(|l| f64::from(*dots.get_unchecked(i * M + l)))
-            })
-        };
+        unsafe { token_raws_by::<M>(terms, out, |i| dots.get::<M>(i)) };
     }
 
     /// `Σ_i half(a_i) b_i` in f32. The caller has checked [`available`].
@@ -1086,7 +1097,15 @@ pub fn token_raws_scaled(
     out: &mut [f64],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return x86::token_raws_scaled_avx512(terms, (ints, row_scales, col_scales), out);
+    return x86::token_raws_avx512(
+        terms,
+        x86::ScaledDots {
+            ints,
+            row_scales,
+            col_scales,
+        },
+        out,
+    );
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (terms, ints, row_scales, col_scales, out);
