@@ -648,6 +648,34 @@ fn few_block_dots(
     index.features.dot_rows(rows, d, &cols, out);
 }
 
+/// A single query's raw token scores (`kernels::token_raws`) of rows `start..start +
+/// raws.len()`, which `terms` cover, through [`few_block_dots`]' kernels; `dots` (rows × M)
+/// is scratch. The integer paths' dots are scaled as the scoring reads
+/// them (`kernels::token_raws_scaled`: no pass writing them scaled first, 2 % of an int8
+/// 8-token query on one core), where that kernel runs.
+fn few_block_raws(
+    index: &Index,
+    prep: &Prepared,
+    ranking: &RankingColumns,
+    (start, terms): (usize, &TokenTerms),
+    (scratch, dots): (&mut Scratch, &mut [f32]),
+    raws: &mut [f64],
+) {
+    let rows = start..start + raws.len();
+    if let Some(ints) = &ranking.ints {
+        let d = index.crf().feature_dim();
+        if let Some((v, s_k)) = ints.block_ints(&index.features, rows, d, scratch) {
+            if !crate::kernels::token_raws_scaled(terms, (v, s_k, ints.scales()), raws) {
+                ints.scale(v, s_k, dots);
+                crate::kernels::token_raws(terms, dots, raws);
+            }
+        }
+        return;
+    }
+    few_block_dots(index, prep, ranking, rows, scratch, dots);
+    crate::kernels::token_raws(terms, dots, raws);
+}
+
 /// Exact scores of every item (tokens, or sequences for instance granularity) against query
 /// `q`, in index order; parallel over chunks.
 pub(crate) fn exact_scores(
@@ -939,33 +967,8 @@ where
                     });
                 if !fused {
                     let dots = &mut dots[..(end - start) * m];
-                    match &self.ranking.ints {
-                        // The integer dots scaled as the scoring reads them (no pass that
-                        // writes them scaled first: 2 % of an int8 8-token query, one core).
-                        Some(ints) => {
-                            let features = &ctx.index.features;
-                            let block = start..end;
-                            if let Some((v, s_k)) = ints.block_ints(features, block, ctx.d, scratch)
-                            {
-                                let scaled = (v, s_k, ints.scales());
-                                if !crate::kernels::token_raws_scaled(&terms, scaled, raws) {
-                                    ints.scale(v, s_k, dots);
-                                    crate::kernels::token_raws(&terms, dots, raws);
-                                }
-                            }
-                        }
-                        None => {
-                            few_block_dots(
-                                ctx.index,
-                                prep,
-                                self.ranking,
-                                start..end,
-                                scratch,
-                                dots,
-                            );
-                            crate::kernels::token_raws(&terms, dots, raws);
-                        }
-                    }
+                    let block = (start, &terms);
+                    few_block_raws(ctx.index, prep, self.ranking, block, (scratch, dots), raws);
                 }
                 ctx.finish_block(start, raws);
                 // Groups of 8 scores tested at once (branch-free): most lie between the cuts.
