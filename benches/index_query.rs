@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{best_of, stream, Rng};
+use common::{best_of, stream_as, stream_kinds, ReadKind, Rng};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -34,7 +34,7 @@ fn rayon_threads() -> usize {
 /// turn: the bytes a query's scan reads, in the same pages, split as its scan splits them,
 /// started and woken the same way (a read on freshly spawned threads paid ~50 µs more per
 /// call, and rayon's idle workers yielding beside it), so the ratio compares the two loops.
-fn stream_parallel(columns: &[&[u8]], tokens: usize) -> u64 {
+fn stream_parallel(columns: &[&[u8]], tokens: usize, kind: ReadKind) -> u64 {
     use rayon::prelude::*;
     let per_thread = tokens.div_ceil(rayon_threads());
     (0..tokens.div_ceil(per_thread))
@@ -44,10 +44,22 @@ fn stream_parallel(columns: &[&[u8]], tokens: usize) -> u64 {
             let range = part * per_thread..((part + 1) * per_thread).min(tokens);
             columns.iter().fold(0, |acc: u64, column| {
                 let width = column.len() / tokens;
-                acc.wrapping_add(stream(&column[range.start * width..range.end * width]))
+                acc.wrapping_add(stream_as(
+                    kind,
+                    &column[range.start * width..range.end * width],
+                ))
             })
         })
         .reduce(|| 0, u64::wrapping_add)
+}
+
+/// One turn of a single-query measurement, in seconds: the u64-word read (the ceiling until
+/// session 16), the fastest read of the turn (the ceiling), and the query.
+struct Turn {
+    reads: Vec<f64>,
+    words: f64,
+    fastest: f64,
+    query: f64,
 }
 
 fn main() {
@@ -123,13 +135,10 @@ fn main() {
         if m == 1 { "" } else { "s" },
         rayon_threads()
     );
+    let kinds = stream_kinds();
     for (storage, index) in &indexes {
         let bytes = index.scan_bytes();
         let columns = index.scan_columns();
-        // The same bytes copied into one fresh allocation: what the ceiling was measured on
-        // until session 8, printed beside it (its pages read 1–8 % faster than the index's
-        // own on this host; see BENCHMARKS.md).
-        let copy: Vec<u8> = columns.concat();
         let mut q = Query::new(Arc::clone(index));
         let seg = TestSegment {
             features: test.view(),
@@ -142,7 +151,7 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(9);
         // One query first: whatever it builds once per index (the i16 copy of the rows that
-        // an f16 index's entities of 5–8 tokens rank through where the CPU has the AMX tiles:
+        // an f16 index's entities of 4–8 tokens rank through where the CPU has the AMX tiles:
         // as many bytes as the f16 rows) is not the query's time; reported here.
         let first = best_of(1, || q.run(&seg, 10).unwrap());
         if index.ranking_copy_bytes() > 0 {
@@ -155,41 +164,55 @@ fn main() {
         }
         // The reads and the query in turns, so that each turn sees the same host load (other
         // work on this machine moves the ceiling by ±20 % between seconds); each ratio
-        // reported is the median of the turns'. The two reads swap places every turn, so that
-        // neither is always the one just before the query.
-        let turns: Vec<[f64; 3]> = (0..reps.max(1))
+        // reported is the median of the turns'. Each turn times every kind of read (in an
+        // order that rotates, so that none is always the one just before the query); the
+        // turn's ceiling is the fastest of them.
+        let turns: Vec<Turn> = (0..reps.max(1))
             .map(|turn| {
-                let own = || best_of(1, || stream_parallel(&columns, tokens));
-                let copied = || best_of(1, || stream_parallel(&[&copy], tokens));
-                let (own, copied) = if turn % 2 == 0 {
-                    let own = own();
-                    (own, copied())
-                } else {
-                    let copied = copied();
-                    (own(), copied)
-                };
-                [own, copied, best_of(1, || q.run(&seg, 10).unwrap())]
+                let mut reads = vec![f64::INFINITY; kinds.len()];
+                for i in 0..kinds.len() {
+                    let at = (i + turn) % kinds.len();
+                    reads[at] = best_of(1, || stream_parallel(&columns, tokens, kinds[at]));
+                }
+                Turn {
+                    words: reads[0],
+                    reads: reads.clone(),
+                    fastest: reads.iter().copied().fold(f64::INFINITY, f64::min),
+                    query: best_of(1, || q.run(&seg, 10).unwrap()),
+                }
             })
             .collect();
-        let fastest = |i: usize| turns.iter().map(|t| t[i]).fold(f64::INFINITY, f64::min);
-        let median_ratio = |i: usize| {
-            let mut ratios: Vec<f64> = turns.iter().map(|t| t[i] / t[2]).collect();
+        let fastest = |f: fn(&Turn) -> f64| turns.iter().map(f).fold(f64::INFINITY, f64::min);
+        let median_ratio = |f: fn(&Turn) -> f64| {
+            let mut ratios: Vec<f64> = turns.iter().map(|t| f(t) / t.query).collect();
             ratios.sort_by(f64::total_cmp);
             ratios[ratios.len() / 2]
         };
         let gb_s = |secs: f64| bytes as f64 / secs / 1e9;
         println!(
-            "  {:>4}: {:>7.1} ms  {:>5.1} GB/s of {:>4.0} MB   | streaming read of the same bytes {:>5.1} GB/s -> {:>3.0} % of ceiling | of a fresh copy {:>5.1} GB/s -> {:>3.0} % (medians of {} turns)",
+            "  {:>4}: {:>7.1} ms  {:>5.1} GB/s of {:>4.0} MB   | streaming read of the same bytes {:>5.1} GB/s -> {:>3.0} % of ceiling | u64 words alone {:>5.1} GB/s -> {:>3.0} % (medians of {} turns)",
             storage.name(),
-            fastest(2) * 1e3,
-            gb_s(fastest(2)),
+            fastest(|t| t.query) * 1e3,
+            gb_s(fastest(|t| t.query)),
             bytes as f64 / 1e6,
-            gb_s(fastest(0)),
-            100.0 * median_ratio(0),
-            gb_s(fastest(1)),
-            100.0 * median_ratio(1),
+            gb_s(fastest(|t| t.fastest)),
+            100.0 * median_ratio(|t| t.fastest),
+            gb_s(fastest(|t| t.words)),
+            100.0 * median_ratio(|t| t.words),
             turns.len()
         );
+        let each: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let secs = turns
+                    .iter()
+                    .map(|t| t.reads[i])
+                    .fold(f64::INFINITY, f64::min);
+                format!("{kind:?} {:.1}", gb_s(secs))
+            })
+            .collect();
+        println!("        reads (GB/s, fastest turn): {}", each.join(", "));
     }
 
     if std::env::var("SEGINF_BENCH_SINGLE_ONLY").is_ok() {
