@@ -232,9 +232,9 @@ pub fn dot_rows_f16(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::int_kernels::prefetch_line_ahead;
     use crate::int_kernels::x86::{lane_mask, token_raws_by};
     use crate::int_kernels::TokenTerms;
+    use crate::int_kernels::{prefetch_line_ahead, prefetch_sparse_ahead};
 
     use super::PAIR_GROUP;
 
@@ -371,7 +371,10 @@ mod x86 {
     /// each row per step in `U` accumulators per row and column (each column vector loaded
     /// once for the `R` rows), the last `d mod 16` under a mask. `ahead`: ask for each line
     /// of the rows [`PREFETCH_AHEAD`](crate::int_kernels::PREFETCH_AHEAD) bytes on as the
-    /// loop reaches it.
+    /// loop reaches it; else for every 8th line of the row (`d` a multiple of 128 keeps that
+    /// every 8th line of the scan) [`SPARSE_AHEAD`](crate::int_kernels::SPARSE_AHEAD) bytes
+    /// on: one column, the loop a read and an FMA a line, went from 82–90 % to 92 % of the
+    /// fastest plain read on two cores, 85 % to 93 % on one (session 17).
     ///
     /// # Safety
     /// AVX-512 F is present; `r` is valid for `R·d` reads and each column for `d`.
@@ -389,6 +392,9 @@ mod x86 {
             let mut acc = [[[_mm512_setzero_ps(); U]; N]; R];
             let mut j = 0;
             while j + 16 * U <= d {
+                if !ahead && j % (16 * 8) == 0 {
+                    prefetch_sparse_ahead(r.add(j).cast());
+                }
                 for u in 0..U {
                     let mut x = [_mm512_setzero_ps(); R];
                     for h in 0..R {
