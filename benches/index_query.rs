@@ -1,8 +1,10 @@
 //! Index and query throughput on a synthetic CoNLL-sized index: 200k training tokens, d = 768,
 //! C = 9. Every figure is printed next to a baseline measured in the same run (the machine is
-//! shared and noisy): a plain streaming read of the same bytes for single queries, an OpenBLAS
-//! sgemm of the same shape for batches, and (when python3 with numpy is available) the paper's
-//! NumPy factored scorer, `(F·f_qᵀ) ∘ (Err·e_qᵀ)` then argpartition, batched 300.
+//! shared and noisy): the fastest of three plain reads of the same bytes for single queries
+//! (u64 words, the ceiling until session 16, printed beside it; 64-byte AVX-512 loads; the
+//! same asking ahead: `common::ReadKind`), an OpenBLAS sgemm of the same shape for batches,
+//! and (when python3 with numpy is available) the paper's NumPy factored scorer,
+//! `(F·f_qᵀ) ∘ (Err·e_qᵀ)` then argpartition, batched 300.
 //!
 //! Run: `cargo bench --bench index_query` (SEGINF_BENCH_TOKENS overrides the index size,
 //! SEGINF_BENCH_STORAGE=f32|f16|int8 measures one storage type, SEGINF_BENCH_SINGLE_ONLY skips
@@ -29,7 +31,7 @@ fn rayon_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// A plain read of `columns` (each `tokens ×` its bytes per token) on the query's thread
+/// A plain read of `columns` (each `tokens ×` its bytes per token) as `kind` on the query's thread
 /// pool, one contiguous range of tokens per thread, each column's share of it streamed in
 /// turn: the bytes a query's scan reads, in the same pages, split as its scan splits them,
 /// started and woken the same way (a read on freshly spawned threads paid ~50 µs more per
