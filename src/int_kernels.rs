@@ -156,12 +156,7 @@ pub const SPARSE_AHEAD: usize = 16 << 10;
 /// [`prefetch_ahead`]), for a loop that calls it on every 8th line it reads.
 #[inline(always)]
 pub fn prefetch_sparse_ahead(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    if PREFETCH.load(Ordering::Relaxed) {
-        x86::prefetch_l2(p.wrapping_add(SPARSE_AHEAD));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    ask_line(p.wrapping_add(SPARSE_AHEAD));
 }
 
 /// Asks the CPU to bring the one cache line `PREFETCH_AHEAD` bytes past `p` into L2 (a hint,
@@ -169,9 +164,16 @@ pub fn prefetch_sparse_ahead(p: *const u8) {
 /// line as they step through them, rather than for a whole row's lines at once.
 #[inline(always)]
 pub fn prefetch_line_ahead(p: *const u8) {
+    ask_line(p.wrapping_add(PREFETCH_AHEAD));
+}
+
+/// The line holding `p` into L2 unless a bench turned the asks off (nothing on other
+/// architectures).
+#[inline(always)]
+fn ask_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     if PREFETCH.load(Ordering::Relaxed) {
-        x86::prefetch_l2(p.wrapping_add(PREFETCH_AHEAD));
+        x86::prefetch_l2(p);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
