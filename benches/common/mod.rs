@@ -48,17 +48,20 @@ pub fn random_crf(rng: &mut Rng, c: usize, d: usize, weight_scale: f64) -> Crf {
 /// 64-byte loads where the CPU has AVX-512 F, else u64 words ([`ReadKind`]).
 #[allow(dead_code)] // not every bench binary streams
 pub fn stream(bytes: &[u8]) -> u64 {
-    let kind = stream_kinds().last().copied().unwrap_or(ReadKind::Words);
-    stream_as(kind.min(ReadKind::Zmm), bytes)
+    let kind = match stream_kinds().contains(&ReadKind::Zmm) {
+        true => ReadKind::Zmm,
+        false => ReadKind::Words,
+    };
+    stream_as(kind, bytes)
 }
 
 /// The ways a plain read can load memory. Until session 16 the ceiling was `Words` alone,
-/// compiled for baseline x86-64 (16-byte loads): on the Intel VM of sessions 12–17 it read
-/// 78–85 % of what 64-byte AVX-512 loads read on two cores (four loads a cache line keep
-/// fewer lines in flight than one), so it understated the bandwidth a scan can reach, and
-/// queries read "more than 100 %" of it. `index_query` times every kind available in each
-/// turn and takes the fastest as the ceiling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// compiled for baseline x86-64 (16-byte loads): on the Intel VM of sessions 12–17 it reads
+/// 70–83 % of the fastest kind on two cores (four loads a cache line keep fewer lines in
+/// flight than one; `benches/read_rate.rs`), so it understated the bandwidth a scan can
+/// reach, and queries read "more than 100 %" of it. `index_query` times every kind
+/// available in each turn and takes the fastest as the ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(dead_code)]
 pub enum ReadKind {
     /// u64 words, four accumulators (the compiler's baseline vector loads).
