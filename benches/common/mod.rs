@@ -57,9 +57,9 @@ pub fn stream(bytes: &[u8]) -> u64 {
 
 /// The ways a plain read can load memory. Until session 16 the ceiling was `Words` alone,
 /// compiled for baseline x86-64 (16-byte loads): on the Intel VM of sessions 12–17 it reads
-/// 70–83 % of the fastest kind on two cores (four loads a cache line keep fewer lines in
-/// flight than one; `benches/read_rate.rs`), so it understated the bandwidth a scan can
-/// reach, and queries read "more than 100 %" of it. `index_query` times every kind
+/// 69–96 % (median 79 %) of the fastest kind on two cores (four loads a line keep fewer
+/// lines in flight than one; `benches/read_rate.rs`), so it understated the bandwidth a
+/// scan can reach, and queries read "more than 100 %" of it. `index_query` times every kind
 /// available in each turn and takes the fastest as the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(dead_code)]
