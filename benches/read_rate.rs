@@ -9,9 +9,10 @@
 //!
 //! A scan's kernel is such a loop: its dots, conversions and prefetches are the work. If
 //! the rate falls with `k` although the work is far from the time the line's bytes take, the
-//! core cannot overlap arithmetic with its reads, and a kernel's share of the read is bound
-//! by how many instructions it spends a line, not only by its arithmetic's throughput
-//! (BENCHMARKS.md, session 17).
+//! core does not hide that work behind its reads in such a loop, and a kernel's share of the
+//! read depends on how much it spends a line, not only on its arithmetic's throughput (the
+//! query kernels ask for every line ahead and fare better than this loop: BENCHMARKS.md,
+//! session 17).
 //!
 //! Run: `cargo bench --bench read_rate`.
 
