@@ -55,13 +55,23 @@ fn stream_parallel(columns: &[&[u8]], tokens: usize, kind: ReadKind) -> u64 {
         .reduce(|| 0, u64::wrapping_add)
 }
 
-/// One turn of a single-query measurement, in seconds: the u64-word read (the ceiling until
-/// session 16), the fastest read of the turn (the ceiling), and the query.
+/// One turn of a single-query measurement, in seconds: each kind of read (as
+/// `common::stream_kinds` lists them, u64 words first) and the query.
 struct Turn {
     reads: Vec<f64>,
-    words: f64,
-    fastest: f64,
     query: f64,
+}
+
+impl Turn {
+    /// The u64-word read: the ceiling until session 16.
+    fn words(&self) -> f64 {
+        self.reads[0]
+    }
+
+    /// The fastest read of the turn: the ceiling.
+    fn fastest(&self) -> f64 {
+        self.reads.iter().copied().fold(f64::INFINITY, f64::min)
+    }
 }
 
 fn main() {
@@ -177,15 +187,13 @@ fn main() {
                     reads[at] = best_of(1, || stream_parallel(&columns, tokens, kinds[at]));
                 }
                 Turn {
-                    words: reads[0],
-                    reads: reads.clone(),
-                    fastest: reads.iter().copied().fold(f64::INFINITY, f64::min),
+                    reads,
                     query: best_of(1, || q.run(&seg, 10).unwrap()),
                 }
             })
             .collect();
-        let fastest = |f: fn(&Turn) -> f64| turns.iter().map(f).fold(f64::INFINITY, f64::min);
-        let median_ratio = |f: fn(&Turn) -> f64| {
+        let fastest = |f: &dyn Fn(&Turn) -> f64| turns.iter().map(f).fold(f64::INFINITY, f64::min);
+        let median_ratio = |f: &dyn Fn(&Turn) -> f64| {
             let mut ratios: Vec<f64> = turns.iter().map(|t| f(t) / t.query).collect();
             ratios.sort_by(f64::total_cmp);
             ratios[ratios.len() / 2]
@@ -194,25 +202,19 @@ fn main() {
         println!(
             "  {:>4}: {:>7.1} ms  {:>5.1} GB/s of {:>4.0} MB   | streaming read of the same bytes {:>5.1} GB/s -> {:>3.0} % of ceiling | u64 words alone {:>5.1} GB/s -> {:>3.0} % (medians of {} turns)",
             storage.name(),
-            fastest(|t| t.query) * 1e3,
-            gb_s(fastest(|t| t.query)),
+            fastest(&|t| t.query) * 1e3,
+            gb_s(fastest(&|t| t.query)),
             bytes as f64 / 1e6,
-            gb_s(fastest(|t| t.fastest)),
-            100.0 * median_ratio(|t| t.fastest),
-            gb_s(fastest(|t| t.words)),
-            100.0 * median_ratio(|t| t.words),
+            gb_s(fastest(&Turn::fastest)),
+            100.0 * median_ratio(&Turn::fastest),
+            gb_s(fastest(&Turn::words)),
+            100.0 * median_ratio(&Turn::words),
             turns.len()
         );
         let each: Vec<String> = kinds
             .iter()
             .enumerate()
-            .map(|(i, kind)| {
-                let secs = turns
-                    .iter()
-                    .map(|t| t.reads[i])
-                    .fold(f64::INFINITY, f64::min);
-                format!("{kind:?} {:.1}", gb_s(secs))
-            })
+            .map(|(i, kind)| format!("{kind:?} {:.1}", gb_s(fastest(&|t| t.reads[i]))))
             .collect();
         println!("        reads (GB/s, fastest turn): {}", each.join(", "));
     }

@@ -48,11 +48,7 @@ pub fn random_crf(rng: &mut Rng, c: usize, d: usize, weight_scale: f64) -> Crf {
 /// 64-byte loads where the CPU has AVX-512 F, else u64 words ([`ReadKind`]).
 #[allow(dead_code)] // not every bench binary streams
 pub fn stream(bytes: &[u8]) -> u64 {
-    let kind = match stream_kinds().contains(&ReadKind::Zmm) {
-        true => ReadKind::Zmm,
-        false => ReadKind::Words,
-    };
-    stream_as(kind, bytes)
+    stream_as(ReadKind::Zmm, bytes)
 }
 
 /// The ways a plain read can load memory. Until session 16 the ceiling was `Words` alone,
