@@ -1585,7 +1585,7 @@ mod tests {
         let mut by_own_row = 0;
         for (c, m) in [1, 3, 8, 9, 16, 17]
             .into_iter()
-            .flat_map(|c| [(c, 1), (c, 2), (c, 4), (c, 8)])
+            .flat_map(|c| (1..=8).map(move |m| (c, m)))
         {
             let n = 203;
             // Spiky r: most rows small (as a trained model's), a few large.
