@@ -3,6 +3,9 @@
 //! same run (the machine is shared and noisy):
 //! - `gemm` (int8 rows) for L = 300 and 64 in blocks of 2048 rows, next to OpenBLAS sgemm of the
 //!   same shapes (ndarray's `general_mat_mul` on f32 copies of the rows): GMAC/s and ratio;
+//! - on CPUs with AMX, `amx::gemm` for the same shapes: int8 rows, and i16 rows kept tiled in
+//!   two int8 planes (an f32/f16 index's ranking copy, four tile products a value), with its
+//!   time per `tdpbssd` (one 16 × 16 × 64 tile product) beside the sgemm of the same run;
 //! - `dot_rows_i8_i16` for L = 1 in blocks of 256 rows, next to a plain streaming read of the
 //!   same bytes: GB/s and ratio;
 //! - `dot_score_rows` (an int8 single query's fused dots and scores, C = 9) on both cores as the
@@ -21,6 +24,10 @@ mod common;
 
 // The module is crate-private: compiled into this binary from its source, with the lint
 // settings it has in the library (src/lib.rs allows needless_range_loop crate-wide).
+#[path = "../src/amx.rs"]
+#[deny(unsafe_code)]
+#[allow(dead_code, unused_imports)]
+mod amx;
 #[path = "../src/int_kernels.rs"]
 #[deny(unsafe_code)]
 #[allow(dead_code, clippy::needless_range_loop)]
@@ -126,6 +133,8 @@ fn main() {
             sgemm / secs
         );
     }
+
+    tile_gemm(&rows, &rows_f32, d, &mut rng);
 
     println!("\ndot_rows_i8_i16, L = 1, blocks of {DOT_BLOCK} rows:");
     let col: Vec<i16> = (0..d).map(|_| (rng.next() * u) as i16).collect();
@@ -247,4 +256,78 @@ fn fused(rows: &[i8], d: usize, u: f64, rng: &mut Rng) {
         100.0 * median(&mut without),
         median(&mut reads)
     );
+}
+
+/// `amx::gemm` (int8 rows) and `amx::gemm_tiled` (i16 rows kept tiled, two planes) in blocks of
+/// [`GEMM_BLOCK`] rows (the whole blocks of the n rows) next to sgemm on the f32 copies of
+/// the int8 rows, turn by turn; the time per `tdpbssd` is
+/// what a tile product costs with its loads, stores and the combine of the sums around it.
+fn tile_gemm(rows: &[i8], rows_f32: &Array2<f32>, d: usize, rng: &mut Rng) {
+    let n = rows_f32.nrows();
+    if !amx::available() {
+        println!("\ntile gemm: no AMX on this CPU");
+        return;
+    }
+    // i16 rows within the copy's balanced bound, kept tiled as the copy keeps them.
+    let bound = ((i32::MAX as usize / d) as f64).sqrt();
+    let wide: Vec<i16> = (0..n * d).map(|_| (rng.next() * bound) as i16).collect();
+    let shape = amx::Tiled { d, planes: 2 };
+    let mut tiled = vec![0i8; shape.bytes(n)];
+    for (i, &u) in wide.iter().enumerate() {
+        let (hi, lo) = amx::split(u);
+        tiled[shape.at(i / d, 0, i % d)] = hi;
+        tiled[shape.at(i / d, 1, i % d)] = lo;
+    }
+    println!("\ntile gemm (AMX), blocks of {GEMM_BLOCK} rows:");
+    let mut scratch = amx::GemmScratch::default();
+    for l in [300usize, 64] {
+        let cols: Vec<i16> = (0..l * d).map(|_| (rng.next() * bound) as i16).collect();
+        let Some(tiles) = amx::AmxCols::new(&cols, l, d) else {
+            println!("  L = {l}: the tiles refuse these columns");
+            continue;
+        };
+        let mut out = vec![0i32; GEMM_BLOCK * l];
+        let cols_f32 = Array2::from_shape_fn((d, l), |(k, j)| f32::from(cols[j * d + k]));
+        let mut c = Array2::<f32>::zeros((GEMM_BLOCK, l));
+        let blocks = n / GEMM_BLOCK;
+        let macs = (blocks * GEMM_BLOCK * d * l) as f64;
+        for (what, planes) in [("int8 rows", 1), ("i16 tiled", 2)] {
+            let (secs, sgemm) = best_of_both(
+                3,
+                || {
+                    for b in 0..blocks {
+                        let ran = match planes {
+                            1 => {
+                                let block = &rows[b * GEMM_BLOCK * d..(b + 1) * GEMM_BLOCK * d];
+                                let rows = (Rows::I8(block), 0);
+                                amx::gemm(rows, d, &tiles, &mut out, &mut scratch)
+                            }
+                            _ => {
+                                let range = b * GEMM_BLOCK..(b + 1) * GEMM_BLOCK;
+                                let t = (&tiled[..], shape);
+                                amx::gemm_tiled(t, range, &tiles, &mut out, &mut scratch)
+                            }
+                        };
+                        assert!(ran, "the tiles ran");
+                    }
+                },
+                || {
+                    for b in 0..blocks {
+                        let block = rows_f32.slice(s![b * GEMM_BLOCK..(b + 1) * GEMM_BLOCK, ..]);
+                        general_mat_mul(1.0, &block, &cols_f32, 0.0, &mut c);
+                    }
+                },
+            );
+            // tdpbssd: 16-row tiles × column tiles (8 columns each) × 64-value steps × planes.
+            let products = (blocks * GEMM_BLOCK / 16 * l.div_ceil(8) * d / 64 * planes) as f64;
+            println!(
+                "  L = {l:>3}, {what}: {:>7.1} ms  {:>6.1} GMAC/s  {:>5.2} ns a tdpbssd | sgemm {:>7.1} ms -> {:.2}x sgemm",
+                secs * 1e3,
+                macs / secs / 1e9,
+                secs / products * 1e9,
+                sgemm * 1e3,
+                sgemm / secs
+            );
+        }
+    }
 }

@@ -379,6 +379,14 @@ mod imp {
         c
     }
 
+    /// Up to this many column tiles (64 query columns), [`gemm`] loads rows kept tiled where
+    /// they lie rather than copying them to lines first. One core, i16 rows kept tiled, ns a
+    /// tile product (`int_kernels` bench, session 18): 32 columns 37–38 in place against
+    /// 44–46 copied, 64 25–26 against 26–28, 96 equal, 128 19–20 against 18–20, 200 19
+    /// against 15–17. The copy's cost is paid once a group, and a group's 1 KB blocks lie
+    /// 4 KB apart (the same L1 sets) in place, where the copy's lines at stride d do not:
+    /// with many column tiles every block is loaded again many times.
+    const IN_PLACE_TILES: usize = 8;
     /// Four tiles of sums (16 × 16 i32 each), stored on cache lines.
     #[repr(C, align(64))]
     struct Sums([[i32; 256]; 4]);
@@ -504,8 +512,9 @@ mod imp {
         let mut sums = Sums([[0; 256]; 4]);
         // SAFETY: AMX was granted and the CPU has AVX-512 F and BW (the caller checked
         // `available`); every tile is 16 rows of 64 bytes as configured; the row loads read
-        // 16 rows of 64 bytes at stride d within a plane of `scratch` (32 rows of d bytes);
-        // the column loads read one `Block` of `cols.tiles` (t < tiles, s < steps); the
+        // 16 rows of 64 bytes at stride d within a plane of `scratch` (32 rows of d bytes),
+        // or a 1 KB block of tiled rows (whole groups of 32 rows within the rows that
+        // `gemm_tiled` checked, from a quarter's first row: `Tiled::at`); the column loads read one `Block` of `cols.tiles` (t < tiles, s < steps); the
         // stores write 16 rows of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
@@ -530,7 +539,18 @@ mod imp {
                 // Planes are copied too: loaded in place (stride 2d) they made an f32 batch of
                 // 300 queries 15–20 % slower than this copy into lines (BENCHMARKS.md,
                 // session 14), which costs a copy's time where `fill` split every value.
+                // Tiled rows of a whole group from a quarter's first row, against few column
+                // tiles: loaded where they lie, two 1 KB blocks a step ([`IN_PLACE_TILES`]).
+                let in_place = match rows {
+                    Source::Tiled(t, shape, first)
+                        if n == 32 && (first + g) % 16 == 0 && tiles <= IN_PLACE_TILES =>
+                    {
+                        Some((t, shape, first + g))
+                    }
+                    _ => None,
+                };
                 match rows {
+                    _ if in_place.is_some() => {}
                     Source::Fill(rows) => fill(rows, (g, n), d, scratch),
                     Source::Tiled(t, shape, first) => fill_tiled((t, shape), first + g, n, scratch),
                 }
@@ -546,7 +566,23 @@ mod imp {
                     per_step: (end as usize - at as usize).div_ceil(64 * pair_steps),
                 };
                 for plane in 0..planes {
-                    let a = scratch.as_ptr().add(plane * plane_lines).cast::<i8>();
+                    let a = match in_place {
+                        Some((t, shape, row)) => RowTiles {
+                            first: t.as_ptr().add(shape.at(row, plane, 0)),
+                            second: t.as_ptr().add(shape.at(row + 16, plane, 0)),
+                            stride: 64,
+                            step: 4096,
+                        },
+                        None => {
+                            let a = scratch.as_ptr().add(plane * plane_lines).cast::<i8>();
+                            RowTiles {
+                                first: a,
+                                second: a.add(16 * d),
+                                stride: d,
+                                step: 64,
+                            }
+                        }
+                    };
                     // High plane of i16 rows: its sums count 256 times.
                     let shift = if planes == 2 && plane == 0 { 8 } else { 0 };
                     for t in (0..tiles).step_by(2) {
@@ -559,10 +595,10 @@ mod imp {
                             let first = super::TILE_COLUMNS * tile;
                             let add = plane == 1;
                             let at = &mut out[g * l..];
-                            combine_into(&sums.0[2 * q], n.min(16), (l, first), shift, add, at);
+                            combine_tile(&sums.0[2 * q], n.min(16), (l, first), shift, add, at);
                             if n > 16 {
                                 let at = &mut out[(g + 16) * l..];
-                                combine_into(
+                                combine_tile(
                                     &sums.0[2 * q + 1],
                                     n - 16,
                                     (l, first),
@@ -576,6 +612,48 @@ mod imp {
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+
+    /// [`combine_into`] with AVX-512 for a whole tile of columns (8 query columns, the
+    /// common case), else [`combine_into`] itself. Per row of sums: `256·hi + lo` as one
+    /// shift and one add of the row's two halves (the compiled generic loop shuffled the
+    /// values lane by lane: a third of a batch's tile GEMM, session 18).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn combine_tile(
+        sums: &[i32; 256],
+        rows: usize,
+        (l, first): (usize, usize),
+        shift: u32,
+        add: bool,
+        out: &mut [i32],
+    ) {
+        use std::arch::x86_64::*;
+        if l - first < super::TILE_COLUMNS {
+            return combine_into(sums, rows, (l, first), shift, add, out);
+        }
+        let count = _mm_cvtsi32_si128(shift as i32);
+        for (o, s) in out
+            .chunks_exact_mut(l)
+            .zip(sums.chunks_exact(16))
+            .take(rows)
+        {
+            let o = &mut o[first..first + super::TILE_COLUMNS];
+            // SAFETY: `s` holds 16 values and `o` 8 (both slices just taken).
+            unsafe {
+                let v = _mm512_loadu_si512(s.as_ptr().cast());
+                let (hi, lo) = (_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+                let mut x =
+                    _mm256_sll_epi32(_mm256_add_epi32(_mm256_slli_epi32::<8>(hi), lo), count);
+                if add {
+                    x = _mm256_add_epi32(x, _mm256_loadu_si256(o.as_ptr().cast()));
+                }
+                _mm256_storeu_si256(o.as_mut_ptr().cast(), x);
+            }
         }
     }
 
@@ -628,16 +706,27 @@ mod imp {
         }
     }
 
-    /// Rows 0–15 and 16–31 of a plane at `a` (stride d) against column tile `t` and, when
+    /// Where [`tile_pair`] loads a plane of 32 rows: rows 0–15 from `first` and 16–31 from
+    /// `second`, `stride` bytes from one row to the next, `step` from one step of 64 values
+    /// to the next (lines of the scratch: stride d, step 64; rows kept tiled: 64 and 4096).
+    #[derive(Clone, Copy)]
+    struct RowTiles {
+        first: *const i8,
+        second: *const i8,
+        stride: usize,
+        step: usize,
+    }
+
+    /// Rows 0–15 and 16–31 of a plane (where `a` says) against column tile `t` and, when
     /// `two`, `t + 1`: sums into `sums` as [rows 0–15 × t, rows 16–31 × t, rows 0–15 × t+1,
     /// rows 16–31 × t+1].
     ///
     /// # Safety
-    /// As [`gemm`]: tiles configured by [`config`], 32 rows of d from `a`, t (and t + 1 when
-    /// `two`) below the column tiles.
+    /// As [`gemm`]: tiles configured by [`config`], the plane's 32 rows of d where `a` says,
+    /// t (and t + 1 when `two`) below the column tiles.
     #[inline(always)]
     unsafe fn tile_pair(
-        a: *const i8,
+        a: RowTiles,
         d: usize,
         cols: &AmxCols,
         (t, two): (usize, bool),
@@ -659,15 +748,15 @@ mod imp {
                 ahead.step();
                 asm!(
                     "tileloadd tmm4, [{b} + {sixty_four}*1]",
-                    "tileloadd tmm6, [{a0} + {d}*1]",
-                    "tileloadd tmm7, [{a1} + {d}*1]",
+                    "tileloadd tmm6, [{a0} + {stride}*1]",
+                    "tileloadd tmm7, [{a1} + {stride}*1]",
                     "tdpbssd tmm0, tmm6, tmm4",
                     "tdpbssd tmm1, tmm7, tmm4",
                     b = in(reg) b.add(1024 * (t * steps + s)),
                     sixty_four = in(reg) 64usize,
-                    a0 = in(reg) a.add(64 * s),
-                    a1 = in(reg) a.add(16 * d + 64 * s),
-                    d = in(reg) d,
+                    a0 = in(reg) a.first.add(a.step * s),
+                    a1 = in(reg) a.second.add(a.step * s),
+                    stride = in(reg) a.stride,
                     options(nostack, readonly),
                 );
                 if two {
@@ -965,7 +1054,9 @@ mod tests {
                         };
                         check(&out, "rows");
                         // The same rows kept tiled (i16 in two planes): all of them, and
-                        // from row 5 on (a first row inside a group).
+                        // from rows 5, 16 and 48 on (a first row inside a quarter; tiles
+                        // loaded in place from a group's second quarter, and across two
+                        // groups).
                         let shape = Tiled {
                             d,
                             planes: 1 + usize::from(wide),
@@ -975,10 +1066,11 @@ mod tests {
                         let mut out = vec![SENTINEL; rb * l + 3];
                         assert!(gemm_tiled(t, 0..rb, &packed, &mut out, &mut scratch));
                         check(&out, "tiled");
-                        if rb > 5 {
-                            let mut from5 = vec![SENTINEL; rb * l + 3];
-                            assert!(gemm_tiled(t, 5..rb, &packed, &mut from5, &mut scratch));
-                            assert_eq!(from5[..(rb - 5) * l], out[5 * l..rb * l], "from row 5");
+                        for from in [5, 16, 48].into_iter().filter(|&f| f < rb) {
+                            let mut part = vec![SENTINEL; rb * l + 3];
+                            assert!(gemm_tiled(t, from..rb, &packed, &mut part, &mut scratch));
+                            let want = &out[from * l..rb * l];
+                            assert_eq!(part[..(rb - from) * l], *want, "from row {from}");
                         }
                     }
                 }
