@@ -278,8 +278,9 @@ enum Layout<'a> {
 /// Writes (or, when `add`, adds) one 16-row tile of sums of a column tile (16 × 16 i32,
 /// row-major: 8 `hi` then 8 `lo` sums) into `out` (rows of `l`, starting at query column
 /// `first`) for its first `rows` rows: `256·hi + lo` per query column, shifted left by
-/// `shift` (8 for the high plane of i16 rows: its sums count 256 times), wrapping. Inlined
-/// into the AVX-512 kernels, where a whole tile's row is two vector instructions' work.
+/// `shift` (8 for the high plane of i16 rows: its sums count 256 times), wrapping. The
+/// AVX-512 kernels call `imp::combine_tile`, which does whole tiles itself and leaves the
+/// partial ones to this.
 #[inline(always)]
 fn combine_into(
     sums: &[i32; 256],
@@ -452,7 +453,7 @@ mod imp {
                     let shift = if planes == 2 && plane == 0 { 8 } else { 0 };
                     for (q, sums) in sums.0.iter().enumerate() {
                         let at = &mut out[(64 * g + 16 * q) * l..];
-                        combine_into(sums, 16, (l, 0), shift, plane == 1, at);
+                        combine_tile(sums, 16, (l, 0), shift, plane == 1, at);
                     }
                 }
             }
