@@ -515,8 +515,9 @@ mod imp {
         // `available`); every tile is 16 rows of 64 bytes as configured; the row loads read
         // 16 rows of 64 bytes at stride d within a plane of `scratch` (32 rows of d bytes),
         // or a 1 KB block of tiled rows (whole groups of 32 rows within the rows that
-        // `gemm_tiled` checked, from a quarter's first row: `Tiled::at`); the column loads read one `Block` of `cols.tiles` (t < tiles, s < steps); the
-        // stores write 16 rows of 64 bytes into `sums`.
+        // `gemm_tiled` checked, from a quarter's first row: `Tiled::at`); the column loads
+        // read one `Block` of `cols.tiles` (t < tiles, s < steps); the stores write 16 rows
+        // of 64 bytes into `sums`.
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg, options(nostack, readonly));
             // The bytes that hold rows `a..b` (for tiled rows, the groups around them).

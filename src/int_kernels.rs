@@ -1082,8 +1082,8 @@ pub(crate) mod x86 {
         if M > 1 {
             // xᵀGx = Σ_l x_l·(G_ll·x_l + Σ_(m>l) 2·G_lm·x_m) (G is symmetric): M short
             // chains that run side by side. As one chain of M² FMAs, bound by their latency,
-            // the test took 14.7 ns a token at M = 8 (scoring every token: 4.5); so 6.7, at
-            // M = 5 8.3 → 3.3 (`row_kernels`, hot, session 18).
+            // the test took 14.7 ns a token at M = 8 (scoring every token: 4.5); now 6.7, and
+            // at M = 5 3.3 instead of 8.3 (`row_kernels`, hot, session 18).
             // Any order's rounding is a few units of 2⁻⁵³·S², within the room below.
             // SAFETY: coef_gram has M·M values (by the caller).
             let g = |l: usize, m: usize| unsafe { *skip.coef_gram.get_unchecked(l * M + m) };
