@@ -270,11 +270,10 @@ fn tile_gemm(rows: &[i8], rows_f32: &Array2<f32>, d: usize, rng: &mut Rng) {
     }
     // i16 rows within the copy's balanced bound, kept tiled as the copy keeps them.
     let bound = ((i32::MAX as usize / d) as f64).sqrt();
-    let wide: Vec<i16> = (0..n * d).map(|_| (rng.next() * bound) as i16).collect();
     let shape = amx::Tiled { d, planes: 2 };
     let mut tiled = vec![0i8; shape.bytes(n)];
-    for (i, &u) in wide.iter().enumerate() {
-        let (hi, lo) = amx::split(u);
+    for i in 0..n * d {
+        let (hi, lo) = amx::split((rng.next() * bound) as i16);
         tiled[shape.at(i / d, 0, i % d)] = hi;
         tiled[shape.at(i / d, 1, i % d)] = lo;
     }

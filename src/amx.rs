@@ -551,10 +551,13 @@ mod imp {
                     }
                     _ => None,
                 };
-                match rows {
-                    _ if in_place.is_some() => {}
-                    Source::Fill(rows) => fill(rows, (g, n), d, scratch),
-                    Source::Tiled(t, shape, first) => fill_tiled((t, shape), first + g, n, scratch),
+                if in_place.is_none() {
+                    match rows {
+                        Source::Fill(rows) => fill(rows, (g, n), d, scratch),
+                        Source::Tiled(t, shape, first) => {
+                            fill_tiled((t, shape), first + g, n, scratch)
+                        }
+                    }
                 }
                 let next = (g + 32).min(rb);
                 let (at, len) = bytes_of(next, (next + 32).min(rb));
